@@ -1,0 +1,243 @@
+//! One admission decision: which objects are considered, the chain, the copies, the patch, the
+//! failure behaviour, and the one log line that explains it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use crate::caches::Caches;
+use crate::chain::{self, Subject};
+use crate::copies::{self, Copies};
+use crate::error::{Error, ReviewError};
+use crate::owners::{OwnerRef, Owners};
+use crate::patch::{self, Target};
+use crate::review::{self, Request, Verdict};
+use crate::INJECT_ANNOTATION;
+
+/// What to do with a Pod whose secrets could not be ensured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnCopyFailure {
+    /// Deny with a retryable 503: the Pod's controller tries again.
+    Deny,
+    /// Admit the Pod without the secrets.
+    Allow,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The webhook's own namespace: never mutated.
+    pub own_namespace: String,
+    pub excluded_namespaces: Vec<String>,
+    pub on_copy_failure: OnCopyFailure,
+    /// Owner lookups and copies must finish within this; below the registered timeoutSeconds.
+    pub deadline: Duration,
+}
+
+pub struct Webhook {
+    settings: Settings,
+    caches: Arc<Caches>,
+    owners: Owners,
+    copies: Copies,
+}
+
+/// The outcome of one review, as logged and counted.
+#[derive(Default)]
+struct Decision {
+    decision: &'static str,
+    reason: String,
+    patch: Option<Vec<u8>>,
+    deny: Option<String>,
+    catalogs: Vec<String>,
+    secrets: Vec<String>,
+    chain: Vec<String>,
+    warnings: Vec<String>,
+    /// The namespace is reached by some operator from a catalog with secrets.
+    relevant: bool,
+}
+
+impl Decision {
+    fn skipped(reason: impl Into<String>) -> Self {
+        Decision { decision: "skipped", reason: reason.into(), ..Default::default() }
+    }
+}
+
+impl Webhook {
+    pub fn new(settings: Settings, caches: Arc<Caches>, client: kube::Client) -> Self {
+        Webhook { settings, caches, owners: Owners::new(client.clone()), copies: Copies::new(client) }
+    }
+
+    /// Answers one AdmissionReview body; an error means the body was not a review (HTTP 400).
+    pub async fn review(&self, body: &[u8]) -> Result<Vec<u8>, ReviewError> {
+        let started = Instant::now();
+        let req = review::parse(body)?;
+        let d = match tokio::time::timeout(self.settings.deadline, self.decide(&req)).await {
+            Ok(d) => d,
+            Err(_) => self.failed(&req, Error::Deadline(self.settings.deadline), Decision { relevant: true, ..Default::default() }),
+        };
+        let verdict = match &d.deny {
+            Some(message) => Verdict::Deny { code: 503, message },
+            None => Verdict::Allow { patch: d.patch.as_deref(), warnings: &d.warnings },
+        };
+        let response = review::respond(&req.uid, &verdict);
+        let elapsed = started.elapsed();
+        crate::metrics::admission(&req.kind.kind, &req.operation, d.decision, elapsed.as_secs_f64());
+        self.log(&req, &d, elapsed);
+        Ok(response)
+    }
+
+    fn log(&self, req: &Request<'_>, d: &Decision, elapsed: Duration) {
+        macro_rules! line {
+            ($level:ident) => {
+                $level!(
+                    uid = %req.uid,
+                    kind = %req.kind.kind,
+                    operation = %req.operation,
+                    namespace = req.namespace.as_deref().unwrap_or(""),
+                    name = req.display_name(),
+                    dry_run = req.dry_run.unwrap_or(false),
+                    decision = d.decision,
+                    reason = %d.reason,
+                    catalogs = %d.catalogs.join(","),
+                    secrets = %d.secrets.join(","),
+                    chain = %d.chain.join(" | "),
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    "admission decision"
+                )
+            };
+        }
+        if d.relevant || matches!(d.decision, "patched" | "denied" | "error") {
+            line!(info);
+        } else {
+            line!(debug);
+        }
+    }
+
+    async fn decide(&self, req: &Request<'_>) -> Decision {
+        let target = match (req.kind.group.as_ref(), req.kind.version.as_ref(), req.kind.kind.as_ref(), req.operation.as_ref()) {
+            ("", "v1", "Pod", "CREATE") => Target::Pod,
+            ("", "v1", "ServiceAccount", "CREATE" | "UPDATE") => Target::ServiceAccount,
+            _ => return Decision::skipped("kind or operation not handled"),
+        };
+        let Some(ns) = req.namespace.as_deref().filter(|n| !n.is_empty()) else {
+            return Decision::skipped("not namespaced");
+        };
+        if let Some(reason) = self.excluded(ns) {
+            return Decision::skipped(reason);
+        }
+        let namespace = self.caches.namespace(ns);
+        let annotations = namespace.as_ref().and_then(|n| n.metadata.annotations.as_ref());
+        if annotations.and_then(|a| a.get(INJECT_ANNOTATION)).is_some_and(|v| v == "false") {
+            return Decision::skipped("namespace annotated pullsecret-injector.io/inject=false");
+        }
+        let index = self.caches.index();
+        if !index.reaches(ns) {
+            return Decision::skipped("no operator from a catalog with secrets reaches this namespace");
+        }
+        let mut d = Decision { relevant: true, ..Default::default() };
+        let Some(object) = req.object.as_ref() else {
+            d.decision = "skipped";
+            d.reason = "review carries no object".into();
+            return d;
+        };
+
+        let empty = BTreeMap::new();
+        let subject = Subject {
+            kind: &req.kind.kind,
+            namespace: ns,
+            name: req.name.as_deref().or(object.metadata.name.as_deref()).unwrap_or(""),
+            owner_references: object
+                .metadata
+                .owner_references
+                .iter()
+                .map(|r| OwnerRef { api_version: r.api_version.to_string(), kind: r.kind.to_string(), name: r.name.to_string(), uid: r.uid.to_string() })
+                .collect(),
+            namespace_labels: namespace.as_ref().and_then(|n| n.metadata.labels.as_ref()).unwrap_or(&empty),
+        };
+        let resolution = match chain::resolve(&index, &self.owners, &subject).await {
+            Ok(r) => r,
+            Err(e) => return self.failed(req, e, d),
+        };
+        d.chain = resolution.found.iter().map(|f| f.chain.clone()).collect();
+        d.catalogs = resolution.found.iter().map(|f| format!("{}/{}", f.catalog_namespace, f.catalog_name)).collect();
+        if resolution.found.is_empty() {
+            d.decision = "unchanged";
+            d.reason = if resolution.dropped.is_empty() { "no owner leads to an operator".into() } else { resolution.dropped.join("; ") };
+            return d;
+        }
+
+        let dry_run = req.dry_run.unwrap_or(false);
+        let mut wanted: Vec<String> = Vec::new();
+        for (source_ns, source_name) in resolution.secrets(&index) {
+            let source = self.caches.source_secret(source_ns, source_name).await;
+            if let Some(why) = copies::unusable(source.as_deref()) {
+                let warning = format!("pull secret {source_ns}/{source_name} of the catalog {why}; not injected");
+                warn!(namespace = ns, source = %format!("{source_ns}/{source_name}"), "{warning}");
+                d.warnings.push(warning);
+                continue;
+            }
+            // A tenant namespace that is the catalog's own gets the original secret.
+            if source_ns == ns {
+                wanted.push(source_name.to_string());
+                continue;
+            }
+            match self.copies.ensure(ns, source.as_deref().expect("usable"), dry_run).await {
+                Ok(copy) => wanted.push(copy.name().to_string()),
+                Err(e) => return self.failed(req, e, d),
+            }
+        }
+        d.secrets = wanted.clone();
+
+        let existing = req.image_pull_secrets();
+        let meta_annotations = object.metadata.annotations.as_ref();
+        let addition = patch::build(
+            target,
+            existing.as_deref(),
+            &wanted,
+            meta_annotations.is_some_and(|a| a.present),
+            meta_annotations.and_then(|a| a.injected.as_deref()),
+        );
+        match addition {
+            Some(addition) => {
+                d.decision = "patched";
+                d.reason = format!("added {}", addition.added.join(","));
+                d.patch = Some(addition.patch);
+            }
+            None => {
+                d.decision = "unchanged";
+                d.reason = "already has every pull secret".into();
+            }
+        }
+        d
+    }
+
+    /// Pods that need secrets we could not ensure are denied (retryable) unless configured
+    /// otherwise; ServiceAccounts are admitted as they are.
+    fn failed(&self, req: &Request<'_>, error: Error, mut d: Decision) -> Decision {
+        let message = format!("olm-pullsecret-injector could not ensure the pull secrets this Pod needs ({error}); retry");
+        d.reason = error.to_string();
+        if req.kind.kind == "Pod" && self.settings.on_copy_failure == OnCopyFailure::Deny {
+            d.decision = "denied";
+            d.deny = Some(message);
+        } else {
+            d.decision = "error";
+            d.patch = None;
+        }
+        d
+    }
+
+    fn excluded(&self, ns: &str) -> Option<&'static str> {
+        if ns.starts_with("kube-") {
+            Some("kube-* namespace")
+        } else if ns.starts_with("openshift-") && ns != "openshift-operators" {
+            Some("openshift-* namespace")
+        } else if ns == self.settings.own_namespace {
+            Some("the webhook's own namespace")
+        } else if self.settings.excluded_namespaces.iter().any(|e| e == ns) {
+            Some("namespace excluded by --exclude-namespace")
+        } else {
+            None
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Watch-fed caches shared by the admission path: OLM's objects (projected), namespace metadata
+//! and the source secrets in catalog namespaces. Every change rebuilds the [`Index`], which is
+//! swapped in atomically; admissions never wait on a watch.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::index::Index;
+use crate::olm::{CatalogSource, ClusterServiceVersion, OperatorGroup, Subscription};
+
+pub struct Caches {
+    client: kube::Client,
+    index: ArcSwap<Index>,
+    catalogs: Store<CatalogSource>,
+    subscriptions: Store<Subscription>,
+    csvs: Store<ClusterServiceVersion>,
+    operator_groups: Store<OperatorGroup>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Catalog namespace → its secrets, watched from the first time a catalog there has secrets.
+    sources: Mutex<HashMap<String, Store<Secret>>>,
+    synced: AtomicBool,
+    changed: Notify,
+}
+
+/// Runs a reflector into `writer`, waking the index rebuild on every event.
+fn reflect<K, S>(stream: S, writer: reflector::store::Writer<K>, caches: Arc<Caches>, what: &'static str) -> impl Future<Output = ()> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    stream
+        .default_backoff()
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .for_each(move |event| {
+            match event {
+                Ok(_) => caches.changed.notify_one(),
+                Err(e) => warn!(watch = what, error = %e, "watch failed; retrying"),
+            }
+            futures::future::ready(())
+        })
+}
+
+impl Caches {
+    /// Starts every watch. [`Caches::wait_synced`] resolves once they have all listed.
+    pub fn start(client: kube::Client) -> Arc<Caches> {
+        let (catalogs, catalogs_w) = reflector::store();
+        let (subscriptions, subscriptions_w) = reflector::store();
+        let (csvs, csvs_w) = reflector::store();
+        let (operator_groups, operator_groups_w) = reflector::store();
+        let (namespaces, namespaces_w) = reflector::store();
+        let caches = Arc::new(Caches {
+            client: client.clone(),
+            index: ArcSwap::from_pointee(Index::default()),
+            catalogs,
+            subscriptions,
+            csvs,
+            operator_groups,
+            namespaces,
+            sources: Mutex::new(HashMap::new()),
+            synced: AtomicBool::new(false),
+            changed: Notify::new(),
+        });
+        let cfg = watcher::Config::default;
+        tokio::spawn(reflect(watcher(Api::<CatalogSource>::all(client.clone()), cfg()), catalogs_w, caches.clone(), "catalogsources"));
+        tokio::spawn(reflect(watcher(Api::<Subscription>::all(client.clone()), cfg()), subscriptions_w, caches.clone(), "subscriptions"));
+        tokio::spawn(reflect(watcher(Api::<ClusterServiceVersion>::all(client.clone()), cfg()), csvs_w, caches.clone(), "clusterserviceversions"));
+        tokio::spawn(reflect(watcher(Api::<OperatorGroup>::all(client.clone()), cfg()), operator_groups_w, caches.clone(), "operatorgroups"));
+        tokio::spawn(reflect(watcher(Api::<PartialObjectMeta<Namespace>>::all(client), cfg()), namespaces_w, caches.clone(), "namespaces"));
+        tokio::spawn(caches.clone().rebuild_on_change());
+        caches
+    }
+
+    /// Resolves when every watch has listed once and the first index is built.
+    pub async fn wait_synced(&self) {
+        let _ = self.catalogs.wait_until_ready().await;
+        let _ = self.subscriptions.wait_until_ready().await;
+        let _ = self.csvs.wait_until_ready().await;
+        let _ = self.operator_groups.wait_until_ready().await;
+        let _ = self.namespaces.wait_until_ready().await;
+        self.rebuild();
+        for store in self.sources.lock().expect("sources").values().cloned().collect::<Vec<_>>() {
+            let _ = store.wait_until_ready().await;
+        }
+        self.synced.store(true, Ordering::SeqCst);
+        info!(catalogs = self.catalogs.len(), csvs = self.csvs.len(), namespaces = self.namespaces.len(), "caches synced");
+    }
+
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::SeqCst)
+    }
+
+    pub fn index(&self) -> arc_swap::Guard<Arc<Index>> {
+        self.index.load()
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<Arc<PartialObjectMeta<Namespace>>> {
+        self.namespaces.get(&ObjectRef::new(name))
+    }
+
+    /// A source secret from the catalog namespace's watch (waiting for its first list if the
+    /// namespace only just gained a catalog with secrets).
+    pub async fn source_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        let store = self.watch_sources(namespace);
+        if tokio::time::timeout(Duration::from_secs(2), store.wait_until_ready()).await.is_err() {
+            warn!(namespace, "secrets of the catalog namespace are not listed yet");
+        }
+        store.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    fn watch_sources(&self, namespace: &str) -> Store<Secret> {
+        let mut sources = self.sources.lock().expect("sources");
+        if let Some(store) = sources.get(namespace) {
+            return store.clone();
+        }
+        let (store, writer) = reflector::store();
+        let api = Api::<Secret>::namespaced(self.client.clone(), namespace);
+        let what = "catalog-namespace secrets";
+        tokio::spawn(
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .modify(|s: &mut Secret| s.managed_fields_mut().clear())
+                .reflect(writer)
+                .for_each(move |event| {
+                    if let Err(e) = event {
+                        warn!(watch = what, error = %e, "watch failed; retrying");
+                    }
+                    futures::future::ready(())
+                }),
+        );
+        sources.insert(namespace.to_string(), store.clone());
+        store
+    }
+
+    async fn rebuild_on_change(self: Arc<Self>) {
+        loop {
+            self.changed.notified().await;
+            // Coalesce bursts (an initial list, an operator upgrade) into one rebuild.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.rebuild();
+        }
+    }
+
+    fn rebuild(&self) {
+        let index = Index::build(&self.catalogs.state(), &self.subscriptions.state(), &self.csvs.state(), &self.operator_groups.state());
+        for catalog in self.catalogs.state() {
+            if let Some(ns) = catalog.namespace()
+                && !catalog.spec.secrets.is_empty()
+            {
+                self.watch_sources(&ns);
+            }
+        }
+        self.index.store(Arc::new(index));
+    }
+}

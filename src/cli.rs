@@ -1,0 +1,167 @@
+//! Command line: every flag also reads an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tracing::{info, warn};
+
+use crate::admin::Readiness;
+use crate::admission::{OnCopyFailure, Settings, Webhook};
+use crate::caches::Caches;
+use crate::tls::CertReloader;
+
+#[derive(Parser, Debug)]
+#[command(name = "olm-pullsecret-injector", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, env = "PSI_LOG_FORMAT", default_value = "json", global = true, value_parser = ["json", "text"])]
+    pub log_format: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the admission webhook.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// HTTPS address for admission reviews.
+    #[arg(long, env = "PSI_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain, reloaded when it changes.
+    #[arg(long, env = "PSI_TLS_CERT_FILE", default_value = "/etc/webhook/certs/tls.crt")]
+    pub tls_cert_file: PathBuf,
+    /// PEM private key, reloaded when it changes.
+    #[arg(long, env = "PSI_TLS_KEY_FILE", default_value = "/etc/webhook/certs/tls.key")]
+    pub tls_key_file: PathBuf,
+    /// After SIGTERM, keep serving this long while readiness reports false.
+    #[arg(long, env = "PSI_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// Plain-HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "PSI_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+}
+
+#[derive(Args, Debug)]
+pub struct WebhookArgs {
+    /// The webhook's own namespace (never mutated).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "olm-pullsecret-injector")]
+    pub namespace: String,
+    /// Further namespaces to leave alone (repeat or comma-separate).
+    #[arg(long, env = "PSI_EXCLUDE_NAMESPACE", value_delimiter = ',')]
+    pub exclude_namespace: Vec<String>,
+    /// What to do with a Pod whose secrets could not be copied.
+    #[arg(long, env = "PSI_ON_COPY_FAILURE", value_enum, default_value = "deny")]
+    pub on_copy_failure: OnCopyFailure,
+    /// Internal deadline per review; keep it below the webhook's timeoutSeconds.
+    #[arg(long, env = "PSI_DEADLINE", default_value = "3s", value_parser = parse_duration)]
+    pub deadline: Duration,
+}
+
+/// `500ms`, `3s`, `10m` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("invalid duration unit in {text:?} (use ms, s, m or h)")),
+    })
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+    }
+}
+
+/// Sets up JSON (or text) logs through `EnvFilter` (`RUST_LOG`, default `info`), written by a
+/// background thread so that logging never blocks a request. Keep the guard alive.
+pub fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+    guard
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let tls = CertReloader::load(args.server.tls_cert_file.clone(), args.server.tls_key_file.clone())?;
+    tokio::spawn(tls.clone().watch(Duration::from_secs(2)));
+
+    let caches = Caches::start(client.clone());
+    let readiness = Arc::new(Readiness { caches: caches.clone(), draining: Default::default() });
+    let admin = tokio::net::TcpListener::bind(args.admin.admin_listen).await.context("binding --admin-listen")?;
+    info!(addr = %admin.local_addr()?, "admin server listening");
+    let readiness_for_drain = readiness.clone();
+    tokio::spawn(async move { axum::serve(admin, crate::admin::router(readiness)).await });
+
+    caches.wait_synced().await;
+    let settings = Settings {
+        own_namespace: args.webhook.namespace,
+        excluded_namespaces: args.webhook.exclude_namespace,
+        on_copy_failure: args.webhook.on_copy_failure,
+        deadline: args.webhook.deadline,
+    };
+    let webhook = Arc::new(Webhook::new(settings, caches, client));
+    let listener = tokio::net::TcpListener::bind(args.server.listen).await.context("binding --listen")?;
+    info!(addr = %listener.local_addr()?, "webhook listening");
+
+    let drain_delay = args.server.drain_delay;
+    let shutdown = async move {
+        wait_for_signal().await;
+        info!(?drain_delay, "shutdown requested: readiness off, draining");
+        readiness_for_drain.draining.store(true, Ordering::SeqCst);
+        // A second signal aborts at once.
+        tokio::spawn(async {
+            wait_for_signal().await;
+            warn!("second signal: aborting");
+            std::process::exit(130);
+        });
+        tokio::time::sleep(drain_delay).await;
+    };
+    crate::server::serve_tls(listener, tls.server_config(), crate::router(webhook), shutdown).await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

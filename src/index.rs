@@ -1,0 +1,336 @@
+//! The immutable index the hot path reads: built from the watch caches of OLM's objects whenever
+//! one of them changes, and swapped in atomically. Lookups take `&str` and allocate nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use kube::core::{Selector, SelectorExt};
+use kube::{Resource, ResourceExt};
+use tracing::warn;
+
+use crate::olm::{CatalogSource, ClusterServiceVersion, OperatorGroup, Subscription};
+use crate::{INJECT_ANNOTATION, NAMESPACE_SELECTOR_ANNOTATION};
+
+type ByNamespace<V> = HashMap<String, HashMap<String, V>>;
+
+fn lookup<'m, V>(map: &'m ByNamespace<V>, namespace: &str, name: &str) -> Option<&'m V> {
+    map.get(namespace)?.get(name)
+}
+
+/// A CatalogSource whose secrets may be handed out.
+#[derive(Debug)]
+pub struct Catalog {
+    pub namespace: String,
+    pub name: String,
+    pub secrets: Vec<String>,
+    namespace_selector: Option<Selector>,
+}
+
+impl Catalog {
+    /// Whether the catalog's `namespace-selector` annotation (if any) admits a namespace.
+    pub fn admits(&self, namespace_labels: &BTreeMap<String, String>) -> bool {
+        self.namespace_selector.as_ref().is_none_or(|s| s.matches(namespace_labels))
+    }
+}
+
+#[derive(Debug)]
+pub struct Csv {
+    pub uid: String,
+    pub service_accounts: Vec<String>,
+}
+
+/// A Subscription that installed a CSV, and the catalog it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogLink {
+    pub subscription: String,
+    pub catalog_namespace: String,
+    pub catalog_name: String,
+}
+
+/// Where an operator installed in a namespace reaches, from its OperatorGroup's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Namespaces(HashSet<String>),
+}
+
+/// A CRD owned by a CSV: a custom resource of this kind anchors its dependents to the CSV.
+#[derive(Debug, Clone)]
+pub struct CrdOwner {
+    pub csv_namespace: String,
+    pub csv_name: String,
+    pub plural: String,
+}
+
+#[derive(Default, Debug)]
+pub struct Index {
+    catalogs: ByNamespace<Catalog>,
+    csvs: ByNamespace<Csv>,
+    /// CSV namespace → CSV name → the Subscriptions (and so catalogs) it came from.
+    catalogs_by_csv: ByNamespace<Vec<CatalogLink>>,
+    scopes: HashMap<String, Scope>,
+    /// (group, kind) → the CSVs that own the CRD.
+    crd_owners: HashMap<(String, String), Vec<CrdOwner>>,
+    /// Fast path: namespaces reached by some operator whose catalog has secrets.
+    reached: HashSet<String>,
+    reaches_all: bool,
+}
+
+impl Index {
+    pub fn build(
+        catalogs: &[impl AsRef<CatalogSource>],
+        subscriptions: &[impl AsRef<Subscription>],
+        csvs: &[impl AsRef<ClusterServiceVersion>],
+        operator_groups: &[impl AsRef<OperatorGroup>],
+    ) -> Index {
+        let mut index = Index::default();
+        for cat in catalogs.iter().map(AsRef::as_ref) {
+            let (Some(ns), name) = (cat.namespace(), cat.name_any()) else { continue };
+            let annotations = cat.annotations();
+            if annotations.get(INJECT_ANNOTATION).is_some_and(|v| v == "false") || cat.spec.secrets.is_empty() {
+                continue;
+            }
+            let namespace_selector = match annotations.get(NAMESPACE_SELECTOR_ANNOTATION) {
+                None => None,
+                Some(text) => match parse_selector(text) {
+                    Ok(selector) => Some(selector),
+                    Err(e) => {
+                        // Fail closed: a selector we cannot read must not widen where secrets go.
+                        warn!(catalog = %format!("{ns}/{name}"), error = %e, "invalid namespace-selector annotation; catalog ignored");
+                        continue;
+                    }
+                },
+            };
+            let mut secrets = cat.spec.secrets.clone();
+            secrets.dedup();
+            index.catalogs.entry(ns.clone()).or_default().insert(
+                name.clone(),
+                Catalog { namespace: ns, name, secrets, namespace_selector },
+            );
+        }
+
+        for og in operator_groups.iter().map(AsRef::as_ref) {
+            let Some(ns) = og.namespace() else { continue };
+            let targets = &og.status.namespaces;
+            let scope = if targets.iter().any(String::is_empty) {
+                Scope::All
+            } else {
+                Scope::Namespaces(targets.iter().cloned().collect())
+            };
+            index.scopes.insert(ns, scope);
+        }
+
+        for sub in subscriptions.iter().map(AsRef::as_ref) {
+            let Some(ns) = sub.namespace() else { continue };
+            let source_ns = if sub.spec.source_namespace.is_empty() { ns.clone() } else { sub.spec.source_namespace.clone() };
+            let link = CatalogLink { subscription: sub.name_any(), catalog_namespace: source_ns, catalog_name: sub.spec.source.clone() };
+            for csv in [&sub.status.installed_csv, &sub.status.current_csv].into_iter().flatten() {
+                let list = index.catalogs_by_csv.entry(ns.clone()).or_default().entry(csv.clone()).or_default();
+                if !list.contains(&link) {
+                    list.push(link.clone());
+                }
+            }
+        }
+
+        for csv in csvs.iter().map(AsRef::as_ref) {
+            let (Some(ns), name) = (csv.namespace(), csv.name_any()) else { continue };
+            if csv.is_copied() {
+                continue;
+            }
+            for owned in &csv.spec.crds.owned {
+                let Some((group, plural)) = owned.group_and_plural() else { continue };
+                index.crd_owners.entry((group.to_string(), owned.kind.clone())).or_default().push(CrdOwner {
+                    csv_namespace: ns.clone(),
+                    csv_name: name.clone(),
+                    plural: plural.to_string(),
+                });
+            }
+            let entry = Csv {
+                uid: csv.meta().uid.clone().unwrap_or_default(),
+                service_accounts: csv.service_accounts().map(str::to_string).collect(),
+            };
+            index.csvs.entry(ns).or_default().insert(name, entry);
+        }
+
+        // The fast path: every namespace some operator from a catalog with secrets reaches.
+        for (ns, by_name) in &index.catalogs_by_csv {
+            let has_secrets = by_name
+                .iter()
+                .any(|(csv, links)| {
+                    lookup(&index.csvs, ns, csv).is_some()
+                        && links.iter().any(|l| lookup(&index.catalogs, &l.catalog_namespace, &l.catalog_name).is_some())
+                });
+            if !has_secrets {
+                continue;
+            }
+            index.reached.insert(ns.clone());
+            match index.scopes.get(ns) {
+                Some(Scope::All) => index.reaches_all = true,
+                Some(Scope::Namespaces(targets)) => index.reached.extend(targets.iter().cloned()),
+                None => {}
+            }
+        }
+        index
+    }
+
+    /// False when no operator from a catalog with secrets reaches the namespace: most admissions
+    /// in a cluster end here, answered from memory.
+    pub fn reaches(&self, namespace: &str) -> bool {
+        self.reaches_all || self.reached.contains(namespace)
+    }
+
+    pub fn csv(&self, namespace: &str, name: &str) -> Option<&Csv> {
+        lookup(&self.csvs, namespace, name)
+    }
+
+    pub fn catalog(&self, namespace: &str, name: &str) -> Option<&Catalog> {
+        lookup(&self.catalogs, namespace, name)
+    }
+
+    /// The catalogs whose Subscription installed (or is installing) this CSV.
+    pub fn catalogs_of(&self, csv_namespace: &str, csv_name: &str) -> &[CatalogLink] {
+        lookup(&self.catalogs_by_csv, csv_namespace, csv_name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether an operator installed in `operator_namespace` reaches `namespace`.
+    pub fn in_scope(&self, operator_namespace: &str, namespace: &str) -> bool {
+        operator_namespace == namespace
+            || match self.scopes.get(operator_namespace) {
+                Some(Scope::All) => true,
+                Some(Scope::Namespaces(targets)) => targets.contains(namespace),
+                None => false,
+            }
+    }
+
+    /// The CSVs owning CRDs of this group and kind.
+    pub fn crd_owners(&self, group: &str, kind: &str) -> &[CrdOwner] {
+        // The key is owned; a miss is the common case and costs one small allocation only when
+        // some CSV owns CRDs at all.
+        if self.crd_owners.is_empty() {
+            return &[];
+        }
+        self.crd_owners.get(&(group.to_string(), kind.to_string())).map_or(&[], Vec::as_slice)
+    }
+
+    /// CSVs in `namespace` whose install strategy names the service account.
+    pub fn csvs_naming_service_account<'s>(&'s self, namespace: &str, service_account: &'s str) -> impl Iterator<Item = &'s str> + 's {
+        self.csvs
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .filter(move |(_, csv)| csv.service_accounts.iter().any(|sa| sa == service_account))
+            .map(|(name, _)| name.as_str())
+    }
+}
+
+/// Parses a label selector written as JSON (`{"matchLabels": ..., "matchExpressions": ...}`) or
+/// in the `key=value,key in (a,b)` text form.
+fn parse_selector(text: &str) -> Result<Selector, String> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    if text.trim_start().starts_with('{') {
+        let selector: LabelSelector = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        return Selector::try_from(selector).map_err(|e| e.to_string());
+    }
+    let mut match_labels = BTreeMap::new();
+    for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let (key, value) = term.split_once('=').ok_or_else(|| format!("unsupported selector term {term:?}"))?;
+        match_labels.insert(key.trim().trim_end_matches('=').to_string(), value.trim().trim_start_matches('=').to_string());
+    }
+    Ok(match_labels.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn sample(og_targets: serde_json::Value) -> Index {
+        let catalogs: Vec<CatalogSource> = vec![
+            from(json!({"metadata": {"namespace": "openshift-marketplace", "name": "private"}, "spec": {"secrets": ["creds"]}})),
+            from(json!({"metadata": {"namespace": "openshift-marketplace", "name": "public"}, "spec": {}})),
+        ];
+        let subs: Vec<Subscription> = vec![
+            from(json!({"metadata": {"namespace": "ops", "name": "etcd"},
+                "spec": {"source": "private", "sourceNamespace": "openshift-marketplace"},
+                "status": {"installedCSV": "etcd.v1", "currentCSV": "etcd.v2"}})),
+            from(json!({"metadata": {"namespace": "other", "name": "x"},
+                "spec": {"source": "public", "sourceNamespace": "openshift-marketplace"},
+                "status": {"installedCSV": "x.v1"}})),
+        ];
+        let csvs: Vec<ClusterServiceVersion> = vec![
+            from(json!({"metadata": {"namespace": "ops", "name": "etcd.v1", "uid": "u1"}, "spec": {
+                "customresourcedefinitions": {"owned": [{"name": "etcdclusters.etcd.database.coreos.com", "kind": "EtcdCluster", "version": "v1"}]},
+                "install": {"strategy": "deployment", "spec": {
+                    "permissions": [{"serviceAccountName": "etcd-operator"}],
+                    "deployments": [{"name": "d", "spec": {"template": {"spec": {"serviceAccountName": "runner"}}}}]}}}})),
+            from(json!({"metadata": {"namespace": "team", "name": "etcd.v1", "uid": "u2", "labels": {"olm.copiedFrom": "ops"}}})),
+            from(json!({"metadata": {"namespace": "other", "name": "x.v1", "uid": "u3"}})),
+        ];
+        let ogs: Vec<OperatorGroup> = vec![from(json!({"metadata": {"namespace": "ops", "name": "og"}, "status": {"namespaces": og_targets}}))];
+        Index::build(&wrap(catalogs), &wrap(subs), &wrap(csvs), &wrap(ogs))
+    }
+
+    fn wrap<T>(v: Vec<T>) -> Vec<std::sync::Arc<T>> {
+        v.into_iter().map(std::sync::Arc::new).collect()
+    }
+
+    #[test]
+    fn scope_comes_from_operator_group_status() {
+        let index = sample(json!(["ops", "team"]));
+        assert!(index.reaches("ops") && index.reaches("team"));
+        assert!(!index.reaches("other"), "the operator in `other` comes from a catalog without secrets");
+        assert!(!index.reaches("elsewhere"));
+        assert!(index.in_scope("ops", "team"));
+        assert!(!index.in_scope("ops", "elsewhere"));
+
+        let all = sample(json!([""]));
+        assert!(all.reaches("anything") && all.in_scope("ops", "anything"));
+    }
+
+    #[test]
+    fn csv_leads_to_catalogs_through_installed_and_current_csv() {
+        let index = sample(json!(["ops"]));
+        let links = index.catalogs_of("ops", "etcd.v1");
+        assert_eq!((links[0].subscription.as_str(), links[0].catalog_name.as_str()), ("etcd", "private"));
+        assert_eq!(links[0].catalog_namespace, "openshift-marketplace");
+        assert_eq!(index.catalogs_of("ops", "etcd.v2").len(), 1);
+        assert!(index.catalog("openshift-marketplace", "public").is_none(), "no secrets: not a catalog we act for");
+        assert_eq!(index.csv("ops", "etcd.v1").unwrap().uid, "u1");
+        assert!(index.csv("team", "etcd.v1").is_none(), "copied CSVs are never anchors");
+    }
+
+    #[test]
+    fn crd_owners_and_install_strategy_service_accounts() {
+        let index = sample(json!(["ops"]));
+        let owners = index.crd_owners("etcd.database.coreos.com", "EtcdCluster");
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].plural, "etcdclusters");
+        assert!(index.crd_owners("etcd.database.coreos.com", "Other").is_empty());
+        let naming: Vec<_> = index.csvs_naming_service_account("ops", "runner").collect();
+        assert_eq!(naming, ["etcd.v1"]);
+        assert_eq!(index.csvs_naming_service_account("ops", "etcd-operator").count(), 1);
+        assert_eq!(index.csvs_naming_service_account("ops", "default").count(), 0);
+    }
+
+    #[test]
+    fn namespace_selector_annotation_restricts_and_fails_closed() {
+        let catalogs: Vec<CatalogSource> = vec![
+            from(json!({"metadata": {"namespace": "m", "name": "a", "annotations": {NAMESPACE_SELECTOR_ANNOTATION: "tier=prod"}}, "spec": {"secrets": ["s"]}})),
+            from(json!({"metadata": {"namespace": "m", "name": "b", "annotations": {NAMESPACE_SELECTOR_ANNOTATION: "{\"matchExpressions\":[{\"key\":\"tier\",\"operator\":\"In\",\"values\":[\"dev\"]}]}"}}, "spec": {"secrets": ["s"]}})),
+            from(json!({"metadata": {"namespace": "m", "name": "c", "annotations": {NAMESPACE_SELECTOR_ANNOTATION: "{broken"}}, "spec": {"secrets": ["s"]}})),
+            from(json!({"metadata": {"namespace": "m", "name": "d", "annotations": {INJECT_ANNOTATION: "false"}}, "spec": {"secrets": ["s"]}})),
+        ];
+        let none: Vec<std::sync::Arc<Subscription>> = vec![];
+        let index = Index::build(&wrap(catalogs), &none, &Vec::<std::sync::Arc<ClusterServiceVersion>>::new(), &Vec::<std::sync::Arc<OperatorGroup>>::new());
+        let prod = BTreeMap::from([("tier".to_string(), "prod".to_string())]);
+        let dev = BTreeMap::from([("tier".to_string(), "dev".to_string())]);
+        assert!(index.catalog("m", "a").unwrap().admits(&prod));
+        assert!(!index.catalog("m", "a").unwrap().admits(&dev));
+        assert!(index.catalog("m", "b").unwrap().admits(&dev));
+        assert!(index.catalog("m", "c").is_none());
+        assert!(index.catalog("m", "d").is_none());
+    }
+}

@@ -1,0 +1,75 @@
+//! Prometheus metrics (prefix `pullsecret_injector_`), served as text on the admin port.
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub kind: String,
+    pub operation: String,
+    pub decision: &'static str,
+}
+
+struct Metrics {
+    registry: Registry,
+    admissions: Family<AdmissionLabels, Counter>,
+    duration: Histogram,
+    copies_created: Counter,
+    copies_updated: Counter,
+    copies_conflicts: Counter,
+    cache_hits: Counter,
+    cache_misses: Counter,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("pullsecret_injector");
+    let admissions = Family::<AdmissionLabels, Counter>::default();
+    registry.register("admissions", "Admission reviews answered, by kind, operation and decision", admissions.clone());
+    let duration = Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
+    registry.register("admission_duration_seconds", "Time to answer an admission review", duration.clone());
+    let copies_created = Counter::default();
+    registry.register("copies_created", "Managed pull-secret copies created", copies_created.clone());
+    let copies_updated = Counter::default();
+    registry.register("copies_updated", "Managed pull-secret copies brought up to date", copies_updated.clone());
+    let copies_conflicts = Counter::default();
+    registry.register("copies_conflicts", "Copy names held by a secret that is not our copy of the source", copies_conflicts.clone());
+    let cache_hits = Counter::default();
+    registry.register("owner_cache_hits", "Owner lookups answered from memory", cache_hits.clone());
+    let cache_misses = Counter::default();
+    registry.register("owner_cache_misses", "Owner lookups that needed the API server", cache_misses.clone());
+    Metrics { registry, admissions, duration, copies_created, copies_updated, copies_conflicts, cache_hits, cache_misses }
+});
+
+pub fn admission(kind: &str, operation: &str, decision: &'static str, seconds: f64) {
+    let labels = AdmissionLabels { kind: kind.to_string(), operation: operation.to_string(), decision };
+    METRICS.admissions.get_or_create(&labels).inc();
+    METRICS.duration.observe(seconds);
+}
+
+pub fn copy_created() {
+    METRICS.copies_created.inc();
+}
+pub fn copy_updated() {
+    METRICS.copies_updated.inc();
+}
+pub fn copy_conflict() {
+    METRICS.copies_conflicts.inc();
+}
+pub fn cache_hit() {
+    METRICS.cache_hits.inc();
+}
+pub fn cache_miss() {
+    METRICS.cache_misses.inc();
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn encode() -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &METRICS.registry).expect("writing to a String cannot fail");
+    out
+}

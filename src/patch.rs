@@ -1,0 +1,145 @@
+//! The JSON patch that adds pull secrets. It only ever adds: it never replaces, reorders or drops
+//! an entry, so applying the webhook to its own output yields no patch.
+
+use serde_json::{Value, json};
+
+use crate::INJECTED_ANNOTATION;
+
+/// Where the list lives in the object being admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Pod,
+    ServiceAccount,
+}
+
+impl Target {
+    fn list_path(self) -> &'static str {
+        match self {
+            Target::Pod => "/spec/imagePullSecrets",
+            Target::ServiceAccount => "/imagePullSecrets",
+        }
+    }
+}
+
+/// What the patch adds.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Addition {
+    pub patch: Vec<u8>,
+    pub added: Vec<String>,
+}
+
+/// Builds the patch that makes `wanted` present in `existing` (None: the field is absent or null).
+/// For a ServiceAccount it also records the added names in the `injected` annotation, merged with
+/// what the annotation already says, so that exactly these can be removed later.
+pub fn build(
+    target: Target,
+    existing: Option<&[&str]>,
+    wanted: &[String],
+    annotations_present: bool,
+    injected_before: Option<&str>,
+) -> Option<Addition> {
+    let mut added: Vec<String> = Vec::new();
+    for name in wanted {
+        let already = existing.is_some_and(|list| list.contains(&name.as_str()));
+        if !already && !added.contains(name) {
+            added.push(name.clone());
+        }
+    }
+    if added.is_empty() {
+        return None;
+    }
+
+    let path = target.list_path();
+    let mut ops: Vec<Value> = match existing {
+        None => {
+            let entries: Vec<Value> = added.iter().map(|n| json!({ "name": n })).collect();
+            vec![json!({ "op": "add", "path": path, "value": entries })]
+        }
+        Some(_) => added.iter().map(|n| json!({ "op": "add", "path": format!("{path}/-"), "value": { "name": n } })).collect(),
+    };
+
+    if target == Target::ServiceAccount {
+        let mut recorded: Vec<&str> = injected_before.map(split_names).unwrap_or_default();
+        for name in &added {
+            if !recorded.contains(&name.as_str()) {
+                recorded.push(name);
+            }
+        }
+        let value = recorded.join(",");
+        ops.push(if annotations_present {
+            json!({ "op": "add", "path": format!("/metadata/annotations/{}", escape_pointer(INJECTED_ANNOTATION)), "value": value })
+        } else {
+            json!({ "op": "add", "path": "/metadata/annotations", "value": { INJECTED_ANNOTATION: value } })
+        });
+    }
+    let patch = serde_json::to_vec(&ops).expect("a patch serializes");
+    Some(Addition { patch, added })
+}
+
+/// The names in a comma-separated annotation value.
+pub fn split_names(value: &str) -> Vec<&str> {
+    value.split(',').map(str::trim).filter(|n| !n.is_empty()).collect()
+}
+
+/// Escapes a JSON pointer token (RFC 6901).
+fn escape_pointer(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(doc: &mut Value, patch: &[u8]) {
+        let patch: json_patch::Patch = serde_json::from_slice(patch).unwrap();
+        json_patch::patch(doc, &patch).unwrap();
+    }
+
+    fn names(list: &Value) -> Vec<&str> {
+        list.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn absent_field_gets_one_add_of_the_whole_list() {
+        let wanted = vec!["a".to_string(), "b".to_string()];
+        let addition = build(Target::Pod, None, &wanted, false, None).unwrap();
+        let ops: Value = serde_json::from_slice(&addition.patch).unwrap();
+        assert_eq!(ops, json!([{ "op": "add", "path": "/spec/imagePullSecrets", "value": [{"name": "a"}, {"name": "b"}] }]));
+        assert_eq!(addition.added, wanted);
+    }
+
+    #[test]
+    fn present_field_is_appended_in_order_without_duplicates_and_is_idempotent() {
+        let mut pod = json!({ "spec": { "imagePullSecrets": [{ "name": "own" }, { "name": "b" }] } });
+        let wanted = vec!["a".to_string(), "b".to_string(), "a".to_string()];
+        let addition = build(Target::Pod, Some(&["own", "b"]), &wanted, false, None).unwrap();
+        let ops: Value = serde_json::from_slice(&addition.patch).unwrap();
+        assert!(ops.as_array().unwrap().iter().all(|op| op["op"] == "add"));
+        apply(&mut pod, &addition.patch);
+        assert_eq!(names(&pod["spec"]["imagePullSecrets"]), ["own", "b", "a"]);
+        assert_eq!(build(Target::Pod, Some(&["own", "b", "a"]), &wanted, false, None), None);
+    }
+
+    #[test]
+    fn service_account_records_what_it_added_next_to_what_was_recorded() {
+        let mut sa = json!({ "metadata": { "name": "op" }, "imagePullSecrets": [{ "name": "x" }] });
+        let wanted = vec!["x".to_string(), "y".to_string()];
+        let addition = build(Target::ServiceAccount, Some(&["x"]), &wanted, false, None).unwrap();
+        apply(&mut sa, &addition.patch);
+        assert_eq!(names(&sa["imagePullSecrets"]), ["x", "y"]);
+        assert_eq!(sa["metadata"]["annotations"][INJECTED_ANNOTATION], "y");
+
+        let mut sa = json!({ "metadata": { "annotations": { "keep": "1", INJECTED_ANNOTATION: "old" } } });
+        let addition = build(Target::ServiceAccount, None, &wanted, true, Some("old")).unwrap();
+        apply(&mut sa, &addition.patch);
+        assert_eq!(names(&sa["imagePullSecrets"]), ["x", "y"]);
+        assert_eq!(sa["metadata"]["annotations"][INJECTED_ANNOTATION], "old,x,y");
+        assert_eq!(sa["metadata"]["annotations"]["keep"], "1");
+    }
+
+    #[test]
+    fn splits_recorded_names() {
+        assert_eq!(split_names(" a, ,b,"), ["a", "b"]);
+        assert!(split_names("").is_empty());
+    }
+}
