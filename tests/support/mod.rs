@@ -3,6 +3,8 @@
 #![allow(dead_code)] // every test binary uses a different part of the helpers
 
 pub mod controlplane;
+pub mod olm;
+pub mod webhook;
 
 use std::future::Future;
 use std::time::Duration;

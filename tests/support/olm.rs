@@ -1,0 +1,219 @@
+//! The test plays OLM: it creates what OLM would (CatalogSources, Subscriptions and
+//! OperatorGroups with their status, CSVs, Deployments owned by CSVs) so that every object the
+//! webhook trusts is written the way OLM writes it.
+
+use std::time::Duration;
+
+use base64::Engine;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+
+use super::{create_namespace, eventually, unique_name};
+
+pub const WIDGET_GROUP: &str = "e2e.pullsecret-injector.io";
+pub const WIDGET_CRD: &str = "widgets.e2e.pullsecret-injector.io";
+
+pub fn olm_resource(version: &str, kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("operators.coreos.com", version, kind))
+}
+
+pub fn widget_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(WIDGET_GROUP, "v1", "Widget"), "widgets")
+}
+
+fn dynamic(value: Value) -> DynamicObject {
+    serde_json::from_value(value).unwrap()
+}
+
+/// A dockerconfigjson secret for `registry`.
+pub fn docker_config(registry: &str, token: &str) -> String {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("robot:{token}"));
+    json!({ "auths": { registry: { "auth": auth } } }).to_string()
+}
+
+pub async fn create_secret(client: &kube::Client, ns: &str, name: &str, type_: &str, data: Value) -> Secret {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": name, "namespace": ns }, "type": type_, "stringData": data
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &secret).await.unwrap()
+}
+
+pub async fn create_pull_secret(client: &kube::Client, ns: &str, name: &str, token: &str) -> Secret {
+    create_secret(client, ns, name, "kubernetes.io/dockerconfigjson", json!({ ".dockerconfigjson": docker_config("registry.example", token) })).await
+}
+
+pub async fn create_catalog(client: &kube::Client, ns: &str, name: &str, secrets: &[&str], annotations: Value) {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "CatalogSource"));
+    let catalog = dynamic(json!({
+        "apiVersion": "operators.coreos.com/v1alpha1", "kind": "CatalogSource",
+        "metadata": { "name": name, "annotations": annotations },
+        "spec": { "sourceType": "grpc", "image": "registry.example/index:1", "secrets": secrets }
+    }));
+    api.create(&PostParams::default(), &catalog).await.unwrap();
+}
+
+/// An OperatorGroup whose status OLM has filled with its target namespaces.
+pub async fn create_operator_group(client: &kube::Client, ns: &str, targets: &[&str]) {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1", "OperatorGroup"));
+    let spec = if targets == [""] { json!({}) } else { json!({ "targetNamespaces": targets }) };
+    let og = dynamic(json!({ "apiVersion": "operators.coreos.com/v1", "kind": "OperatorGroup", "metadata": { "name": "og" }, "spec": spec }));
+    api.create(&PostParams::default(), &og).await.unwrap();
+    let status = json!({ "status": { "namespaces": targets, "lastUpdated": "2026-01-01T00:00:00Z" } });
+    api.patch_status("og", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+}
+
+/// A CSV owning the Widget CRD, whose install strategy names `service_accounts`. Returns its UID.
+pub async fn create_csv(client: &kube::Client, ns: &str, name: &str, service_accounts: &[&str]) -> String {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "ClusterServiceVersion"));
+    let permissions: Vec<Value> = service_accounts.iter().map(|sa| json!({ "serviceAccountName": sa, "rules": [] })).collect();
+    let csv = dynamic(json!({
+        "apiVersion": "operators.coreos.com/v1alpha1", "kind": "ClusterServiceVersion",
+        "metadata": { "name": name },
+        "spec": {
+            "displayName": "Widget operator",
+            "customresourcedefinitions": { "owned": [{ "name": WIDGET_CRD, "kind": "Widget", "version": "v1" }] },
+            "install": { "strategy": "deployment", "spec": {
+                "permissions": permissions,
+                "deployments": [{ "name": "widget-operator", "spec": {
+                    "selector": { "matchLabels": { "app": "widget-operator" } },
+                    "template": { "metadata": { "labels": { "app": "widget-operator" } },
+                                  "spec": { "serviceAccountName": "widget-operator", "containers": [{ "name": "op", "image": "registry.example/op:1" }] } }
+                } }]
+            } }
+        }
+    }));
+    api.create(&PostParams::default(), &csv).await.unwrap().metadata.uid.unwrap()
+}
+
+/// A Subscription whose status OLM has filled with the installed CSV.
+pub async fn create_subscription(client: &kube::Client, ns: &str, catalog_ns: &str, catalog: &str, csv: &str) {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "Subscription"));
+    let sub = dynamic(json!({
+        "apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription",
+        "metadata": { "name": "widget-operator" },
+        "spec": { "name": "widget-operator", "channel": "stable", "source": catalog, "sourceNamespace": catalog_ns }
+    }));
+    api.create(&PostParams::default(), &sub).await.unwrap();
+    let status = json!({ "status": { "installedCSV": csv, "currentCSV": csv, "lastUpdated": "2026-01-01T00:00:00Z" } });
+    api.patch_status("widget-operator", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+}
+
+/// The Widget CRD, installed once per control plane, and `get` on widgets for the webhook.
+pub async fn ensure_widget_crd(client: &kube::Client) {
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": { "name": WIDGET_CRD },
+        "spec": { "group": WIDGET_GROUP, "scope": "Namespaced",
+            "names": { "plural": "widgets", "singular": "widget", "kind": "Widget" },
+            "versions": [{ "name": "v1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }] }
+    });
+    crds.patch(WIDGET_CRD, &PatchParams::apply("e2e").force(), &Patch::Apply(crd)).await.unwrap();
+    eventually("the Widget CRD to be established", Duration::from_secs(30), || async {
+        let crd = crds.get(WIDGET_CRD).await.ok()?;
+        let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(())
+    })
+    .await;
+    super::webhook::grant_operand_owner_read(client, WIDGET_GROUP, "widgets").await;
+}
+
+pub async fn create_widget(client: &kube::Client, ns: &str, name: &str) -> DynamicObject {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &widget_resource());
+    let widget = dynamic(json!({ "apiVersion": format!("{WIDGET_GROUP}/v1"), "kind": "Widget", "metadata": { "name": name }, "spec": {} }));
+    // Right after the CRD is established its endpoint may still 404 for a moment.
+    eventually("the Widget endpoint", Duration::from_secs(30), || async { api.create(&PostParams::default(), &widget).await.ok() }).await
+}
+
+pub fn owner_ref(api_version: &str, kind: &str, name: &str, uid: &str) -> Value {
+    json!({ "apiVersion": api_version, "kind": kind, "name": name, "uid": uid })
+}
+
+/// A Deployment (owned by `owner`, if any) whose Pods the controller-manager creates.
+pub async fn create_deployment(client: &kube::Client, ns: &str, name: &str, owner: Option<Value>, replicas: i32, pod_spec: Value) {
+    let mut spec = json!({ "containers": [{ "name": "main", "image": format!("registry.example/{name}:1") }] });
+    if let (Some(extra), Some(target)) = (pod_spec.as_object(), spec.as_object_mut()) {
+        target.extend(extra.clone());
+    }
+    let owners: Vec<Value> = owner.into_iter().collect();
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": name, "ownerReferences": owners },
+        "spec": { "replicas": replicas, "selector": { "matchLabels": { "app": name } },
+                  "template": { "metadata": { "labels": { "app": name } }, "spec": spec } }
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), ns).create(&PostParams::default(), &deployment).await.unwrap();
+}
+
+/// Waits until the Deployment `app` has `count` Pods and returns them.
+pub async fn pods_of(client: &kube::Client, ns: &str, app: &str, count: usize) -> Vec<Pod> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("app={app}"));
+    eventually(&format!("{count} pods of {ns}/{app}"), Duration::from_secs(90), || async {
+        let list = pods.list(&lp).await.unwrap().items;
+        (list.len() >= count).then_some(list)
+    })
+    .await
+}
+
+pub fn pull_secret_names(pod: &Pod) -> Vec<String> {
+    pod.spec.as_ref().and_then(|s| s.image_pull_secrets.as_ref()).into_iter().flatten().map(|r| r.name.clone()).collect()
+}
+
+/// A private catalog in a namespace of its own, with one pull secret, readable by the webhook.
+pub struct Catalog {
+    pub namespace: String,
+    pub name: String,
+    pub secret: String,
+    pub source: Secret,
+}
+
+pub async fn private_catalog(client: &kube::Client, secrets: &[&str]) -> Catalog {
+    let namespace = unique_name("catalogs");
+    create_namespace(client, &namespace).await;
+    super::webhook::grant_catalog_namespace(client, &namespace).await;
+    let source = create_pull_secret(client, &namespace, "registry-creds", "token-1").await;
+    let mut listed = vec!["registry-creds"];
+    listed.extend_from_slice(secrets);
+    create_catalog(client, &namespace, "private", &listed, json!({})).await;
+    Catalog { namespace, name: "private".into(), secret: "registry-creds".into(), source }
+}
+
+/// An operator installed from `catalog` into `ns`, reaching `targets`.
+pub struct Operator {
+    pub namespace: String,
+    pub csv: String,
+    pub csv_uid: String,
+}
+
+pub async fn install_operator(client: &kube::Client, catalog: &Catalog, ns: &str, targets: &[&str]) -> Operator {
+    ensure_widget_crd(client).await;
+    create_operator_group(client, ns, targets).await;
+    let csv = "widget-operator.v1.0.0".to_string();
+    let csv_uid = create_csv(client, ns, &csv, &["widget-operator", "widget-runner"]).await;
+    create_subscription(client, ns, &catalog.namespace, &catalog.name, &csv).await;
+    let operator = Operator { namespace: ns.to_string(), csv, csv_uid };
+    wait_until_webhook_knows(client, &operator).await;
+    operator
+}
+
+/// The webhook learns about OLM objects through watches; a dry-run Pod owned by the CSV comes
+/// back with pull secrets once it has.
+pub async fn wait_until_webhook_knows(client: &kube::Client, operator: &Operator) {
+    let pods = Api::<Pod>::namespaced(client.clone(), &operator.namespace);
+    let owner = owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", &operator.csv, &operator.csv_uid);
+    eventually("the webhook to index the operator", Duration::from_secs(30), || async {
+        let pod: Pod = serde_json::from_value(json!({ "metadata": { "generateName": "sync-probe-", "ownerReferences": [owner] },
+            "spec": { "containers": [{ "name": "c", "image": "registry.example/probe:1" }] } }))
+        .unwrap();
+        let created = pods.create(&PostParams { dry_run: true, ..Default::default() }, &pod).await.ok()?;
+        (!pull_secret_names(&created).is_empty()).then_some(())
+    })
+    .await;
+}

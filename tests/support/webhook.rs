@@ -1,0 +1,276 @@
+//! The webhook under test: the real binary, serving TLS on loopback, authenticated as its own
+//! service account with exactly the RBAC of the chart (charts/.../files/rbac.yaml), registered
+//! through a real MutatingWebhookConfiguration.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use super::ControlPlane;
+
+pub const NAMESPACE: &str = "olm-pullsecret-injector";
+pub const SERVICE_ACCOUNT: &str = "olm-pullsecret-injector";
+const CONFIG_NAME: &str = "olm-pullsecret-injector-e2e";
+
+pub struct WebhookProcess {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub admin_port: u16,
+    pub ca_pem: String,
+    child: Mutex<Child>,
+}
+
+static SHARED: tokio::sync::OnceCell<WebhookProcess> = tokio::sync::OnceCell::const_new();
+
+#[derive(serde::Deserialize)]
+struct RbacFile {
+    #[serde(rename = "clusterRules")]
+    cluster_rules: Vec<PolicyRule>,
+    #[serde(rename = "catalogNamespaceRules")]
+    catalog_namespace_rules: Vec<PolicyRule>,
+    #[serde(rename = "operandOwnersAggregationLabel")]
+    operand_owners_label: String,
+}
+
+fn rbac() -> RbacFile {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/olm-pullsecret-injector/files/rbac.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn apply<K>(api: &Api<K>, name: &str, value: serde_json::Value) -> impl Future<Output = K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let api = api.clone();
+    let name = name.to_string();
+    async move {
+        let params = PatchParams::apply("e2e").force();
+        api.patch(&name, &params, &Patch::Apply(value)).await.unwrap_or_else(|e| panic!("apply {name}: {e}"))
+    }
+}
+
+/// Grants the chart's cluster-wide rules to the webhook's service account.
+async fn grant_cluster_rbac(client: &kube::Client) {
+    let rbac = rbac();
+    apply(&Api::<Namespace>::all(client.clone()), NAMESPACE, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})).await;
+    let sas = Api::<ServiceAccount>::namespaced(client.clone(), NAMESPACE);
+    apply(&sas, SERVICE_ACCOUNT, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE}})).await;
+    let roles = Api::<ClusterRole>::all(client.clone());
+    let bindings = Api::<ClusterRoleBinding>::all(client.clone());
+    apply(&roles, "olm-pullsecret-injector", json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "olm-pullsecret-injector"}, "rules": rbac.cluster_rules})).await;
+    apply(&roles, "olm-pullsecret-injector-operand-owners", json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "olm-pullsecret-injector-operand-owners"},
+        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {rbac.operand_owners_label.clone(): "true"}}]}})).await;
+    for role in ["olm-pullsecret-injector", "olm-pullsecret-injector-operand-owners"] {
+        apply(&bindings, role, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]})).await;
+    }
+}
+
+/// What the chart renders for each entry of `catalogNamespaces`: read access to its secrets.
+pub async fn grant_catalog_namespace(client: &kube::Client, namespace: &str) {
+    let rbac = rbac();
+    apply(&Api::<Role>::namespaced(client.clone(), namespace), "olm-pullsecret-injector-sources", json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "olm-pullsecret-injector-sources", "namespace": namespace}, "rules": rbac.catalog_namespace_rules})).await;
+    apply(&Api::<RoleBinding>::namespaced(client.clone(), namespace), "olm-pullsecret-injector-sources", json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "olm-pullsecret-injector-sources", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "olm-pullsecret-injector-sources"},
+        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]})).await;
+}
+
+/// What an administrator adds for an operator whose operands are custom resources: `get` on
+/// them, aggregated into the webhook's operand-owners role.
+pub async fn grant_operand_owner_read(client: &kube::Client, group: &str, plural: &str) {
+    let rbac = rbac();
+    let name = format!("olm-pullsecret-injector-read-{plural}.{group}");
+    apply(&Api::<ClusterRole>::all(client.clone()), &name, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": {rbac.operand_owners_label: "true"}},
+        "rules": [{"apiGroups": [group], "resources": [plural], "verbs": ["get"]}]})).await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl WebhookProcess {
+    /// Starts the webhook once per test binary and registers it for Pods and ServiceAccounts.
+    pub async fn shared() -> &'static WebhookProcess {
+        SHARED
+            .get_or_init(|| async {
+                let cp = ControlPlane::shared();
+                let admin = cp.admin().await;
+                grant_cluster_rbac(&admin).await;
+                let process = start(cp);
+                register(&admin, &process).await;
+                process
+            })
+            .await
+    }
+
+    /// Everything the webhook logged so far (JSON lines).
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.join("webhook.log")).unwrap_or_default()
+    }
+
+    /// The decision log lines for one namespace.
+    pub fn decisions(&self, namespace: &str) -> Vec<serde_json::Value> {
+        self.logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"] == "admission decision" && v["namespace"] == namespace)
+            .collect()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.lock().unwrap().try_wait().unwrap().is_none()
+    }
+}
+
+fn start(cp: &ControlPlane) -> WebhookProcess {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("webhook-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "e2e webhook CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())];
+    let cert = params.signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+
+    let kubeconfig = dir.join("kubeconfig");
+    cp.write_impersonating_kubeconfig(NAMESPACE, SERVICE_ACCOUNT, &kubeconfig);
+    let (port, admin_port) = (free_port(), free_port());
+    let log = std::fs::File::create(dir.join("webhook.log")).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_olm-pullsecret-injector"));
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .arg("--tls-cert-file")
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key-file")
+        .arg(dir.join("tls.key"))
+        .args(["--namespace", NAMESPACE, "--drain-delay", "0s"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info,olm_pullsecret_injector=debug")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let child = spawn_tied_to_this_process(command);
+
+    let started = Instant::now();
+    let ready_url = format!("127.0.0.1:{admin_port}");
+    loop {
+        if http_get_status(&ready_url, "/readyz") == Some(200) {
+            break;
+        }
+        let log = std::fs::read_to_string(dir.join("webhook.log")).unwrap_or_default();
+        assert!(started.elapsed() < Duration::from_secs(60), "webhook not ready after 60s:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    WebhookProcess { dir, port, admin_port, ca_pem: ca.pem(), child: Mutex::new(child) }
+}
+
+/// Spawns the child from a thread that lives as long as the test binary, with the kernel told to
+/// kill the child when that thread (so the binary) goes away: no webhook outlives its tests.
+pub fn spawn_tied_to_this_process(mut command: Command) -> Child {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        tx.send(command.spawn().expect("spawn the webhook")).unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().unwrap()
+}
+
+/// A tiny blocking HTTP/1.1 GET for the admin port.
+pub fn http_get_status(addr: &str, path: &str) -> Option<u16> {
+    http_get(addr, path).map(|(status, _)| status)
+}
+
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// The MutatingWebhookConfiguration, as the chart will render it, pointed at the local process.
+/// `failurePolicy: Fail` so that a webhook error fails the test rather than hiding.
+async fn register(client: &kube::Client, webhook: &WebhookProcess) {
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&webhook.ca_pem);
+    let hook = |name: &str, operations: serde_json::Value, resource: &str| {
+        json!({
+            "name": name,
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "NoneOnDryRun",
+            "timeoutSeconds": 5,
+            "reinvocationPolicy": "IfNeeded",
+            "failurePolicy": "Fail",
+            "clientConfig": { "url": webhook.url("/mutate"), "caBundle": ca_bundle },
+            "namespaceSelector": { "matchExpressions": [{ "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NAMESPACE] }] },
+            "rules": [{ "apiGroups": [""], "apiVersions": ["v1"], "operations": operations, "resources": [resource], "scope": "Namespaced" }]
+        })
+    };
+    let config = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": { "name": CONFIG_NAME },
+        "webhooks": [
+            hook("pods.pullsecret-injector.io", json!(["CREATE"]), "pods"),
+            hook("serviceaccounts.pullsecret-injector.io", json!(["CREATE", "UPDATE"]), "serviceaccounts"),
+        ]
+    });
+    apply(&Api::<MutatingWebhookConfiguration>::all(client.clone()), CONFIG_NAME, config).await;
+
+    // The API server loads configurations asynchronously: wait until a dry-run Pod reaches us.
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pod = serde_json::from_value(json!({"metadata": {"generateName": "registration-probe-"},
+            "spec": {"containers": [{"name": "c", "image": "registry.example/probe:1"}]}}))
+        .unwrap();
+        let _ = pods.create(&kube::api::PostParams { dry_run: true, ..Default::default() }, &pod).await;
+        if webhook.logs().contains("\"namespace\":\"default\"") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the API server never called the webhook:\n{}", webhook.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
