@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use crate::INJECT_ANNOTATION;
 use crate::caches::Caches;
 use crate::chain::{self, Subject};
 use crate::copies::{self, Copies};
@@ -14,7 +15,6 @@ use crate::error::{Error, ReviewError};
 use crate::owners::{OwnerRef, Owners};
 use crate::patch::{self, Target};
 use crate::review::{self, Request, Verdict};
-use crate::INJECT_ANNOTATION;
 
 /// What to do with a Pod whose secrets could not be ensured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -74,7 +74,11 @@ impl Webhook {
         let req = review::parse(body)?;
         let d = match tokio::time::timeout(self.settings.deadline, self.decide(&req)).await {
             Ok(d) => d,
-            Err(_) => self.failed(&req, Error::Deadline(self.settings.deadline), Decision { relevant: true, ..Default::default() }),
+            Err(_) => self.failed(
+                &req,
+                Error::Deadline(self.settings.deadline),
+                Decision { relevant: true, ..Default::default() },
+            ),
         };
         let verdict = match &d.deny {
             Some(message) => Verdict::Deny { code: 503, message },
@@ -115,7 +119,12 @@ impl Webhook {
     }
 
     async fn decide(&self, req: &Request<'_>) -> Decision {
-        let target = match (req.kind.group.as_ref(), req.kind.version.as_ref(), req.kind.kind.as_ref(), req.operation.as_ref()) {
+        let target = match (
+            req.kind.group.as_ref(),
+            req.kind.version.as_ref(),
+            req.kind.kind.as_ref(),
+            req.operation.as_ref(),
+        ) {
             ("", "v1", "Pod", "CREATE") => Target::Pod,
             ("", "v1", "ServiceAccount", "CREATE" | "UPDATE") => Target::ServiceAccount,
             _ => return Decision::skipped("kind or operation not handled"),
@@ -151,7 +160,12 @@ impl Webhook {
                 .metadata
                 .owner_references
                 .iter()
-                .map(|r| OwnerRef { api_version: r.api_version.to_string(), kind: r.kind.to_string(), name: r.name.to_string(), uid: r.uid.to_string() })
+                .map(|r| OwnerRef {
+                    api_version: r.api_version.to_string(),
+                    kind: r.kind.to_string(),
+                    name: r.name.to_string(),
+                    uid: r.uid.to_string(),
+                })
                 .collect(),
             namespace_labels: namespace.as_ref().and_then(|n| n.metadata.labels.as_ref()).unwrap_or(&empty),
         };
@@ -163,7 +177,11 @@ impl Webhook {
         d.catalogs = resolution.found.iter().map(|f| format!("{}/{}", f.catalog_namespace, f.catalog_name)).collect();
         if resolution.found.is_empty() {
             d.decision = "unchanged";
-            d.reason = if resolution.dropped.is_empty() { "no owner leads to an operator".into() } else { resolution.dropped.join("; ") };
+            d.reason = if resolution.dropped.is_empty() {
+                "no owner leads to an operator".into()
+            } else {
+                resolution.dropped.join("; ")
+            };
             return d;
         }
 
@@ -215,7 +233,8 @@ impl Webhook {
     /// Pods that need secrets we could not ensure are denied (retryable) unless configured
     /// otherwise; ServiceAccounts are admitted as they are.
     fn failed(&self, req: &Request<'_>, error: Error, mut d: Decision) -> Decision {
-        let message = format!("olm-pullsecret-injector could not ensure the pull secrets this Pod needs ({error}); retry");
+        let message =
+            format!("olm-pullsecret-injector could not ensure the pull secrets this Pod needs ({error}); retry");
         d.reason = error.to_string();
         if req.kind.kind == "Pod" && self.settings.on_copy_failure == OnCopyFailure::Deny {
             d.decision = "denied";

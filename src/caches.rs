@@ -37,22 +37,23 @@ pub struct Caches {
 }
 
 /// Runs a reflector into `writer`, waking the index rebuild on every event.
-fn reflect<K, S>(stream: S, writer: reflector::store::Writer<K>, caches: Arc<Caches>, what: &'static str) -> impl Future<Output = ()> + Send
+fn reflect<K, S>(
+    stream: S,
+    writer: reflector::store::Writer<K>,
+    caches: Arc<Caches>,
+    what: &'static str,
+) -> impl Future<Output = ()> + Send
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
-    stream
-        .default_backoff()
-        .modify(|o: &mut K| o.managed_fields_mut().clear())
-        .reflect(writer)
-        .for_each(move |event| {
-            match event {
-                Ok(_) => caches.changed.notify_one(),
-                Err(e) => warn!(watch = what, error = %e, "watch failed; retrying"),
-            }
-            futures::future::ready(())
-        })
+    stream.default_backoff().modify(|o: &mut K| o.managed_fields_mut().clear()).reflect(writer).for_each(move |event| {
+        match event {
+            Ok(_) => caches.changed.notify_one(),
+            Err(e) => warn!(watch = what, error = %e, "watch failed; retrying"),
+        }
+        futures::future::ready(())
+    })
 }
 
 impl Caches {
@@ -76,11 +77,36 @@ impl Caches {
             changed: Notify::new(),
         });
         let cfg = watcher::Config::default;
-        tokio::spawn(reflect(watcher(Api::<CatalogSource>::all(client.clone()), cfg()), catalogs_w, caches.clone(), "catalogsources"));
-        tokio::spawn(reflect(watcher(Api::<Subscription>::all(client.clone()), cfg()), subscriptions_w, caches.clone(), "subscriptions"));
-        tokio::spawn(reflect(watcher(Api::<ClusterServiceVersion>::all(client.clone()), cfg()), csvs_w, caches.clone(), "clusterserviceversions"));
-        tokio::spawn(reflect(watcher(Api::<OperatorGroup>::all(client.clone()), cfg()), operator_groups_w, caches.clone(), "operatorgroups"));
-        tokio::spawn(reflect(watcher(Api::<PartialObjectMeta<Namespace>>::all(client), cfg()), namespaces_w, caches.clone(), "namespaces"));
+        tokio::spawn(reflect(
+            watcher(Api::<CatalogSource>::all(client.clone()), cfg()),
+            catalogs_w,
+            caches.clone(),
+            "catalogsources",
+        ));
+        tokio::spawn(reflect(
+            watcher(Api::<Subscription>::all(client.clone()), cfg()),
+            subscriptions_w,
+            caches.clone(),
+            "subscriptions",
+        ));
+        tokio::spawn(reflect(
+            watcher(Api::<ClusterServiceVersion>::all(client.clone()), cfg()),
+            csvs_w,
+            caches.clone(),
+            "clusterserviceversions",
+        ));
+        tokio::spawn(reflect(
+            watcher(Api::<OperatorGroup>::all(client.clone()), cfg()),
+            operator_groups_w,
+            caches.clone(),
+            "operatorgroups",
+        ));
+        tokio::spawn(reflect(
+            watcher(Api::<PartialObjectMeta<Namespace>>::all(client), cfg()),
+            namespaces_w,
+            caches.clone(),
+            "namespaces",
+        ));
         tokio::spawn(caches.clone().rebuild_on_change());
         caches
     }
@@ -93,11 +119,17 @@ impl Caches {
         let _ = self.operator_groups.wait_until_ready().await;
         let _ = self.namespaces.wait_until_ready().await;
         self.rebuild();
-        for store in self.sources.lock().expect("sources").values().cloned().collect::<Vec<_>>() {
+        let sources: Vec<Store<Secret>> = self.sources.lock().expect("sources").values().cloned().collect();
+        for store in sources {
             let _ = store.wait_until_ready().await;
         }
         self.synced.store(true, Ordering::SeqCst);
-        info!(catalogs = self.catalogs.len(), csvs = self.csvs.len(), namespaces = self.namespaces.len(), "caches synced");
+        info!(
+            catalogs = self.catalogs.len(),
+            csvs = self.csvs.len(),
+            namespaces = self.namespaces.len(),
+            "caches synced"
+        );
     }
 
     pub fn synced(&self) -> bool {
@@ -156,7 +188,12 @@ impl Caches {
     }
 
     fn rebuild(&self) {
-        let index = Index::build(&self.catalogs.state(), &self.subscriptions.state(), &self.csvs.state(), &self.operator_groups.state());
+        let index = Index::build(
+            &self.catalogs.state(),
+            &self.subscriptions.state(),
+            &self.csvs.state(),
+            &self.operator_groups.state(),
+        );
         for catalog in self.catalogs.state() {
             if let Some(ns) = catalog.namespace()
                 && !catalog.spec.secrets.is_empty()

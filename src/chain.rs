@@ -107,7 +107,11 @@ pub async fn resolve(index: &Index, owners: &Owners, subject: &Subject<'_>) -> R
             match owners.verified(&owner.api_version, &owner.kind, plural, ns, &owner.name, &owner.uid).await? {
                 Some(_) => {
                     for o in in_scope {
-                        anchors.push((o.csv_namespace.clone(), o.csv_name.clone(), format!("{here}<-CSV/{}", o.csv_name)));
+                        anchors.push((
+                            o.csv_namespace.clone(),
+                            o.csv_name.clone(),
+                            format!("{here}<-CSV/{}", o.csv_name),
+                        ));
                     }
                 }
                 None => resolution.dropped.push(format!("{here}: owner not found with that UID")),
@@ -137,7 +141,11 @@ pub async fn resolve(index: &Index, owners: &Owners, subject: &Subject<'_>) -> R
     // (written by OLM from the bundle) may name it.
     if subject.kind == "ServiceAccount" && anchors.is_empty() && !subject.name.is_empty() {
         for csv in index.csvs_naming_service_account(ns, subject.name) {
-            anchors.push((ns.to_string(), csv.to_string(), format!("ServiceAccount/{}<-CSV/{csv}(install strategy)", subject.name)));
+            anchors.push((
+                ns.to_string(),
+                csv.to_string(),
+                format!("ServiceAccount/{}<-CSV/{csv}(install strategy)", subject.name),
+            ));
         }
     }
 
@@ -147,14 +155,21 @@ pub async fn resolve(index: &Index, owners: &Owners, subject: &Subject<'_>) -> R
             resolution.dropped.push(format!("{path}: no Subscription reports this CSV"));
         }
         for link in links {
-            let chain = format!("{path}<-Subscription/{}<-CatalogSource/{}/{}", link.subscription, link.catalog_namespace, link.catalog_name);
+            let chain = format!(
+                "{path}<-Subscription/{}<-CatalogSource/{}/{}",
+                link.subscription, link.catalog_namespace, link.catalog_name
+            );
             match index.catalog(&link.catalog_namespace, &link.catalog_name) {
                 None => resolution.dropped.push(format!("{chain}: catalog has no secrets or is disabled")),
                 Some(catalog) if !catalog.admits(subject.namespace_labels) => {
                     resolution.dropped.push(format!("{chain}: namespace not selected by the catalog"))
                 }
                 Some(_) => {
-                    let found = Found { catalog_namespace: link.catalog_namespace.clone(), catalog_name: link.catalog_name.clone(), chain };
+                    let found = Found {
+                        catalog_namespace: link.catalog_namespace.clone(),
+                        catalog_name: link.catalog_name.clone(),
+                        chain,
+                    };
                     if !resolution.found.contains(&found) {
                         resolution.found.push(found);
                     }

@@ -16,7 +16,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCE_ANNOTATION, SOURCE_UID_ANNOTATION, CONTENT_HASH_ANNOTATION};
+use crate::{CONTENT_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCE_ANNOTATION, SOURCE_UID_ANNOTATION};
 
 /// Only these secret types are ever copied: a pull secret is all a tenant gets.
 pub const PULL_SECRET_TYPES: [&str; 2] = ["kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg"];
@@ -51,7 +51,9 @@ pub fn content_hash(secret: &Secret) -> String {
 pub fn unusable(secret: Option<&Secret>) -> Option<&'static str> {
     match secret {
         None => Some("does not exist"),
-        Some(s) if !PULL_SECRET_TYPES.contains(&s.type_.as_deref().unwrap_or("")) => Some("is not a pull secret (type must be kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg)"),
+        Some(s) if !PULL_SECRET_TYPES.contains(&s.type_.as_deref().unwrap_or("")) => {
+            Some("is not a pull secret (type must be kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg)")
+        }
         Some(_) => None,
     }
 }
@@ -110,7 +112,10 @@ impl Copies {
             source_secret: format!("{source_ns}/{source_name}"),
         })?;
         if !dry_run {
-            self.ensured.lock().expect("ensured map").insert(key.clone(), (ensured.name().to_string(), hash, Instant::now()));
+            self.ensured
+                .lock()
+                .expect("ensured map")
+                .insert(key.clone(), (ensured.name().to_string(), hash, Instant::now()));
         }
         self.in_flight.lock().expect("in-flight map").remove(&key);
         Ok(ensured)
@@ -124,7 +129,14 @@ impl Copies {
 
     /// Creates or updates our copy under `name`; `None` when a secret that is not our copy of
     /// this source holds the name.
-    async fn ensure_named(&self, namespace: &str, name: &str, source: &Secret, hash: &str, dry_run: bool) -> Result<Option<Ensured>, Error> {
+    async fn ensure_named(
+        &self,
+        namespace: &str,
+        name: &str,
+        source: &Secret,
+        hash: &str,
+        dry_run: bool,
+    ) -> Result<Option<Ensured>, Error> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let copy = build_copy(namespace, name, source, hash);
         match api.create(&PostParams { dry_run, field_manager: Some(crate::FIELD_MANAGER.into()) }, &copy).await {
@@ -137,7 +149,11 @@ impl Copies {
         }
 
         // The name exists: update it only if it is our copy of the same source.
-        let source_ref = format!("{}/{}", source.metadata.namespace.as_deref().unwrap_or_default(), source.metadata.name.as_deref().unwrap_or_default());
+        let source_ref = format!(
+            "{}/{}",
+            source.metadata.namespace.as_deref().unwrap_or_default(),
+            source.metadata.name.as_deref().unwrap_or_default()
+        );
         let patch = json!([
             { "op": "test", "path": format!("/metadata/labels/{}", pointer(MANAGED_BY_LABEL)), "value": MANAGED_BY_VALUE },
             { "op": "test", "path": format!("/metadata/annotations/{}", pointer(SOURCE_ANNOTATION)), "value": source_ref },
@@ -153,7 +169,11 @@ impl Copies {
                 Ok(Some(Ensured::Updated(name.to_string())))
             }
             // A failed `test`: the secret is the tenant's own (or another source's copy).
-            Err(kube::Error::Api(status)) if status.code == 422 || status.code == 409 || status.code == 500 && status.message.contains("test") => {
+            Err(kube::Error::Api(status))
+                if status.code == 422
+                    || status.code == 409
+                    || status.code == 500 && status.message.contains("test") =>
+            {
                 crate::metrics::copy_conflict();
                 Ok(None)
             }
@@ -163,7 +183,11 @@ impl Copies {
 }
 
 fn build_copy(namespace: &str, name: &str, source: &Secret, hash: &str) -> Secret {
-    let source_ref = format!("{}/{}", source.metadata.namespace.as_deref().unwrap_or_default(), source.metadata.name.as_deref().unwrap_or_default());
+    let source_ref = format!(
+        "{}/{}",
+        source.metadata.namespace.as_deref().unwrap_or_default(),
+        source.metadata.name.as_deref().unwrap_or_default()
+    );
     Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(name.to_string()),
@@ -193,7 +217,11 @@ mod tests {
 
     fn secret(type_: &str, data: &[u8]) -> Secret {
         Secret {
-            metadata: kube::api::ObjectMeta { namespace: Some("m".into()), name: Some("creds".into()), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                namespace: Some("m".into()),
+                name: Some("creds".into()),
+                ..Default::default()
+            },
             type_: Some(type_.into()),
             data: Some(BTreeMap::from([(".dockerconfigjson".to_string(), ByteString(data.to_vec()))])),
             ..Default::default()

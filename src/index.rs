@@ -102,10 +102,11 @@ impl Index {
             };
             let mut secrets = cat.spec.secrets.clone();
             secrets.dedup();
-            index.catalogs.entry(ns.clone()).or_default().insert(
-                name.clone(),
-                Catalog { namespace: ns, name, secrets, namespace_selector },
-            );
+            index
+                .catalogs
+                .entry(ns.clone())
+                .or_default()
+                .insert(name.clone(), Catalog { namespace: ns, name, secrets, namespace_selector });
         }
 
         for og in operator_groups.iter().map(AsRef::as_ref) {
@@ -121,8 +122,13 @@ impl Index {
 
         for sub in subscriptions.iter().map(AsRef::as_ref) {
             let Some(ns) = sub.namespace() else { continue };
-            let source_ns = if sub.spec.source_namespace.is_empty() { ns.clone() } else { sub.spec.source_namespace.clone() };
-            let link = CatalogLink { subscription: sub.name_any(), catalog_namespace: source_ns, catalog_name: sub.spec.source.clone() };
+            let source_ns =
+                if sub.spec.source_namespace.is_empty() { ns.clone() } else { sub.spec.source_namespace.clone() };
+            let link = CatalogLink {
+                subscription: sub.name_any(),
+                catalog_namespace: source_ns,
+                catalog_name: sub.spec.source.clone(),
+            };
             for csv in [&sub.status.installed_csv, &sub.status.current_csv].into_iter().flatten() {
                 let list = index.catalogs_by_csv.entry(ns.clone()).or_default().entry(csv.clone()).or_default();
                 if !list.contains(&link) {
@@ -153,12 +159,10 @@ impl Index {
 
         // The fast path: every namespace some operator from a catalog with secrets reaches.
         for (ns, by_name) in &index.catalogs_by_csv {
-            let has_secrets = by_name
-                .iter()
-                .any(|(csv, links)| {
-                    lookup(&index.csvs, ns, csv).is_some()
-                        && links.iter().any(|l| lookup(&index.catalogs, &l.catalog_namespace, &l.catalog_name).is_some())
-                });
+            let has_secrets = by_name.iter().any(|(csv, links)| {
+                lookup(&index.csvs, ns, csv).is_some()
+                    && links.iter().any(|l| lookup(&index.catalogs, &l.catalog_namespace, &l.catalog_name).is_some())
+            });
             if !has_secrets {
                 continue;
             }
@@ -212,7 +216,11 @@ impl Index {
     }
 
     /// CSVs in `namespace` whose install strategy names the service account.
-    pub fn csvs_naming_service_account<'s>(&'s self, namespace: &str, service_account: &'s str) -> impl Iterator<Item = &'s str> + 's {
+    pub fn csvs_naming_service_account<'s>(
+        &'s self,
+        namespace: &str,
+        service_account: &'s str,
+    ) -> impl Iterator<Item = &'s str> + 's {
         self.csvs
             .get(namespace)
             .into_iter()
@@ -233,7 +241,8 @@ fn parse_selector(text: &str) -> Result<Selector, String> {
     let mut match_labels = BTreeMap::new();
     for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         let (key, value) = term.split_once('=').ok_or_else(|| format!("unsupported selector term {term:?}"))?;
-        match_labels.insert(key.trim().trim_end_matches('=').to_string(), value.trim().trim_start_matches('=').to_string());
+        match_labels
+            .insert(key.trim().trim_end_matches('=').to_string(), value.trim().trim_start_matches('=').to_string());
     }
     Ok(match_labels.into_iter().collect())
 }
@@ -249,7 +258,9 @@ mod tests {
 
     fn sample(og_targets: serde_json::Value) -> Index {
         let catalogs: Vec<CatalogSource> = vec![
-            from(json!({"metadata": {"namespace": "openshift-marketplace", "name": "private"}, "spec": {"secrets": ["creds"]}})),
+            from(
+                json!({"metadata": {"namespace": "openshift-marketplace", "name": "private"}, "spec": {"secrets": ["creds"]}}),
+            ),
             from(json!({"metadata": {"namespace": "openshift-marketplace", "name": "public"}, "spec": {}})),
         ];
         let subs: Vec<Subscription> = vec![
@@ -266,10 +277,13 @@ mod tests {
                 "install": {"strategy": "deployment", "spec": {
                     "permissions": [{"serviceAccountName": "etcd-operator"}],
                     "deployments": [{"name": "d", "spec": {"template": {"spec": {"serviceAccountName": "runner"}}}}]}}}})),
-            from(json!({"metadata": {"namespace": "team", "name": "etcd.v1", "uid": "u2", "labels": {"olm.copiedFrom": "ops"}}})),
+            from(
+                json!({"metadata": {"namespace": "team", "name": "etcd.v1", "uid": "u2", "labels": {"olm.copiedFrom": "ops"}}}),
+            ),
             from(json!({"metadata": {"namespace": "other", "name": "x.v1", "uid": "u3"}})),
         ];
-        let ogs: Vec<OperatorGroup> = vec![from(json!({"metadata": {"namespace": "ops", "name": "og"}, "status": {"namespaces": og_targets}}))];
+        let ogs: Vec<OperatorGroup> =
+            vec![from(json!({"metadata": {"namespace": "ops", "name": "og"}, "status": {"namespaces": og_targets}}))];
         Index::build(&wrap(catalogs), &wrap(subs), &wrap(csvs), &wrap(ogs))
     }
 
@@ -318,13 +332,26 @@ mod tests {
     #[test]
     fn namespace_selector_annotation_restricts_and_fails_closed() {
         let catalogs: Vec<CatalogSource> = vec![
-            from(json!({"metadata": {"namespace": "m", "name": "a", "annotations": {NAMESPACE_SELECTOR_ANNOTATION: "tier=prod"}}, "spec": {"secrets": ["s"]}})),
-            from(json!({"metadata": {"namespace": "m", "name": "b", "annotations": {NAMESPACE_SELECTOR_ANNOTATION: "{\"matchExpressions\":[{\"key\":\"tier\",\"operator\":\"In\",\"values\":[\"dev\"]}]}"}}, "spec": {"secrets": ["s"]}})),
-            from(json!({"metadata": {"namespace": "m", "name": "c", "annotations": {NAMESPACE_SELECTOR_ANNOTATION: "{broken"}}, "spec": {"secrets": ["s"]}})),
-            from(json!({"metadata": {"namespace": "m", "name": "d", "annotations": {INJECT_ANNOTATION: "false"}}, "spec": {"secrets": ["s"]}})),
+            from(
+                json!({"metadata": {"namespace": "m", "name": "a", "annotations": {NAMESPACE_SELECTOR_ANNOTATION: "tier=prod"}}, "spec": {"secrets": ["s"]}}),
+            ),
+            from(
+                json!({"metadata": {"namespace": "m", "name": "b", "annotations": {NAMESPACE_SELECTOR_ANNOTATION: "{\"matchExpressions\":[{\"key\":\"tier\",\"operator\":\"In\",\"values\":[\"dev\"]}]}"}}, "spec": {"secrets": ["s"]}}),
+            ),
+            from(
+                json!({"metadata": {"namespace": "m", "name": "c", "annotations": {NAMESPACE_SELECTOR_ANNOTATION: "{broken"}}, "spec": {"secrets": ["s"]}}),
+            ),
+            from(
+                json!({"metadata": {"namespace": "m", "name": "d", "annotations": {INJECT_ANNOTATION: "false"}}, "spec": {"secrets": ["s"]}}),
+            ),
         ];
         let none: Vec<std::sync::Arc<Subscription>> = vec![];
-        let index = Index::build(&wrap(catalogs), &none, &Vec::<std::sync::Arc<ClusterServiceVersion>>::new(), &Vec::<std::sync::Arc<OperatorGroup>>::new());
+        let index = Index::build(
+            &wrap(catalogs),
+            &none,
+            &Vec::<std::sync::Arc<ClusterServiceVersion>>::new(),
+            &Vec::<std::sync::Arc<OperatorGroup>>::new(),
+        );
         let prod = BTreeMap::from([("tier".to_string(), "prod".to_string())]);
         let dev = BTreeMap::from([("tier".to_string(), "dev".to_string())]);
         assert!(index.catalog("m", "a").unwrap().admits(&prod));

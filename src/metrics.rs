@@ -37,12 +37,25 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let copies_updated = Counter::default();
     registry.register("copies_updated", "Managed pull-secret copies brought up to date", copies_updated.clone());
     let copies_conflicts = Counter::default();
-    registry.register("copies_conflicts", "Copy names held by a secret that is not our copy of the source", copies_conflicts.clone());
+    registry.register(
+        "copies_conflicts",
+        "Copy names held by a secret that is not our copy of the source",
+        copies_conflicts.clone(),
+    );
     let cache_hits = Counter::default();
     registry.register("owner_cache_hits", "Owner lookups answered from memory", cache_hits.clone());
     let cache_misses = Counter::default();
     registry.register("owner_cache_misses", "Owner lookups that needed the API server", cache_misses.clone());
-    Metrics { registry, admissions, duration, copies_created, copies_updated, copies_conflicts, cache_hits, cache_misses }
+    Metrics {
+        registry,
+        admissions,
+        duration,
+        copies_created,
+        copies_updated,
+        copies_conflicts,
+        cache_hits,
+        cache_misses,
+    }
 });
 
 pub fn admission(kind: &str, operation: &str, decision: &'static str, seconds: f64) {

@@ -55,7 +55,9 @@ pub fn build(
             let entries: Vec<Value> = added.iter().map(|n| json!({ "name": n })).collect();
             vec![json!({ "op": "add", "path": path, "value": entries })]
         }
-        Some(_) => added.iter().map(|n| json!({ "op": "add", "path": format!("{path}/-"), "value": { "name": n } })).collect(),
+        Some(_) => {
+            added.iter().map(|n| json!({ "op": "add", "path": format!("{path}/-"), "value": { "name": n } })).collect()
+        }
     };
 
     if target == Target::ServiceAccount {
@@ -104,7 +106,10 @@ mod tests {
         let wanted = vec!["a".to_string(), "b".to_string()];
         let addition = build(Target::Pod, None, &wanted, false, None).unwrap();
         let ops: Value = serde_json::from_slice(&addition.patch).unwrap();
-        assert_eq!(ops, json!([{ "op": "add", "path": "/spec/imagePullSecrets", "value": [{"name": "a"}, {"name": "b"}] }]));
+        assert_eq!(
+            ops,
+            json!([{ "op": "add", "path": "/spec/imagePullSecrets", "value": [{"name": "a"}, {"name": "b"}] }])
+        );
         assert_eq!(addition.added, wanted);
     }
 

@@ -254,7 +254,8 @@ mod tests {
     fn rejects_what_is_not_a_v1_review_with_a_request() {
         assert!(matches!(parse(b"not json"), Err(ReviewError::Json(_))));
         let request = json!({"uid": "u", "kind": {"version": "v1", "kind": "Pod"}, "operation": "CREATE"});
-        let wrong_version = json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": request});
+        let wrong_version =
+            json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": request});
         assert!(matches!(parse(wrong_version.to_string().as_bytes()), Err(ReviewError::ApiVersion(_))));
         let no_request = json!({"apiVersion": API_VERSION, "kind": "AdmissionReview"});
         assert!(matches!(parse(no_request.to_string().as_bytes()), Err(ReviewError::MissingRequest)));
@@ -270,9 +271,8 @@ mod tests {
                 .unwrap();
         assert_eq!(allowed["response"]["uid"], "u\"1");
         assert_eq!(allowed["response"]["patchType"], "JSONPatch");
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(allowed["response"]["patch"].as_str().unwrap())
-            .unwrap();
+        let decoded =
+            base64::engine::general_purpose::STANDARD.decode(allowed["response"]["patch"].as_str().unwrap()).unwrap();
         assert_eq!(decoded, patch);
         assert_eq!(allowed["response"]["warnings"], json!(["w"]));
 

@@ -16,7 +16,12 @@ use tracing::{debug, info, warn};
 /// In-flight requests get this long to finish once shutdown starts.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router, shutdown: impl Future<Output = ()>) {
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);

@@ -34,10 +34,7 @@ async fn a_deployment_yields_a_pod_through_the_controller_manager() {
         }
     }))
     .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), &ns).create(&PostParams::default(), &deployment).await.unwrap();
 
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let pod = eventually("a pod of the deployment", Duration::from_secs(60), || async {
@@ -94,7 +91,8 @@ async fn olm_crds_serve_objects_and_their_status_subresource() {
     let patched = subs.patch_status("etcd", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
     assert_eq!(patched.data["status"]["installedCSV"], "etcd.v0.9.4");
 
-    for (version, kind) in [("v1alpha1", "ClusterServiceVersion"), ("v1", "OperatorGroup"), ("v1alpha1", "InstallPlan")] {
+    for (version, kind) in [("v1alpha1", "ClusterServiceVersion"), ("v1", "OperatorGroup"), ("v1alpha1", "InstallPlan")]
+    {
         let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("operators.coreos.com", version, kind));
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
         api.list(&ListParams::default()).await.unwrap_or_else(|e| panic!("list {kind}: {e}"));

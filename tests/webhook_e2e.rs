@@ -69,8 +69,7 @@ async fn operand_of_a_custom_resource_in_a_target_namespace_gets_the_secret() {
     create_namespace(&client, &tenant).await;
     install_operator(&client, &catalog, &ns, &[&ns, &tenant]).await;
 
-    let widget = create_widget(&client, &tenant, "prod").await;
-    let owner = owner_ref(&format!("{WIDGET_GROUP}/v1"), "Widget", "prod", widget.metadata.uid.as_deref().unwrap());
+    let owner = create_operand(&client, WIDGET, &tenant, "prod").await;
     create_deployment(&client, &tenant, "widget-prod", Some(owner), 1, json!({})).await;
     let pod = &pods_of(&client, &tenant, "widget-prod", 1).await[0];
     assert_eq!(pull_secret_names(pod), ["registry-creds"]);
@@ -132,7 +131,9 @@ async fn service_accounts_owned_by_the_csv_or_named_by_its_install_strategy_get_
     let sas = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
 
     let owner = owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", &op.csv, &op.csv_uid);
-    let owned: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": "widget-operator", "ownerReferences": [owner] } })).unwrap();
+    let owned: ServiceAccount =
+        serde_json::from_value(json!({ "metadata": { "name": "widget-operator", "ownerReferences": [owner] } }))
+            .unwrap();
     let named: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": "widget-runner" },
         "imagePullSecrets": [{ "name": "tenant-own" }] }))
     .unwrap();
@@ -140,11 +141,276 @@ async fn service_accounts_owned_by_the_csv_or_named_by_its_install_strategy_get_
     for sa in [&owned, &named, &other] {
         sas.create(&PostParams::default(), sa).await.unwrap();
     }
-    let names = |sa: &ServiceAccount| -> Vec<String> { sa.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect() };
+    let names = |sa: &ServiceAccount| -> Vec<String> {
+        sa.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect()
+    };
     let owned = sas.get("widget-operator").await.unwrap();
     assert_eq!(names(&owned), ["registry-creds"]);
     assert_eq!(owned.metadata.annotations.unwrap()["pullsecret-injector.io/injected"], "registry-creds");
     let named = sas.get("widget-runner").await.unwrap();
     assert_eq!(names(&named), ["tenant-own", "registry-creds"]);
     assert!(names(&sas.get("someone-else").await.unwrap()).is_empty());
+}
+
+fn review(request: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request }))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn all_namespaces_operator_in_openshift_operators_reaches_every_tenant() {
+    let (client, _webhook) = setup().await;
+    let catalog = private_catalog(&client, &[]).await;
+    let ns = "openshift-operators";
+    create_namespace(&client, ns).await;
+    let op = install_operator_for(&client, &catalog, ns, &[""], GADGET).await;
+
+    // The operator's own pod, in openshift-operators (an openshift-* namespace that is handled).
+    create_deployment(&client, ns, "gadget-operator", Some(op.csv_owner()), 1, json!({})).await;
+    assert_eq!(pull_secret_names(&pods_of(&client, ns, "gadget-operator", 1).await[0]), ["registry-creds"]);
+
+    for _ in 0..2 {
+        let tenant = unique_name("anywhere");
+        create_namespace(&client, &tenant).await;
+        let owner = create_operand(&client, GADGET, &tenant, "g").await;
+        create_deployment(&client, &tenant, "gadget", Some(owner), 1, json!({})).await;
+        assert_eq!(pull_secret_names(&pods_of(&client, &tenant, "gadget", 1).await[0]), ["registry-creds"]);
+        assert_is_copy_of(&secrets_in(&client, &tenant).await["registry-creds"], &catalog.source);
+    }
+
+    // Excluded namespaces stay untouched even though the operator reaches them.
+    for excluded in ["kube-system", support::webhook::NAMESPACE] {
+        let owner = create_operand(&client, GADGET, excluded, &unique_name("g")).await;
+        let name = unique_name("excluded");
+        let pod: Pod = serde_json::from_value(json!({ "metadata": { "name": name, "ownerReferences": [owner] },
+            "spec": { "containers": [{ "name": "c", "image": "registry.example/x:1" }] } }))
+        .unwrap();
+        let created =
+            Api::<Pod>::namespaced(client.clone(), excluded).create(&PostParams::default(), &pod).await.unwrap();
+        assert!(pull_secret_names(&created).is_empty(), "{excluded} must never be mutated");
+        assert!(!secrets_in(&client, excluded).await.contains_key("registry-creds"));
+    }
+
+    // A namespace that opted out.
+    let opted_out = unique_name("opted-out");
+    let namespace: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({ "metadata": { "name": opted_out,
+        "annotations": { "pullsecret-injector.io/inject": "false" } } }))
+        .unwrap();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    // The webhook sees namespaces through a watch: give it a moment to see this one.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let owner = create_operand(&client, GADGET, &opted_out, "g").await;
+    create_deployment(&client, &opted_out, "gadget", Some(owner), 1, json!({})).await;
+    assert!(pull_secret_names(&pods_of(&client, &opted_out, "gadget", 1).await[0]).is_empty());
+    assert!(!secrets_in(&client, &opted_out).await.contains_key("registry-creds"));
+}
+
+#[tokio::test]
+async fn existing_pull_secrets_are_kept_in_order_and_the_patch_is_idempotent() {
+    let (client, webhook) = setup().await;
+    let catalog = private_catalog(&client, &[]).await;
+    let ns = unique_name("operator");
+    create_namespace(&client, &ns).await;
+    let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
+
+    let pod_spec = json!({ "imagePullSecrets": [{ "name": "first" }, { "name": "second" }] });
+    create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 1, pod_spec).await;
+    let pod = pods_of(&client, &ns, "widget-operator", 1).await.remove(0);
+    assert_eq!(pull_secret_names(&pod), ["first", "second", "registry-creds"]);
+
+    // The stored Pod sent back through the webhook needs nothing more.
+    let (status, answer) = webhook
+        .post(
+            "/mutate",
+            &review(json!({ "uid": "again", "kind": { "group": "", "version": "v1", "kind": "Pod" },
+            "resource": { "group": "", "version": "v1", "resource": "pods" }, "operation": "CREATE", "namespace": ns,
+            "object": pod })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["uid"], "again");
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"].get("patch").is_none(), "{answer}");
+}
+
+#[tokio::test]
+async fn only_existing_pull_secrets_of_the_catalog_are_injected() {
+    let (client, webhook) = setup().await;
+    let catalog_ns = unique_name("catalogs");
+    create_namespace(&client, &catalog_ns).await;
+    create_secret(&client, &catalog_ns, "opaque-one", "Opaque", json!({ "token": "x" })).await;
+    let catalog = catalog_in(&client, &catalog_ns, &["missing-one", "opaque-one"]).await;
+    let ns = unique_name("operator");
+    create_namespace(&client, &ns).await;
+    let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
+
+    create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 1, json!({})).await;
+    assert_eq!(pull_secret_names(&pods_of(&client, &ns, "widget-operator", 1).await[0]), ["registry-creds"]);
+    let copies: Vec<String> = secrets_in(&client, &ns).await.into_keys().collect();
+    assert_eq!(copies, ["registry-creds"]);
+    let logs = webhook.logs();
+    assert!(logs.contains(&format!("pull secret {catalog_ns}/missing-one of the catalog does not exist")));
+    assert!(logs.contains(&format!("pull secret {catalog_ns}/opaque-one of the catalog is not a pull secret")));
+}
+
+#[tokio::test]
+async fn a_tenant_secret_with_the_source_name_is_never_touched() {
+    let (client, _webhook) = setup().await;
+    let catalog = private_catalog(&client, &[]).await;
+    let ns = unique_name("operator");
+    create_namespace(&client, &ns).await;
+    let own = create_pull_secret(&client, &ns, "registry-creds", "the-tenants-own").await;
+    let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
+
+    create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 1, json!({})).await;
+    let pod = &pods_of(&client, &ns, "widget-operator", 1).await[0];
+    let hashed = format!("registry-creds-{}", &sha256_hex(&format!("{}/registry-creds", catalog.namespace))[..10]);
+    assert_eq!(pull_secret_names(pod), vec![hashed.clone()]);
+
+    let secrets = secrets_in(&client, &ns).await;
+    let still_own = &secrets["registry-creds"];
+    assert_eq!(still_own.metadata.resource_version, own.metadata.resource_version, "the tenant's secret was modified");
+    assert_eq!(still_own.data, own.data);
+    assert_is_copy_of(&secrets[&hashed], &catalog.source);
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+#[tokio::test]
+async fn forged_owner_references_and_labels_get_nothing() {
+    let (client, _webhook) = setup().await;
+    let catalog = private_catalog(&client, &[]).await;
+    let ns = unique_name("operator");
+    create_namespace(&client, &ns).await;
+    let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
+
+    // The operator's ReplicaSet exists (no replicas, so nothing legitimate is injected yet).
+    create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 0, json!({})).await;
+    let sets = Api::<k8s_openapi::api::apps::v1::ReplicaSet>::namespaced(client.clone(), &ns);
+    let rs = support::eventually("the operator's ReplicaSet", std::time::Duration::from_secs(60), || async {
+        sets.list(&ListParams::default()).await.unwrap().items.into_iter().next()
+    })
+    .await;
+    let rs_name = rs.metadata.name.unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let wrong_uid = owner_ref("apps/v1", "ReplicaSet", &rs_name, "00000000-0000-0000-0000-000000000000");
+    let forged_csv = owner_ref(
+        "operators.coreos.com/v1alpha1",
+        "ClusterServiceVersion",
+        &op.csv,
+        "11111111-1111-1111-1111-111111111111",
+    );
+    let forgeries = [
+        json!({ "name": "wrong-uid", "ownerReferences": [wrong_uid] }),
+        json!({ "name": "wrong-csv-uid", "ownerReferences": [forged_csv] }),
+        json!({ "name": "olm-labels", "labels": { "olm.owner": op.csv, "olm.owner.kind": "ClusterServiceVersion", "olm.owner.namespace": ns },
+                "annotations": { "olm.operatorGroup": "og", "olm.operatorNamespace": ns, "olm.targetNamespaces": ns } }),
+    ];
+    for metadata in forgeries {
+        let pod: Pod = serde_json::from_value(json!({ "metadata": metadata, "spec": { "containers": [{ "name": "c", "image": "registry.example/x:1" }] } })).unwrap();
+        let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+        assert!(pull_secret_names(&created).is_empty(), "{:?} got secrets", created.metadata.name);
+    }
+    assert!(secrets_in(&client, &ns).await.is_empty(), "a forgery caused a copy");
+}
+
+#[tokio::test]
+async fn catalog_namespace_gets_original_names_and_catalog_pods_are_left_alone() {
+    let (client, _webhook) = setup().await;
+    let ns = unique_name("self-hosted");
+    create_namespace(&client, &ns).await;
+    let catalog = catalog_in(&client, &ns, &[]).await;
+    let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
+
+    create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 1, json!({})).await;
+    assert_eq!(pull_secret_names(&pods_of(&client, &ns, "widget-operator", 1).await[0]), ["registry-creds"]);
+    let managed: Vec<String> = secrets_in(&client, &ns)
+        .await
+        .into_values()
+        .filter(|s| s.metadata.labels.as_ref().is_some_and(|l| l.contains_key("app.kubernetes.io/managed-by")))
+        .filter_map(|s| s.metadata.name)
+        .collect();
+    assert!(managed.is_empty(), "nothing is copied into the catalog's own namespace: {managed:?}");
+
+    // The catalog's own pod is owned by the CatalogSource, not by a CSV.
+    let catalogs: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &olm_resource("v1alpha1", "CatalogSource"));
+    let uid = catalogs.get("private").await.unwrap().metadata.uid.unwrap();
+    let owner = owner_ref("operators.coreos.com/v1alpha1", "CatalogSource", "private", &uid);
+    let pod: Pod =
+        serde_json::from_value(json!({ "metadata": { "name": "private-catalog", "ownerReferences": [owner] },
+        "spec": { "containers": [{ "name": "registry-server", "image": "registry.example/index:1" }] } }))
+        .unwrap();
+    let created = Api::<Pod>::namespaced(client.clone(), &ns).create(&PostParams::default(), &pod).await.unwrap();
+    assert!(pull_secret_names(&created).is_empty());
+}
+
+#[tokio::test]
+async fn malformed_reviews_get_400_with_a_json_error_and_unknown_kinds_pass() {
+    let (_client, webhook) = setup().await;
+    let huge = vec![b' '; 9 * 1024 * 1024];
+    let bodies: [(&str, Vec<u8>); 5] = [
+        ("not json", b"this is not json".to_vec()),
+        ("wrong apiVersion", br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE"}}"#.to_vec()),
+        ("missing request", br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec()),
+        ("wrong types", br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":7}}"#.to_vec()),
+        ("huge", huge),
+    ];
+    for (what, body) in bodies {
+        let (status, answer) = webhook.post("/mutate", &body).await;
+        assert_eq!(status, 400, "{what}");
+        assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {answer}");
+    }
+    assert!(webhook.is_running(), "bad input must never crash the webhook");
+
+    let (status, answer) = webhook
+        .post(
+            "/mutate",
+            &review(json!({ "uid": "cm-1", "kind": { "group": "", "version": "v1", "kind": "ConfigMap" },
+            "operation": "CREATE", "namespace": "default", "object": { "metadata": { "name": "x" } } })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(answer["kind"], "AdmissionReview");
+    assert_eq!(answer["response"]["uid"], "cm-1");
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"].get("patch").is_none());
+}
+
+#[tokio::test]
+async fn fifty_operand_pods_at_once_share_one_copy() {
+    let (client, _webhook) = setup().await;
+    let catalog = private_catalog(&client, &[]).await;
+    let (ns, tenant) = (unique_name("operator"), unique_name("burst"));
+    create_namespace(&client, &ns).await;
+    create_namespace(&client, &tenant).await;
+    install_operator(&client, &catalog, &ns, &[&ns, &tenant]).await;
+    let owner = create_operand(&client, WIDGET, &tenant, "burst").await;
+
+    let pods = Api::<Pod>::namespaced(client.clone(), &tenant);
+    let creates = (0..50).map(|i| {
+        let pods = pods.clone();
+        let pod: Pod = serde_json::from_value(
+            json!({ "metadata": { "name": format!("p{i}"), "ownerReferences": [owner.clone()] },
+            "spec": { "containers": [{ "name": "c", "image": "registry.example/x:1" }] } }),
+        )
+        .unwrap();
+        async move { pods.create(&PostParams::default(), &pod).await }
+    });
+    let created = futures::future::join_all(creates).await;
+    for pod in created {
+        let pod = pod.expect("every pod is admitted");
+        assert_eq!(pull_secret_names(&pod), ["registry-creds"], "{:?}", pod.metadata.name);
+    }
+    let secrets = secrets_in(&client, &tenant).await;
+    let copies: Vec<&String> = secrets.keys().collect();
+    assert_eq!(copies, ["registry-creds"], "exactly one copy per source");
 }

@@ -76,9 +76,8 @@ impl ControlPlane {
 }
 
 async fn client_for(kubeconfig: Kubeconfig) -> kube::Client {
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kube config");
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kube config");
     kube::Client::try_from(config).expect("kube client")
 }
 
@@ -131,8 +130,7 @@ fn sources_digest() -> String {
 }
 
 fn start(binary: &Path) -> Result<ControlPlane, String> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("controlplane-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("controlplane-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let log = std::fs::File::create(dir.join("controlplane.log")).unwrap();

@@ -15,14 +15,33 @@ use serde_json::{Value, json};
 use super::{create_namespace, eventually, unique_name};
 
 pub const WIDGET_GROUP: &str = "e2e.pullsecret-injector.io";
-pub const WIDGET_CRD: &str = "widgets.e2e.pullsecret-injector.io";
+
+/// An operand kind of the test operators. Each test that installs an operator reaching every
+/// namespace uses a kind of its own, so that concurrent tests do not share operands.
+#[derive(Clone, Copy)]
+pub struct Kind {
+    pub kind: &'static str,
+    pub plural: &'static str,
+}
+
+pub const WIDGET: Kind = Kind { kind: "Widget", plural: "widgets" };
+pub const GADGET: Kind = Kind { kind: "Gadget", plural: "gadgets" };
+
+impl Kind {
+    pub fn crd_name(&self) -> String {
+        format!("{}.{WIDGET_GROUP}", self.plural)
+    }
+    pub fn api_version(&self) -> String {
+        format!("{WIDGET_GROUP}/v1")
+    }
+}
 
 pub fn olm_resource(version: &str, kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk("operators.coreos.com", version, kind))
 }
 
-pub fn widget_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(WIDGET_GROUP, "v1", "Widget"), "widgets")
+pub fn operand_resource(kind: Kind) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(WIDGET_GROUP, "v1", kind.kind), kind.plural)
 }
 
 fn dynamic(value: Value) -> DynamicObject {
@@ -44,7 +63,14 @@ pub async fn create_secret(client: &kube::Client, ns: &str, name: &str, type_: &
 }
 
 pub async fn create_pull_secret(client: &kube::Client, ns: &str, name: &str, token: &str) -> Secret {
-    create_secret(client, ns, name, "kubernetes.io/dockerconfigjson", json!({ ".dockerconfigjson": docker_config("registry.example", token) })).await
+    create_secret(
+        client,
+        ns,
+        name,
+        "kubernetes.io/dockerconfigjson",
+        json!({ ".dockerconfigjson": docker_config("registry.example", token) }),
+    )
+    .await
 }
 
 pub async fn create_catalog(client: &kube::Client, ns: &str, name: &str, secrets: &[&str], annotations: Value) {
@@ -61,22 +87,26 @@ pub async fn create_catalog(client: &kube::Client, ns: &str, name: &str, secrets
 pub async fn create_operator_group(client: &kube::Client, ns: &str, targets: &[&str]) {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1", "OperatorGroup"));
     let spec = if targets == [""] { json!({}) } else { json!({ "targetNamespaces": targets }) };
-    let og = dynamic(json!({ "apiVersion": "operators.coreos.com/v1", "kind": "OperatorGroup", "metadata": { "name": "og" }, "spec": spec }));
+    let og = dynamic(
+        json!({ "apiVersion": "operators.coreos.com/v1", "kind": "OperatorGroup", "metadata": { "name": "og" }, "spec": spec }),
+    );
     api.create(&PostParams::default(), &og).await.unwrap();
     let status = json!({ "status": { "namespaces": targets, "lastUpdated": "2026-01-01T00:00:00Z" } });
     api.patch_status("og", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
 }
 
-/// A CSV owning the Widget CRD, whose install strategy names `service_accounts`. Returns its UID.
-pub async fn create_csv(client: &kube::Client, ns: &str, name: &str, service_accounts: &[&str]) -> String {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "ClusterServiceVersion"));
-    let permissions: Vec<Value> = service_accounts.iter().map(|sa| json!({ "serviceAccountName": sa, "rules": [] })).collect();
+/// A CSV owning the CRD of `kind`, whose install strategy names `service_accounts`. Returns its UID.
+pub async fn create_csv(client: &kube::Client, ns: &str, name: &str, kind: Kind, service_accounts: &[&str]) -> String {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "ClusterServiceVersion"));
+    let permissions: Vec<Value> =
+        service_accounts.iter().map(|sa| json!({ "serviceAccountName": sa, "rules": [] })).collect();
     let csv = dynamic(json!({
         "apiVersion": "operators.coreos.com/v1alpha1", "kind": "ClusterServiceVersion",
         "metadata": { "name": name },
         "spec": {
             "displayName": "Widget operator",
-            "customresourcedefinitions": { "owned": [{ "name": WIDGET_CRD, "kind": "Widget", "version": "v1" }] },
+            "customresourcedefinitions": { "owned": [{ "name": kind.crd_name(), "kind": kind.kind, "version": "v1" }] },
             "install": { "strategy": "deployment", "spec": {
                 "permissions": permissions,
                 "deployments": [{ "name": "widget-operator", "spec": {
@@ -103,32 +133,40 @@ pub async fn create_subscription(client: &kube::Client, ns: &str, catalog_ns: &s
     api.patch_status("widget-operator", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
 }
 
-/// The Widget CRD, installed once per control plane, and `get` on widgets for the webhook.
-pub async fn ensure_widget_crd(client: &kube::Client) {
+/// The CRD of an operand kind (idempotent), and `get` on it for the webhook.
+pub async fn ensure_crd(client: &kube::Client, kind: Kind) {
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let name = kind.crd_name();
     let crd = json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": { "name": WIDGET_CRD },
+        "metadata": { "name": name },
         "spec": { "group": WIDGET_GROUP, "scope": "Namespaced",
-            "names": { "plural": "widgets", "singular": "widget", "kind": "Widget" },
+            "names": { "plural": kind.plural, "singular": kind.kind.to_lowercase(), "kind": kind.kind },
             "versions": [{ "name": "v1", "served": true, "storage": true,
                 "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }] }
     });
-    crds.patch(WIDGET_CRD, &PatchParams::apply("e2e").force(), &Patch::Apply(crd)).await.unwrap();
-    eventually("the Widget CRD to be established", Duration::from_secs(30), || async {
-        let crd = crds.get(WIDGET_CRD).await.ok()?;
+    crds.patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(crd)).await.unwrap();
+    eventually("the CRD to be established", Duration::from_secs(30), || async {
+        let crd = crds.get(&name).await.ok()?;
         let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
         established.then_some(())
     })
     .await;
-    super::webhook::grant_operand_owner_read(client, WIDGET_GROUP, "widgets").await;
+    super::webhook::grant_operand_owner_read(client, WIDGET_GROUP, kind.plural).await;
 }
 
-pub async fn create_widget(client: &kube::Client, ns: &str, name: &str) -> DynamicObject {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &widget_resource());
-    let widget = dynamic(json!({ "apiVersion": format!("{WIDGET_GROUP}/v1"), "kind": "Widget", "metadata": { "name": name }, "spec": {} }));
+/// A custom resource of `kind`, and the ownerReference that points at it.
+pub async fn create_operand(client: &kube::Client, kind: Kind, ns: &str, name: &str) -> Value {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &operand_resource(kind));
+    let object = dynamic(
+        json!({ "apiVersion": kind.api_version(), "kind": kind.kind, "metadata": { "name": name }, "spec": {} }),
+    );
     // Right after the CRD is established its endpoint may still 404 for a moment.
-    eventually("the Widget endpoint", Duration::from_secs(30), || async { api.create(&PostParams::default(), &widget).await.ok() }).await
+    let created = eventually("the operand endpoint", Duration::from_secs(30), || async {
+        api.create(&PostParams::default(), &object).await.ok()
+    })
+    .await;
+    owner_ref(&kind.api_version(), kind.kind, name, created.metadata.uid.as_deref().unwrap())
 }
 
 pub fn owner_ref(api_version: &str, kind: &str, name: &str, uid: &str) -> Value {
@@ -136,7 +174,14 @@ pub fn owner_ref(api_version: &str, kind: &str, name: &str, uid: &str) -> Value 
 }
 
 /// A Deployment (owned by `owner`, if any) whose Pods the controller-manager creates.
-pub async fn create_deployment(client: &kube::Client, ns: &str, name: &str, owner: Option<Value>, replicas: i32, pod_spec: Value) {
+pub async fn create_deployment(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    owner: Option<Value>,
+    replicas: i32,
+    pod_spec: Value,
+) {
     let mut spec = json!({ "containers": [{ "name": "main", "image": format!("registry.example/{name}:1") }] });
     if let (Some(extra), Some(target)) = (pod_spec.as_object(), spec.as_object_mut()) {
         target.extend(extra.clone());
@@ -163,7 +208,13 @@ pub async fn pods_of(client: &kube::Client, ns: &str, app: &str, count: usize) -
 }
 
 pub fn pull_secret_names(pod: &Pod) -> Vec<String> {
-    pod.spec.as_ref().and_then(|s| s.image_pull_secrets.as_ref()).into_iter().flatten().map(|r| r.name.clone()).collect()
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .collect()
 }
 
 /// A private catalog in a namespace of its own, with one pull secret, readable by the webhook.
@@ -177,6 +228,12 @@ pub struct Catalog {
 pub async fn private_catalog(client: &kube::Client, secrets: &[&str]) -> Catalog {
     let namespace = unique_name("catalogs");
     create_namespace(client, &namespace).await;
+    catalog_in(client, &namespace, secrets).await
+}
+
+/// A catalog `private` in an existing namespace, listing `registry-creds` and `secrets`.
+pub async fn catalog_in(client: &kube::Client, namespace: &str, secrets: &[&str]) -> Catalog {
+    let namespace = namespace.to_string();
     super::webhook::grant_catalog_namespace(client, &namespace).await;
     let source = create_pull_secret(client, &namespace, "registry-creds", "token-1").await;
     let mut listed = vec!["registry-creds"];
@@ -188,17 +245,28 @@ pub async fn private_catalog(client: &kube::Client, secrets: &[&str]) -> Catalog
 /// An operator installed from `catalog` into `ns`, reaching `targets`.
 pub struct Operator {
     pub namespace: String,
+    pub catalog_namespace: String,
     pub csv: String,
     pub csv_uid: String,
 }
 
 pub async fn install_operator(client: &kube::Client, catalog: &Catalog, ns: &str, targets: &[&str]) -> Operator {
-    ensure_widget_crd(client).await;
+    install_operator_for(client, catalog, ns, targets, WIDGET).await
+}
+
+pub async fn install_operator_for(
+    client: &kube::Client,
+    catalog: &Catalog,
+    ns: &str,
+    targets: &[&str],
+    kind: Kind,
+) -> Operator {
+    ensure_crd(client, kind).await;
     create_operator_group(client, ns, targets).await;
     let csv = "widget-operator.v1.0.0".to_string();
-    let csv_uid = create_csv(client, ns, &csv, &["widget-operator", "widget-runner"]).await;
+    let csv_uid = create_csv(client, ns, &csv, kind, &["widget-operator", "widget-runner"]).await;
     create_subscription(client, ns, &catalog.namespace, &catalog.name, &csv).await;
-    let operator = Operator { namespace: ns.to_string(), csv, csv_uid };
+    let operator = Operator { namespace: ns.to_string(), catalog_namespace: catalog.namespace.clone(), csv, csv_uid };
     wait_until_webhook_knows(client, &operator).await;
     operator
 }
@@ -209,11 +277,18 @@ pub async fn wait_until_webhook_knows(client: &kube::Client, operator: &Operator
     let pods = Api::<Pod>::namespaced(client.clone(), &operator.namespace);
     let owner = owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", &operator.csv, &operator.csv_uid);
     eventually("the webhook to index the operator", Duration::from_secs(30), || async {
-        let pod: Pod = serde_json::from_value(json!({ "metadata": { "generateName": "sync-probe-", "ownerReferences": [owner] },
+        let pod: Pod =
+            serde_json::from_value(json!({ "metadata": { "generateName": "sync-probe-", "ownerReferences": [owner] },
             "spec": { "containers": [{ "name": "c", "image": "registry.example/probe:1" }] } }))
-        .unwrap();
+            .unwrap();
         let created = pods.create(&PostParams { dry_run: true, ..Default::default() }, &pod).await.ok()?;
         (!pull_secret_names(&created).is_empty()).then_some(())
     })
     .await;
+}
+
+impl Operator {
+    pub fn csv_owner(&self) -> Value {
+        owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", &self.csv, &self.csv_uid)
+    }
 }

@@ -60,21 +60,41 @@ where
 /// Grants the chart's cluster-wide rules to the webhook's service account.
 async fn grant_cluster_rbac(client: &kube::Client) {
     let rbac = rbac();
-    apply(&Api::<Namespace>::all(client.clone()), NAMESPACE, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})).await;
+    apply(
+        &Api::<Namespace>::all(client.clone()),
+        NAMESPACE,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+    )
+    .await;
     let sas = Api::<ServiceAccount>::namespaced(client.clone(), NAMESPACE);
     apply(&sas, SERVICE_ACCOUNT, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE}})).await;
     let roles = Api::<ClusterRole>::all(client.clone());
     let bindings = Api::<ClusterRoleBinding>::all(client.clone());
-    apply(&roles, "olm-pullsecret-injector", json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "olm-pullsecret-injector"}, "rules": rbac.cluster_rules})).await;
-    apply(&roles, "olm-pullsecret-injector-operand-owners", json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+    apply(
+        &roles,
+        "olm-pullsecret-injector",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "olm-pullsecret-injector"}, "rules": rbac.cluster_rules}),
+    )
+    .await;
+    apply(
+        &roles,
+        "olm-pullsecret-injector-operand-owners",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": "olm-pullsecret-injector-operand-owners"},
-        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {rbac.operand_owners_label.clone(): "true"}}]}})).await;
+        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {rbac.operand_owners_label.clone(): "true"}}]}}),
+    )
+    .await;
     for role in ["olm-pullsecret-injector", "olm-pullsecret-injector-operand-owners"] {
-        apply(&bindings, role, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        apply(
+            &bindings,
+            role,
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": role},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]})).await;
+            "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]}),
+        )
+        .await;
     }
 }
 
@@ -84,11 +104,16 @@ pub async fn grant_catalog_namespace(client: &kube::Client, namespace: &str) {
     apply(&Api::<Role>::namespaced(client.clone(), namespace), "olm-pullsecret-injector-sources", json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": {"name": "olm-pullsecret-injector-sources", "namespace": namespace}, "rules": rbac.catalog_namespace_rules})).await;
-    apply(&Api::<RoleBinding>::namespaced(client.clone(), namespace), "olm-pullsecret-injector-sources", json!({
+    apply(
+        &Api::<RoleBinding>::namespaced(client.clone(), namespace),
+        "olm-pullsecret-injector-sources",
+        json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": {"name": "olm-pullsecret-injector-sources", "namespace": namespace},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "olm-pullsecret-injector-sources"},
-        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]})).await;
+        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]}),
+    )
+    .await;
 }
 
 /// What an administrator adds for an operator whose operands are custom resources: `get` on
@@ -96,9 +121,14 @@ pub async fn grant_catalog_namespace(client: &kube::Client, namespace: &str) {
 pub async fn grant_operand_owner_read(client: &kube::Client, group: &str, plural: &str) {
     let rbac = rbac();
     let name = format!("olm-pullsecret-injector-read-{plural}.{group}");
-    apply(&Api::<ClusterRole>::all(client.clone()), &name, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+    apply(
+        &Api::<ClusterRole>::all(client.clone()),
+        &name,
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": name, "labels": {rbac.operand_owners_label: "true"}},
-        "rules": [{"apiGroups": [group], "resources": [plural], "verbs": ["get"]}]})).await;
+        "rules": [{"apiGroups": [group], "resources": [plural], "verbs": ["get"]}]}),
+    )
+    .await;
 }
 
 fn free_port() -> u16 {
@@ -272,5 +302,38 @@ async fn register(client: &kube::Client, webhook: &WebhookProcess) {
         }
         assert!(Instant::now() < deadline, "the API server never called the webhook:\n{}", webhook.logs());
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl WebhookProcess {
+    /// POSTs `body` to the webhook over TLS (trusting its CA) and returns the status and JSON body.
+    pub async fn post(&self, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = rustls_pemfile::certs(&mut self.ca_pem.as_bytes()).next().unwrap().unwrap();
+        roots.add(ca).unwrap();
+        let config =
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        let server_name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+        let mut tls = connector.connect(server_name, tcp).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        // A server may answer (and close) before it has read a huge body: that is fine.
+        let _ = tls.write_all(body).await;
+        let mut response = Vec::new();
+        let _ = tls.read_to_end(&mut response).await;
+        let text = String::from_utf8_lossy(&response);
+        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
     }
 }
