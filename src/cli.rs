@@ -29,6 +29,23 @@ pub struct Cli {
 pub enum Command {
     /// Serve the admission webhook.
     Serve(ServeArgs),
+    /// Start the local control plane with the webhook registered and a sample operator.
+    Dev(crate::dev::DevArgs),
+    /// Write a development CA and serving certificate (keys are git-ignored).
+    Certs(CertsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CertsArgs {
+    /// Output directory for ca.crt, tls.crt and tls.key.
+    #[arg(long, default_value = "certs")]
+    pub dir: PathBuf,
+    /// DNS names of the serving certificate.
+    #[arg(long = "dns-name", default_values_t = ["olm-pullsecret-injector.olm-pullsecret-injector.svc".to_string(), "localhost".to_string()])]
+    pub dns_names: Vec<String>,
+    /// IP addresses of the serving certificate.
+    #[arg(long = "ip", default_values_t = [std::net::IpAddr::from([127, 0, 0, 1])])]
+    pub ips: Vec<std::net::IpAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -97,7 +114,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => {
+            let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+            serve_with(client, args).await
+        }
+        Command::Dev(args) => crate::dev::run(args).await,
+        Command::Certs(args) => {
+            let certs = crate::certs::generate(&args.dns_names, &args.ips)?;
+            crate::certs::write(&args.dir, &certs)?;
+            println!("wrote {}/ca.crt, tls.crt and tls.key", args.dir.display());
+            Ok(())
+        }
     }
 }
 
@@ -115,8 +142,8 @@ pub fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard
     guard
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+/// Runs the webhook until SIGTERM/SIGINT: admin port at once, HTTPS once the caches synced.
+pub async fn serve_with(client: kube::Client, args: ServeArgs) -> anyhow::Result<()> {
     let tls = CertReloader::load(args.server.tls_cert_file.clone(), args.server.tls_key_file.clone())?;
     tokio::spawn(tls.clone().watch(Duration::from_secs(2)));
 

@@ -9,9 +9,11 @@
 pub mod admin;
 pub mod admission;
 pub mod caches;
+pub mod certs;
 pub mod chain;
 pub mod cli;
 pub mod copies;
+pub mod dev;
 pub mod error;
 pub mod handler;
 pub mod index;

@@ -7,7 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
@@ -178,17 +177,8 @@ fn start(cp: &ControlPlane) -> WebhookProcess {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
 
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "e2e webhook CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())];
-    let cert = params.signed_by(&key, &ca).unwrap();
-    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
-    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+    let certs = olm_pullsecret_injector::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()]).unwrap();
+    olm_pullsecret_injector::certs::write(&dir, &certs).unwrap();
 
     let kubeconfig = dir.join("kubeconfig");
     cp.write_impersonating_kubeconfig(NAMESPACE, SERVICE_ACCOUNT, &kubeconfig);
@@ -219,7 +209,7 @@ fn start(cp: &ControlPlane) -> WebhookProcess {
         assert!(started.elapsed() < Duration::from_secs(60), "webhook not ready after 60s:\n{log}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    WebhookProcess { dir, port, admin_port, ca_pem: ca.pem(), child: Mutex::new(child) }
+    WebhookProcess { dir, port, admin_port, ca_pem: certs.ca_pem, child: Mutex::new(child) }
 }
 
 /// Spawns the child from a thread that lives as long as the test binary, with the kernel told to
@@ -265,28 +255,13 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 /// The MutatingWebhookConfiguration, as the chart will render it, pointed at the local process.
 /// `failurePolicy: Fail` so that a webhook error fails the test rather than hiding.
 async fn register(client: &kube::Client, webhook: &WebhookProcess) {
-    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&webhook.ca_pem);
-    let hook = |name: &str, operations: serde_json::Value, resource: &str| {
-        json!({
-            "name": name,
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "NoneOnDryRun",
-            "timeoutSeconds": 5,
-            "reinvocationPolicy": "IfNeeded",
-            "failurePolicy": "Fail",
-            "clientConfig": { "url": webhook.url("/mutate"), "caBundle": ca_bundle },
-            "namespaceSelector": { "matchExpressions": [{ "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NAMESPACE] }] },
-            "rules": [{ "apiGroups": [""], "apiVersions": ["v1"], "operations": operations, "resources": [resource], "scope": "Namespaced" }]
-        })
-    };
-    let config = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": { "name": CONFIG_NAME },
-        "webhooks": [
-            hook("pods.pullsecret-injector.io", json!(["CREATE"]), "pods"),
-            hook("serviceaccounts.pullsecret-injector.io", json!(["CREATE", "UPDATE"]), "serviceaccounts"),
-        ]
-    });
+    let config = olm_pullsecret_injector::dev::webhook_configuration(
+        CONFIG_NAME,
+        &webhook.url("/mutate"),
+        &webhook.ca_pem,
+        "Fail",
+        NAMESPACE,
+    );
     apply(&Api::<MutatingWebhookConfiguration>::all(client.clone()), CONFIG_NAME, config).await;
 
     // The API server loads configurations asynchronously: wait until a dry-run Pod reaches us.

@@ -1,0 +1,250 @@
+//! `dev`: the main job on an embedded default. It starts the local control plane, runs the
+//! webhook against it, registers it through a MutatingWebhookConfiguration, installs a sample
+//! private catalog with an operator and an operand, and shows what was injected.
+
+pub mod controlplane;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+
+use crate::cli::{AdminArgs, ServeArgs, ServerArgs, WebhookArgs};
+
+/// The MutatingWebhookConfiguration the chart renders (two webhooks: pods, serviceaccounts),
+/// pointed at `url` and trusting `ca_pem`.
+pub fn webhook_configuration(name: &str, url: &str, ca_pem: &str, failure_policy: &str, own_namespace: &str) -> Value {
+    use base64::Engine;
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let hook = |hook_name: &str, operations: Value, resource: &str| {
+        json!({
+            "name": hook_name,
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "NoneOnDryRun",
+            "timeoutSeconds": 5,
+            "reinvocationPolicy": "IfNeeded",
+            "failurePolicy": failure_policy,
+            "clientConfig": { "url": url, "caBundle": ca_bundle },
+            "namespaceSelector": { "matchExpressions": [{ "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [own_namespace] }] },
+            "rules": [{ "apiGroups": [""], "apiVersions": ["v1"], "operations": operations, "resources": [resource], "scope": "Namespaced" }]
+        })
+    };
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": { "name": name },
+        "webhooks": [
+            hook("pods.pullsecret-injector.io", json!(["CREATE"]), "pods"),
+            hook("serviceaccounts.pullsecret-injector.io", json!(["CREATE", "UPDATE"]), "serviceaccounts"),
+        ]
+    })
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DevArgs {
+    /// Where the control plane's state, certificates and kubeconfig go.
+    #[arg(long, env = "PSI_DEV_DIR", default_value = ".dev")]
+    pub dir: PathBuf,
+    /// Admin port of the webhook.
+    #[arg(long, env = "PSI_ADMIN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub admin_listen: std::net::SocketAddr,
+}
+
+const OWN_NAMESPACE: &str = "olm-pullsecret-injector";
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let dir = std::path::absolute(&args.dir)?;
+    let cp_dir = dir.join("controlplane");
+    let cp = tokio::task::spawn_blocking(move || controlplane::ControlPlane::start(&cp_dir)).await??;
+    let client = cp.admin().await?;
+
+    let certs = crate::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
+    let cert_dir = dir.join("certs");
+    crate::certs::write(&cert_dir, &certs)?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let listen = listener.local_addr()?;
+    drop(listener);
+    let serve = ServeArgs {
+        server: ServerArgs {
+            listen,
+            tls_cert_file: cert_dir.join("tls.crt"),
+            tls_key_file: cert_dir.join("tls.key"),
+            drain_delay: Duration::ZERO,
+        },
+        admin: AdminArgs { admin_listen: args.admin_listen },
+        webhook: WebhookArgs {
+            namespace: OWN_NAMESPACE.into(),
+            exclude_namespace: vec![],
+            on_copy_failure: crate::admission::OnCopyFailure::Deny,
+            deadline: Duration::from_secs(3),
+        },
+    };
+    let webhook = tokio::spawn(crate::cli::serve_with(client.clone(), serve));
+    while tokio::net::TcpStream::connect(listen).await.is_err() {
+        anyhow::ensure!(!webhook.is_finished(), "the webhook stopped during start-up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let config = webhook_configuration(
+        "olm-pullsecret-injector",
+        &format!("https://{listen}/mutate"),
+        &certs.ca_pem,
+        "Fail",
+        OWN_NAMESPACE,
+    );
+    apply(
+        &client,
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        config,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await; // the API server loads configurations asynchronously
+
+    install_sample(&client).await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), "demo-tenant");
+    let pod = loop {
+        let list = pods.list(&ListParams::default().labels("app=demo-app")).await?;
+        if let Some(pod) = list.items.into_iter().next() {
+            break pod;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let names: Vec<String> =
+        pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()).map(|r| r.name.clone()).collect();
+    println!();
+    println!(
+        "The operand Pod demo-tenant/{} was admitted with imagePullSecrets: {names:?}",
+        pod.metadata.name.unwrap_or_default()
+    );
+    println!("  (its chain: Pod <- ReplicaSet <- Deployment/demo-app <- Demo/prod <- CSV/demo-operator.v1.0.0");
+    println!("   <- Subscription/demo-operator <- CatalogSource/openshift-marketplace/private-catalog)");
+    println!("The copy of openshift-marketplace/private-registry now lives in demo-tenant and demo-operator.");
+    println!();
+    println!("Look around:   export KUBECONFIG={}", cp.kubeconfig().display());
+    println!("Webhook:       https://{listen}/mutate  (admin: http://{}/metrics)", args.admin_listen);
+    println!("Stop with Ctrl-C.");
+
+    tokio::select! {
+        result = webhook => result?.context("the webhook stopped")?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+async fn apply(
+    client: &kube::Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    mut object: Value,
+) -> anyhow::Result<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    let name = object["metadata"]["name"].as_str().context("manifest without a name")?.to_string();
+    let status = object.as_object_mut().and_then(|o| o.remove("status"));
+    let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let params = PatchParams::apply("olm-pullsecret-injector-dev").force();
+    let applied =
+        api.patch(&name, &params, &Patch::Apply(&object)).await.with_context(|| format!("applying {kind} {name}"))?;
+    // What OLM writes into status, the sample writes the same way: through the subresource.
+    if let Some(status) = status {
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
+    }
+    Ok(applied)
+}
+
+/// A private catalog with a pull secret, an operator "installed" from it (OLM's part is played
+/// here) and an operand in a tenant namespace.
+async fn install_sample(client: &kube::Client) -> anyhow::Result<()> {
+    for ns in ["openshift-marketplace", "demo-operator", "demo-tenant"] {
+        apply(
+            client,
+            "",
+            "v1",
+            "Namespace",
+            "namespaces",
+            json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }),
+        )
+        .await?;
+    }
+    let docker_config = json!({ "auths": { "registry.example.com": { "auth": "ZGVtbzpkZW1vLXRva2Vu" } } }).to_string();
+    apply(
+        client,
+        "",
+        "v1",
+        "Secret",
+        "secrets",
+        json!({ "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "private-registry", "namespace": "openshift-marketplace" },
+        "type": "kubernetes.io/dockerconfigjson", "stringData": { ".dockerconfigjson": docker_config } }),
+    )
+    .await?;
+    let olm = "operators.coreos.com";
+    apply(client, olm, "v1alpha1", "CatalogSource", "catalogsources", json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "CatalogSource",
+        "metadata": { "name": "private-catalog", "namespace": "openshift-marketplace" },
+        "spec": { "sourceType": "grpc", "image": "registry.example.com/catalog:latest", "secrets": ["private-registry"] } })).await?;
+    apply(client, "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": { "name": "demos.demo.example.com" },
+        "spec": { "group": "demo.example.com", "scope": "Namespaced", "names": { "plural": "demos", "singular": "demo", "kind": "Demo" },
+            "versions": [{ "name": "v1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }] } })).await?;
+    apply(client, olm, "v1", "OperatorGroup", "operatorgroups", json!({ "apiVersion": "operators.coreos.com/v1", "kind": "OperatorGroup",
+        "metadata": { "name": "demo", "namespace": "demo-operator" }, "spec": { "targetNamespaces": ["demo-operator", "demo-tenant"] },
+        "status": { "namespaces": ["demo-operator", "demo-tenant"], "lastUpdated": "2026-01-01T00:00:00Z" } })).await?;
+    let csv = apply(client, olm, "v1alpha1", "ClusterServiceVersion", "clusterserviceversions", json!({
+        "apiVersion": "operators.coreos.com/v1alpha1", "kind": "ClusterServiceVersion",
+        "metadata": { "name": "demo-operator.v1.0.0", "namespace": "demo-operator" },
+        "spec": { "displayName": "Demo operator",
+            "customresourcedefinitions": { "owned": [{ "name": "demos.demo.example.com", "kind": "Demo", "version": "v1" }] },
+            "install": { "strategy": "deployment", "spec": { "deployments": [{ "name": "demo-operator", "spec": {
+                "selector": { "matchLabels": { "app": "demo-operator" } },
+                "template": { "metadata": { "labels": { "app": "demo-operator" } },
+                    "spec": { "serviceAccountName": "demo-operator", "containers": [{ "name": "operator", "image": "registry.example.com/demo-operator:1.0.0" }] } } } }] } } } })).await?;
+    apply(client, olm, "v1alpha1", "Subscription", "subscriptions", json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription",
+        "metadata": { "name": "demo-operator", "namespace": "demo-operator" },
+        "spec": { "name": "demo-operator", "channel": "stable", "source": "private-catalog", "sourceNamespace": "openshift-marketplace" },
+        "status": { "installedCSV": "demo-operator.v1.0.0", "currentCSV": "demo-operator.v1.0.0", "lastUpdated": "2026-01-01T00:00:00Z" } })).await?;
+    // The webhook learns these through its watches; give them a moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let csv_owner = json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "ClusterServiceVersion", "name": "demo-operator.v1.0.0", "uid": csv.metadata.uid });
+    apply(client, "apps", "v1", "Deployment", "deployments", deployment("demo-operator", "demo-operator", csv_owner))
+        .await?;
+    let demo = loop {
+        match apply(
+            client,
+            "demo.example.com",
+            "v1",
+            "Demo",
+            "demos",
+            json!({ "apiVersion": "demo.example.com/v1", "kind": "Demo",
+            "metadata": { "name": "prod", "namespace": "demo-tenant" }, "spec": {} }),
+        )
+        .await
+        {
+            Ok(demo) => break demo,
+            // The CRD's endpoint appears shortly after it is created.
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let demo_owner =
+        json!({ "apiVersion": "demo.example.com/v1", "kind": "Demo", "name": "prod", "uid": demo.metadata.uid });
+    apply(client, "apps", "v1", "Deployment", "deployments", deployment("demo-tenant", "demo-app", demo_owner)).await?;
+    Ok(())
+}
+
+fn deployment(namespace: &str, name: &str, owner: Value) -> Value {
+    json!({ "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name, "namespace": namespace, "ownerReferences": [owner] },
+        "spec": { "replicas": 1, "selector": { "matchLabels": { "app": name } },
+            "template": { "metadata": { "labels": { "app": name } },
+                "spec": { "containers": [{ "name": "main", "image": format!("registry.example.com/{name}:1.0.0") }] } } } })
+}
