@@ -102,23 +102,35 @@ impl Copies {
             return Ok(Ensured::Unchanged(name));
         }
 
-        let mut result = self.ensure_named(namespace, source_name, source, &hash, dry_run).await?;
-        if result.is_none() {
-            let fallback = fallback_name(source_ns, source_name);
-            result = self.ensure_named(namespace, &fallback, source, &hash, dry_run).await?;
-        }
-        let ensured = result.ok_or_else(|| Error::CopyNameTaken {
-            namespace: namespace.to_string(),
-            source_secret: format!("{source_ns}/{source_name}"),
-        })?;
-        if !dry_run {
-            self.ensured
-                .lock()
-                .expect("ensured map")
-                .insert(key.clone(), (ensured.name().to_string(), hash, Instant::now()));
+        let result = self.ensure_either_name(namespace, source, &hash, dry_run).await;
+        if let Ok(ensured) = &result
+            && !dry_run
+        {
+            let entry = (ensured.name().to_string(), hash, Instant::now());
+            self.ensured.lock().expect("ensured map").insert(key.clone(), entry);
         }
         self.in_flight.lock().expect("in-flight map").remove(&key);
-        Ok(ensured)
+        result
+    }
+
+    /// The source's own name, else the hashed fallback name.
+    async fn ensure_either_name(
+        &self,
+        namespace: &str,
+        source: &Secret,
+        hash: &str,
+        dry_run: bool,
+    ) -> Result<Ensured, Error> {
+        let source_ns = source.metadata.namespace.as_deref().unwrap_or_default();
+        let source_name = source.metadata.name.as_deref().unwrap_or_default();
+        if let Some(ensured) = self.ensure_named(namespace, source_name, source, hash, dry_run).await? {
+            return Ok(ensured);
+        }
+        let fallback = fallback_name(source_ns, source_name);
+        self.ensure_named(namespace, &fallback, source, hash, dry_run).await?.ok_or_else(|| Error::CopyNameTaken {
+            namespace: namespace.to_string(),
+            source_secret: format!("{source_ns}/{source_name}"),
+        })
     }
 
     fn remembered(&self, key: &str, hash: &str) -> Option<String> {

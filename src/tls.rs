@@ -99,3 +99,46 @@ impl ResolvesServerCert for CertReloader {
         Some(self.current.load_full())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, cert: &str, key: &str) {
+        std::fs::write(dir.join("tls.crt"), cert).unwrap();
+        std::fs::write(dir.join("tls.key"), key).unwrap();
+    }
+
+    fn serving_der(reloader: &CertReloader) -> Vec<u8> {
+        reloader.current.load().cert[0].to_vec()
+    }
+
+    fn pem_der(pem: &str) -> Vec<u8> {
+        rustls_pemfile::certs(&mut pem.as_bytes()).next().unwrap().unwrap().to_vec()
+    }
+
+    #[test]
+    fn a_new_pair_is_served_and_a_mismatched_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let localhost = [std::net::Ipv4Addr::LOCALHOST.into()];
+        let first = crate::certs::generate(&[], &localhost).unwrap();
+        write_pair(dir.path(), &first.cert_pem, &first.key_pem);
+        let reloader = CertReloader::load(dir.path().join("tls.crt"), dir.path().join("tls.key")).unwrap();
+        assert_eq!(serving_der(&reloader), pem_der(&first.cert_pem));
+
+        let second = crate::certs::generate(&[], &localhost).unwrap();
+        write_pair(dir.path(), &second.cert_pem, &second.key_pem);
+        reloader.reload();
+        assert_eq!(serving_der(&reloader), pem_der(&second.cert_pem));
+
+        // A certificate with somebody else's key, then a half-written key: both refused.
+        let third = crate::certs::generate(&[], &localhost).unwrap();
+        write_pair(dir.path(), &third.cert_pem, &first.key_pem);
+        reloader.reload();
+        assert_eq!(serving_der(&reloader), pem_der(&second.cert_pem));
+        write_pair(dir.path(), &third.cert_pem, &third.key_pem[..third.key_pem.len() / 2]);
+        reloader.reload();
+        assert_eq!(serving_der(&reloader), pem_der(&second.cert_pem));
+        assert!(CertReloader::load(dir.path().join("tls.crt"), dir.path().join("missing.key")).is_err());
+    }
+}

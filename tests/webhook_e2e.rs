@@ -45,7 +45,7 @@ async fn secrets_in(client: &kube::Client, ns: &str) -> BTreeMap<String, Secret>
 
 #[tokio::test]
 async fn operator_pod_in_its_own_namespace_gets_the_catalog_secret() {
-    let (client, _webhook) = setup().await;
+    let (client, webhook) = setup().await;
     let catalog = private_catalog(&client, &[]).await;
     let ns = unique_name("operator");
     create_namespace(&client, &ns).await;
@@ -58,6 +58,16 @@ async fn operator_pod_in_its_own_namespace_gets_the_catalog_secret() {
 
     let secrets = secrets_in(&client, &ns).await;
     assert_is_copy_of(&secrets["registry-creds"], &catalog.source);
+
+    let admin = format!("127.0.0.1:{}", webhook.admin_port);
+    let (status, metrics) = support::webhook::http_get(&admin, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"pullsecret_injector_admissions_total{kind="Pod",operation="CREATE",decision="patched"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pullsecret_injector_copies_created_total"), "{metrics}");
+    assert!(metrics.contains("pullsecret_injector_admission_duration_seconds_bucket"), "{metrics}");
 }
 
 #[tokio::test]
@@ -413,4 +423,39 @@ async fn fifty_operand_pods_at_once_share_one_copy() {
     let secrets = secrets_in(&client, &tenant).await;
     let copies: Vec<&String> = secrets.keys().collect();
     assert_eq!(copies, ["registry-creds"], "exactly one copy per source");
+}
+
+#[tokio::test]
+async fn a_pod_whose_copy_cannot_be_made_is_denied_retryably_and_a_service_account_is_admitted() {
+    let (client, _webhook) = setup().await;
+    let catalog = private_catalog(&client, &[]).await;
+    let ns = unique_name("operator");
+    create_namespace(&client, &ns).await;
+    // The tenant holds both names a copy could take.
+    let hashed = format!("registry-creds-{}", &sha256_hex(&format!("{}/registry-creds", catalog.namespace))[..10]);
+    create_pull_secret(&client, &ns, "registry-creds", "own-1").await;
+    create_pull_secret(&client, &ns, &hashed, "own-2").await;
+    let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
+
+    let pod: Pod = serde_json::from_value(json!({ "metadata": { "name": "op", "ownerReferences": [op.csv_owner()] },
+        "spec": { "containers": [{ "name": "c", "image": "registry.example/x:1" }] } }))
+    .unwrap();
+    let err =
+        Api::<Pod>::namespaced(client.clone(), &ns).create(&PostParams::default(), &pod).await.expect_err("denied");
+    match err {
+        kube::Error::Api(status) => {
+            assert_eq!(status.code, 503, "{status:?}");
+            assert!(status.message.contains("retry"), "{}", status.message);
+            assert!(!status.message.contains("own-1") && !status.message.contains("token"), "no secret data in errors");
+        }
+        other => panic!("expected a 503 denial, got {other}"),
+    }
+
+    let sa: ServiceAccount = serde_json::from_value(
+        json!({ "metadata": { "name": "widget-operator", "ownerReferences": [op.csv_owner()] } }),
+    )
+    .unwrap();
+    let created =
+        Api::<ServiceAccount>::namespaced(client.clone(), &ns).create(&PostParams::default(), &sa).await.unwrap();
+    assert!(created.image_pull_secrets.is_none());
 }

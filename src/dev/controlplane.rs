@@ -62,7 +62,9 @@ impl ControlPlane {
 }
 
 async fn client_for(kubeconfig: Kubeconfig) -> anyhow::Result<kube::Client> {
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    // Show the API server's answers as they are: a webhook's retryable 503 is an answer too.
+    config.default_retry = false;
     Ok(kube::Client::try_from(config)?)
 }
 
