@@ -13,6 +13,8 @@ import (
 	apiextensions "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -48,8 +50,9 @@ func startEtcd(dataDir string, clientPort, peerPort int) (*embed.Etcd, error) {
 }
 
 type adminClients struct {
-	kube *kubernetes.Clientset
-	ext  *apiextensions.Clientset
+	kube    *kubernetes.Clientset
+	ext     *apiextensions.Clientset
+	dynamic dynamic.Interface
 }
 
 func newAdminClients(kubeconfig string) (*adminClients, error) {
@@ -66,7 +69,11 @@ func newAdminClients(kubeconfig string) (*adminClients, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &adminClients{kube: kube, ext: ext}, nil
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &adminClients{kube: kube, ext: ext, dynamic: dyn}, nil
 }
 
 // poll calls check every 200ms until it returns true, the context ends, the component
@@ -132,6 +139,24 @@ func installOLMCRDs(ctx context.Context, c *adminClients) error {
 				return fmt.Errorf("%s not established: %v", crd.Name, err)
 			}
 			time.Sleep(100 * time.Millisecond)
+		}
+		// Established is not yet servable: the storage of a new CRD answers 429 "storage is
+		// (re)initializing" for a moment. Ready means every served version lists.
+		for _, version := range crd.Spec.Versions {
+			if !version.Served {
+				continue
+			}
+			gvr := schema.GroupVersionResource{Group: crd.Spec.Group, Version: version.Name, Resource: crd.Spec.Names.Plural}
+			for {
+				_, err := c.dynamic.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("%s not servable: %v", gvr, err)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
 		}
 	}
 	return nil
