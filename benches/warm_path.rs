@@ -30,9 +30,8 @@ fn main() -> anyhow::Result<()> {
     let certs = olm_pullsecret_injector::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
     olm_pullsecret_injector::certs::write(&dir, &certs)?;
 
-    // Decision lines go to a file through the same non-blocking writer `serve` uses.
-    let (writer, _guard) = tracing_appender::non_blocking(std::fs::File::create(dir.join("webhook.log"))?);
-    tracing_subscriber::fmt().json().flatten_event(true).with_writer(writer).with_env_filter("info").init();
+    // Decision lines go to a file through the same writer `serve` uses.
+    let _log_guard = olm_pullsecret_injector::logging::init("json", std::fs::File::create(dir.join("webhook.log"))?);
 
     // Servers and load generator each get a runtime of their own on the same two cores.
     let servers = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

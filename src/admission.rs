@@ -1,8 +1,8 @@
 //! One admission decision: which objects are considered, the chain, the copies, the patch, the
 //! failure behaviour, and the one log line that explains it.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -12,6 +12,7 @@ use crate::caches::Caches;
 use crate::chain::{self, Subject};
 use crate::copies::{self, Copies};
 use crate::error::{Error, ReviewError};
+use crate::index::Index;
 use crate::owners::{OwnerRef, Owners};
 use crate::patch::{self, Target};
 use crate::review::{self, Request, Verdict};
@@ -40,6 +41,7 @@ pub struct Webhook {
     caches: Arc<Caches>,
     owners: Owners,
     copies: Copies,
+    decisions: Mutex<HashMap<String, Remembered>>,
 }
 
 /// The outcome of one review, as logged and counted.
@@ -49,12 +51,50 @@ struct Decision {
     reason: String,
     patch: Option<Vec<u8>>,
     deny: Option<String>,
-    catalogs: Vec<String>,
-    secrets: Vec<String>,
-    chain: Vec<String>,
-    warnings: Vec<String>,
+    needs: Option<Arc<Needs>>,
     /// The namespace is reached by some operator from a catalog with secrets.
     relevant: bool,
+}
+
+/// What an object needs, remembered per (namespace, kind, owners) until anything it depends on
+/// changes: Pods of one ReplicaSet share an answer, so a warm admission makes no API call.
+#[derive(Default, Debug)]
+struct Needs {
+    /// Names to have in `imagePullSecrets` (ensured copies, or originals in the catalog's namespace).
+    wanted: Vec<String>,
+    catalogs: Vec<String>,
+    chain: Vec<String>,
+    warnings: Vec<String>,
+    /// Why nothing is needed, when nothing is.
+    none_reason: Option<String>,
+}
+
+/// A remembered answer is trusted this long even when nothing it depends on changed, so that a
+/// copy deleted behind our back is recreated.
+/// (the caches' generation it was computed under, when, what the object needs)
+type Remembered = (u64, Instant, Arc<Needs>);
+
+const DECISION_TTL: Duration = Duration::from_secs(60);
+const MAX_DECISIONS: usize = 50_000;
+
+/// The object's namespace, kind, (ServiceAccount) name and owners: everything a decision reads
+/// apart from the caches' generation.
+fn decision_key(req: &Request<'_>, ns: &str, object: &review::Object<'_>) -> String {
+    let mut key = String::with_capacity(128);
+    key.push_str(ns);
+    key.push('\0');
+    key.push_str(&req.kind.kind);
+    if req.kind.kind == "ServiceAccount" {
+        key.push('\0');
+        key.push_str(req.name.as_deref().or(object.metadata.name.as_deref()).unwrap_or(""));
+    }
+    for owner in &object.metadata.owner_references {
+        for part in [&owner.api_version, &owner.kind, &owner.name, &owner.uid] {
+            key.push('\0');
+            key.push_str(part);
+        }
+    }
+    key
 }
 
 impl Decision {
@@ -65,7 +105,13 @@ impl Decision {
 
 impl Webhook {
     pub fn new(settings: Settings, caches: Arc<Caches>, client: kube::Client) -> Self {
-        Webhook { settings, caches, owners: Owners::new(client.clone()), copies: Copies::new(client) }
+        Webhook {
+            settings,
+            caches,
+            owners: Owners::new(client.clone()),
+            copies: Copies::new(client),
+            decisions: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Answers one AdmissionReview body; an error means the body was not a review (HTTP 400).
@@ -82,7 +128,9 @@ impl Webhook {
         };
         let verdict = match &d.deny {
             Some(message) => Verdict::Deny { code: 503, message },
-            None => Verdict::Allow { patch: d.patch.as_deref(), warnings: &d.warnings },
+            None => {
+                Verdict::Allow { patch: d.patch.as_deref(), warnings: d.needs.as_ref().map_or(&[], |n| &n.warnings) }
+            }
         };
         let response = review::respond(&req.uid, &verdict);
         let elapsed = started.elapsed();
@@ -92,6 +140,7 @@ impl Webhook {
     }
 
     fn log(&self, req: &Request<'_>, d: &Decision, elapsed: Duration) {
+        let needs = d.needs.as_deref();
         macro_rules! line {
             ($level:ident) => {
                 $level!(
@@ -103,9 +152,9 @@ impl Webhook {
                     dry_run = req.dry_run.unwrap_or(false),
                     decision = d.decision,
                     reason = %d.reason,
-                    catalogs = %d.catalogs.join(","),
-                    secrets = %d.secrets.join(","),
-                    chain = %d.chain.join(" | "),
+                    catalogs = %Joined(needs.map_or(&[], |n| &n.catalogs), ","),
+                    secrets = %Joined(needs.map_or(&[], |n| &n.wanted), ","),
+                    chain = %Joined(needs.map_or(&[], |n| &n.chain), " | "),
                     duration_ms = elapsed.as_secs_f64() * 1000.0,
                     "admission decision"
                 )
@@ -151,6 +200,66 @@ impl Webhook {
             return d;
         };
 
+        let dry_run = req.dry_run.unwrap_or(false);
+        let generation = self.caches.generation();
+        let key = decision_key(req, ns, object);
+        let needs = match self.remembered(&key, generation) {
+            Some(needs) => needs,
+            None => {
+                let labels = namespace.as_ref().and_then(|n| n.metadata.labels.as_ref());
+                match self.needs(req, ns, object, labels, &index, dry_run).await {
+                    Ok(needs) => {
+                        let needs = Arc::new(needs);
+                        // A dry run created no copies: its answer is not one to remember.
+                        if !dry_run {
+                            self.remember(key, generation, needs.clone());
+                        }
+                        needs
+                    }
+                    Err(e) => return self.failed(req, e, d),
+                }
+            }
+        };
+        d.needs = Some(needs.clone());
+        if let Some(reason) = &needs.none_reason {
+            d.decision = "unchanged";
+            d.reason = reason.clone();
+            return d;
+        }
+
+        let existing = req.image_pull_secrets();
+        let meta_annotations = object.metadata.annotations.as_ref();
+        let addition = patch::build(
+            target,
+            existing.as_deref(),
+            &needs.wanted,
+            meta_annotations.is_some_and(|a| a.present),
+            meta_annotations.and_then(|a| a.injected.as_deref()),
+        );
+        match addition {
+            Some(addition) => {
+                d.decision = "patched";
+                d.reason = format!("added {}", addition.added.join(","));
+                d.patch = Some(addition.patch);
+            }
+            None => {
+                d.decision = "unchanged";
+                d.reason = "already has every pull secret".into();
+            }
+        }
+        d
+    }
+
+    /// What the object needs: the chain to its catalogs, and the names of ensured copies.
+    async fn needs(
+        &self,
+        req: &Request<'_>,
+        ns: &str,
+        object: &review::Object<'_>,
+        namespace_labels: Option<&BTreeMap<String, String>>,
+        index: &Index,
+        dry_run: bool,
+    ) -> Result<Needs, Error> {
         let empty = BTreeMap::new();
         let subject = Subject {
             kind: &req.kind.kind,
@@ -167,67 +276,56 @@ impl Webhook {
                     uid: r.uid.to_string(),
                 })
                 .collect(),
-            namespace_labels: namespace.as_ref().and_then(|n| n.metadata.labels.as_ref()).unwrap_or(&empty),
+            namespace_labels: namespace_labels.unwrap_or(&empty),
         };
-        let resolution = match chain::resolve(&index, &self.owners, &subject).await {
-            Ok(r) => r,
-            Err(e) => return self.failed(req, e, d),
+        let resolution = chain::resolve(index, &self.owners, &subject).await?;
+        let mut needs = Needs {
+            chain: resolution.found.iter().map(|f| f.chain.clone()).collect(),
+            catalogs: resolution.found.iter().map(|f| format!("{}/{}", f.catalog_namespace, f.catalog_name)).collect(),
+            ..Default::default()
         };
-        d.chain = resolution.found.iter().map(|f| f.chain.clone()).collect();
-        d.catalogs = resolution.found.iter().map(|f| format!("{}/{}", f.catalog_namespace, f.catalog_name)).collect();
         if resolution.found.is_empty() {
-            d.decision = "unchanged";
-            d.reason = if resolution.dropped.is_empty() {
+            needs.none_reason = Some(if resolution.dropped.is_empty() {
                 "no owner leads to an operator".into()
             } else {
                 resolution.dropped.join("; ")
-            };
-            return d;
+            });
+            return Ok(needs);
         }
-
-        let dry_run = req.dry_run.unwrap_or(false);
-        let mut wanted: Vec<String> = Vec::new();
-        for (source_ns, source_name) in resolution.secrets(&index) {
+        for (source_ns, source_name) in resolution.secrets(index) {
             let source = self.caches.source_secret(source_ns, source_name).await;
             if let Some(why) = copies::unusable(source.as_deref()) {
                 let warning = format!("pull secret {source_ns}/{source_name} of the catalog {why}; not injected");
                 warn!(namespace = ns, source = %format!("{source_ns}/{source_name}"), "{warning}");
-                d.warnings.push(warning);
+                needs.warnings.push(warning);
                 continue;
             }
             // A tenant namespace that is the catalog's own gets the original secret.
             if source_ns == ns {
-                wanted.push(source_name.to_string());
+                needs.wanted.push(source_name.to_string());
                 continue;
             }
-            match self.copies.ensure(ns, source.as_deref().expect("usable"), dry_run).await {
-                Ok(copy) => wanted.push(copy.name().to_string()),
-                Err(e) => return self.failed(req, e, d),
-            }
+            let copy = self.copies.ensure(ns, source.as_deref().expect("usable"), dry_run).await?;
+            needs.wanted.push(copy.name().to_string());
         }
-        d.secrets = wanted.clone();
+        Ok(needs)
+    }
 
-        let existing = req.image_pull_secrets();
-        let meta_annotations = object.metadata.annotations.as_ref();
-        let addition = patch::build(
-            target,
-            existing.as_deref(),
-            &wanted,
-            meta_annotations.is_some_and(|a| a.present),
-            meta_annotations.and_then(|a| a.injected.as_deref()),
-        );
-        match addition {
-            Some(addition) => {
-                d.decision = "patched";
-                d.reason = format!("added {}", addition.added.join(","));
-                d.patch = Some(addition.patch);
-            }
-            None => {
-                d.decision = "unchanged";
-                d.reason = "already has every pull secret".into();
+    fn remembered(&self, key: &str, generation: u64) -> Option<Arc<Needs>> {
+        let decisions = self.decisions.lock().expect("decision cache");
+        let (at_generation, at, needs) = decisions.get(key)?;
+        (*at_generation == generation && at.elapsed() < DECISION_TTL).then(|| needs.clone())
+    }
+
+    fn remember(&self, key: String, generation: u64, needs: Arc<Needs>) {
+        let mut decisions = self.decisions.lock().expect("decision cache");
+        if decisions.len() >= MAX_DECISIONS {
+            decisions.retain(|_, (g, at, _)| *g == generation && at.elapsed() < DECISION_TTL);
+            if decisions.len() >= MAX_DECISIONS {
+                decisions.clear();
             }
         }
-        d
+        decisions.insert(key, (generation, Instant::now(), needs));
     }
 
     /// Pods that need secrets we could not ensure are denied (retryable) unless configured
@@ -258,5 +356,20 @@ impl Webhook {
         } else {
             None
         }
+    }
+}
+
+/// Lists written straight into the log line, without building a joined String first.
+struct Joined<'a>(&'a [String], &'static str);
+
+impl std::fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, item) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(self.1)?;
+            }
+            f.write_str(item)?;
+        }
+        Ok(())
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +34,9 @@ pub struct Caches {
     sources: Mutex<HashMap<String, Store<Secret>>>,
     synced: AtomicBool,
     changed: Notify,
+    /// Bumped whenever the index or a source secret changes: decisions remembered under an older
+    /// generation are stale.
+    generation: Arc<AtomicU64>,
 }
 
 /// Runs a reflector into `writer`, waking the index rebuild on every event.
@@ -75,6 +78,7 @@ impl Caches {
             sources: Mutex::new(HashMap::new()),
             synced: AtomicBool::new(false),
             changed: Notify::new(),
+            generation: Arc::new(AtomicU64::new(0)),
         });
         let cfg = watcher::Config::default;
         tokio::spawn(reflect(
@@ -136,6 +140,11 @@ impl Caches {
         self.synced.load(Ordering::SeqCst)
     }
 
+    /// Changes whenever anything a decision depends on may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     pub fn index(&self) -> arc_swap::Guard<Arc<Index>> {
         self.index.load()
     }
@@ -162,14 +171,18 @@ impl Caches {
         let (store, writer) = reflector::store();
         let api = Api::<Secret>::namespaced(self.client.clone(), namespace);
         let what = "catalog-namespace secrets";
+        let generation = self.generation.clone();
         tokio::spawn(
             watcher(api, watcher::Config::default())
                 .default_backoff()
                 .modify(|s: &mut Secret| s.managed_fields_mut().clear())
                 .reflect(writer)
                 .for_each(move |event| {
-                    if let Err(e) = event {
-                        warn!(watch = what, error = %e, "watch failed; retrying");
+                    match event {
+                        Ok(_) => {
+                            generation.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(e) => warn!(watch = what, error = %e, "watch failed; retrying"),
                     }
                     futures::future::ready(())
                 }),
@@ -202,5 +215,6 @@ impl Caches {
             }
         }
         self.index.store(Arc::new(index));
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -128,20 +128,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Sets up JSON (or text) logs through `EnvFilter` (`RUST_LOG`, default `info`), written by a
-/// background thread so that logging never blocks a request. Keep the guard alive.
-pub fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    if format == "json" {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
-    guard
-}
-
 /// Runs the webhook until SIGTERM/SIGINT: admin port at once, HTTPS once the caches synced.
 pub async fn serve_with(client: kube::Client, args: ServeArgs) -> anyhow::Result<()> {
     let tls = CertReloader::load(args.server.tls_cert_file.clone(), args.server.tls_key_file.clone())?;

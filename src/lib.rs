@@ -17,6 +17,7 @@ pub mod dev;
 pub mod error;
 pub mod handler;
 pub mod index;
+pub mod logging;
 pub mod metrics;
 pub mod olm;
 pub mod owners;

@@ -10,8 +10,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdmissionLabels {
-    pub kind: String,
-    pub operation: String,
+    pub kind: &'static str,
+    pub operation: &'static str,
     pub decision: &'static str,
 }
 
@@ -58,8 +58,20 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     }
 });
 
+/// Counts one review. Kinds and operations other than those the webhook handles are counted as
+/// `other`, so a caller cannot grow the label set.
 pub fn admission(kind: &str, operation: &str, decision: &'static str, seconds: f64) {
-    let labels = AdmissionLabels { kind: kind.to_string(), operation: operation.to_string(), decision };
+    let kind = match kind {
+        "Pod" => "Pod",
+        "ServiceAccount" => "ServiceAccount",
+        _ => "other",
+    };
+    let operation = match operation {
+        "CREATE" => "CREATE",
+        "UPDATE" => "UPDATE",
+        _ => "other",
+    };
+    let labels = AdmissionLabels { kind, operation, decision };
     METRICS.admissions.get_or_create(&labels).inc();
     METRICS.duration.observe(seconds);
 }
