@@ -459,3 +459,32 @@ async fn a_pod_whose_copy_cannot_be_made_is_denied_retryably_and_a_service_accou
         Api::<ServiceAccount>::namespaced(client.clone(), &ns).create(&PostParams::default(), &sa).await.unwrap();
     assert!(created.image_pull_secrets.is_none());
 }
+
+#[tokio::test]
+async fn sigterm_turns_readiness_off_keeps_serving_through_the_drain_then_exits() {
+    let (_client, _shared) = setup().await;
+    let cp = ControlPlane::shared();
+    let webhook =
+        tokio::task::spawn_blocking(move || support::webhook::start(cp, "draining-webhook", &["--drain-delay", "2s"]))
+            .await
+            .unwrap();
+    let admin = format!("127.0.0.1:{}", webhook.admin_port);
+    assert_eq!(support::webhook::http_get_status(&admin, "/readyz"), Some(200));
+
+    webhook.signal(libc::SIGTERM);
+    support::eventually("readiness to turn false", std::time::Duration::from_secs(5), || async {
+        (support::webhook::http_get_status(&admin, "/readyz") == Some(503)).then_some(())
+    })
+    .await;
+    // Still draining: reviews are answered.
+    let body = review(json!({ "uid": "draining", "kind": { "group": "", "version": "v1", "kind": "ConfigMap" },
+        "operation": "CREATE", "namespace": "default", "object": { "metadata": { "name": "x" } } }));
+    let (status, answer) = webhook.post("/mutate", &body).await;
+    assert_eq!((status, answer["response"]["uid"].as_str()), (200, Some("draining")));
+
+    let status = support::eventually("the process to exit", std::time::Duration::from_secs(20), || async {
+        webhook.exit_status()
+    })
+    .await;
+    assert!(status.success(), "{status:?}\n{}", webhook.logs());
+}

@@ -142,7 +142,7 @@ impl WebhookProcess {
                 let cp = ControlPlane::shared();
                 let admin = cp.admin().await;
                 grant_cluster_rbac(&admin).await;
-                let process = start(cp);
+                let process = start(cp, "webhook", &["--drain-delay", "0s"]);
                 register(&admin, &process).await;
                 process
             })
@@ -170,10 +170,23 @@ impl WebhookProcess {
     pub fn is_running(&self) -> bool {
         self.child.lock().unwrap().try_wait().unwrap().is_none()
     }
+
+    pub fn signal(&self, signal: i32) {
+        let pid = self.child.lock().unwrap().id() as i32;
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.child.lock().unwrap().try_wait().unwrap()
+    }
 }
 
-fn start(cp: &ControlPlane) -> WebhookProcess {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("webhook-{}", std::process::id()));
+/// Starts a webhook process (as the chart's service account) and waits until it is ready.
+/// `name` names its directory; the shared one is registered, others are not.
+pub fn start(cp: &ControlPlane, name: &str, extra_args: &[&str]) -> WebhookProcess {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
 
@@ -191,7 +204,8 @@ fn start(cp: &ControlPlane) -> WebhookProcess {
         .arg(dir.join("tls.crt"))
         .arg("--tls-key-file")
         .arg(dir.join("tls.key"))
-        .args(["--namespace", NAMESPACE, "--drain-delay", "0s"])
+        .args(["--namespace", NAMESPACE])
+        .args(extra_args)
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "info,olm_pullsecret_injector=debug")
         .stdin(Stdio::null())
