@@ -33,6 +33,8 @@ pub enum Command {
     Dev(crate::dev::DevArgs),
     /// Write a development CA and serving certificate (keys are git-ignored).
     Certs(CertsArgs),
+    /// Explain, against a live cluster, why a Pod or ServiceAccount has (or lacks) pull secrets.
+    Explain(crate::explain::ExplainArgs),
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +121,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             serve_with(client, args).await
         }
         Command::Dev(args) => crate::dev::run(args).await,
+        Command::Explain(args) => {
+            let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+            crate::explain::run(client, args).await
+        }
         Command::Certs(args) => {
             let certs = crate::certs::generate(&args.dns_names, &args.ips)?;
             crate::certs::write(&args.dir, &certs)?;

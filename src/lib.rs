@@ -15,6 +15,7 @@ pub mod cli;
 pub mod copies;
 pub mod dev;
 pub mod error;
+pub mod explain;
 pub mod handler;
 pub mod index;
 pub mod logging;

@@ -1,9 +1,14 @@
 use clap::Parser;
-use olm_pullsecret_injector::cli::{self, Cli};
+use olm_pullsecret_injector::cli::{self, Cli, Command};
+use olm_pullsecret_injector::logging;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _log_guard = olm_pullsecret_injector::logging::init(&cli.log_format, std::io::stdout());
+    // explain prints its report on stdout; its logs go elsewhere.
+    let _log_guard = match cli.command {
+        Command::Explain(_) => logging::init(&cli.log_format, std::io::stderr()),
+        _ => logging::init(&cli.log_format, std::io::stdout()),
+    };
     cli::run(cli).await
 }

@@ -488,3 +488,55 @@ async fn sigterm_turns_readiness_off_keeps_serving_through_the_drain_then_exits(
     .await;
     assert!(status.success(), "{status:?}\n{}", webhook.logs());
 }
+
+/// Runs `explain <target> -o json` as an administrator would.
+async fn explain(target: &str) -> serde_json::Value {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_olm-pullsecret-injector"))
+        .args(["explain", target, "-o", "json"])
+        .env("KUBECONFIG", ControlPlane::shared().kubeconfig())
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+#[tokio::test]
+async fn explain_shows_the_chain_of_an_operand_and_why_others_get_nothing() {
+    let (client, _webhook) = setup().await;
+    let catalog = private_catalog(&client, &[]).await;
+    let (ns, tenant) = (unique_name("operator"), unique_name("tenant"));
+    create_namespace(&client, &ns).await;
+    create_namespace(&client, &tenant).await;
+    install_operator(&client, &catalog, &ns, &[&ns, &tenant]).await;
+    let owner = create_operand(&client, WIDGET, &tenant, "prod").await;
+    create_deployment(&client, &tenant, "widget-prod", Some(owner), 1, json!({})).await;
+    create_deployment(&client, &tenant, "unrelated", None, 1, json!({})).await;
+    let operand = pods_of(&client, &tenant, "widget-prod", 1).await.remove(0);
+    let unrelated = pods_of(&client, &tenant, "unrelated", 1).await.remove(0);
+    let forged: Pod = serde_json::from_value(json!({ "metadata": { "name": "forged",
+        "ownerReferences": [owner_ref(&WIDGET.api_version(), "Widget", "prod", "00000000-0000-0000-0000-000000000000")] },
+        "spec": { "containers": [{ "name": "c", "image": "registry.example/x:1" }] } }))
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), &tenant).create(&PostParams::default(), &forged).await.unwrap();
+
+    let report = explain(&format!("pod/{tenant}/{}", operand.metadata.name.unwrap())).await;
+    assert!(report["verdict"].as_str().unwrap().starts_with("ok"), "{report}");
+    assert_eq!(report["catalogs"], json!([format!("{}/private", catalog.namespace)]));
+    assert!(
+        report["chains"][0].as_str().unwrap().contains("<-Widget/prod<-CSV/widget-operator.v1.0.0<-Subscription/"),
+        "{report}"
+    );
+    assert_eq!(report["secrets"][0]["name"], "registry-creds");
+    assert_eq!(report["secrets"][0]["exists_in_namespace"], true);
+    assert_eq!(report["secrets"][0]["listed_in_object"], true);
+
+    let report = explain(&format!("pod/{tenant}/{}", unrelated.metadata.name.unwrap())).await;
+    assert!(report["verdict"].as_str().unwrap().starts_with("not injected"), "{report}");
+    assert!(report["dropped"][0].as_str().unwrap().contains("no operator above"), "{report}");
+
+    let report = explain(&format!("pod/{tenant}/forged")).await;
+    assert!(report["verdict"].as_str().unwrap().starts_with("not injected"), "{report}");
+    assert!(report["dropped"][0].as_str().unwrap().contains("owner not found with that UID"), "{report}");
+}
