@@ -39,12 +39,12 @@ pub struct Caches {
     generation: Arc<AtomicU64>,
 }
 
-/// Runs a reflector into `writer`, waking the index rebuild on every event.
+/// Runs a reflector into `writer` (managedFields dropped), calling `on_change` on every event.
 fn reflect<K, S>(
     stream: S,
     writer: reflector::store::Writer<K>,
-    caches: Arc<Caches>,
     what: &'static str,
+    on_change: impl Fn() + Send + 'static,
 ) -> impl Future<Output = ()> + Send
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
@@ -52,7 +52,7 @@ where
 {
     stream.default_backoff().modify(|o: &mut K| o.managed_fields_mut().clear()).reflect(writer).for_each(move |event| {
         match event {
-            Ok(_) => caches.changed.notify_one(),
+            Ok(_) => on_change(),
             Err(e) => warn!(watch = what, error = %e, "watch failed; retrying"),
         }
         futures::future::ready(())
@@ -81,36 +81,20 @@ impl Caches {
             generation: Arc::new(AtomicU64::new(0)),
         });
         let cfg = watcher::Config::default;
-        tokio::spawn(reflect(
-            watcher(Api::<CatalogSource>::all(client.clone()), cfg()),
-            catalogs_w,
-            caches.clone(),
-            "catalogsources",
-        ));
-        tokio::spawn(reflect(
-            watcher(Api::<Subscription>::all(client.clone()), cfg()),
-            subscriptions_w,
-            caches.clone(),
-            "subscriptions",
-        ));
-        tokio::spawn(reflect(
-            watcher(Api::<ClusterServiceVersion>::all(client.clone()), cfg()),
-            csvs_w,
-            caches.clone(),
-            "clusterserviceversions",
-        ));
-        tokio::spawn(reflect(
-            watcher(Api::<OperatorGroup>::all(client.clone()), cfg()),
-            operator_groups_w,
-            caches.clone(),
-            "operatorgroups",
-        ));
-        tokio::spawn(reflect(
-            watcher(Api::<PartialObjectMeta<Namespace>>::all(client), cfg()),
-            namespaces_w,
-            caches.clone(),
-            "namespaces",
-        ));
+        let rebuild = |caches: &Arc<Caches>| {
+            let caches = caches.clone();
+            move || caches.changed.notify_one()
+        };
+        let catalogs = watcher(Api::<CatalogSource>::all(client.clone()), cfg());
+        tokio::spawn(reflect(catalogs, catalogs_w, "catalogsources", rebuild(&caches)));
+        let subscriptions = watcher(Api::<Subscription>::all(client.clone()), cfg());
+        tokio::spawn(reflect(subscriptions, subscriptions_w, "subscriptions", rebuild(&caches)));
+        let csvs = watcher(Api::<ClusterServiceVersion>::all(client.clone()), cfg());
+        tokio::spawn(reflect(csvs, csvs_w, "clusterserviceversions", rebuild(&caches)));
+        let operator_groups = watcher(Api::<OperatorGroup>::all(client.clone()), cfg());
+        tokio::spawn(reflect(operator_groups, operator_groups_w, "operatorgroups", rebuild(&caches)));
+        let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client), cfg());
+        tokio::spawn(reflect(namespaces, namespaces_w, "namespaces", rebuild(&caches)));
         tokio::spawn(caches.clone().rebuild_on_change());
         caches
     }
@@ -170,23 +154,12 @@ impl Caches {
         }
         let (store, writer) = reflector::store();
         let api = Api::<Secret>::namespaced(self.client.clone(), namespace);
-        let what = "catalog-namespace secrets";
+        // A source secret changed: decisions (which copies hold which content) are stale.
         let generation = self.generation.clone();
-        tokio::spawn(
-            watcher(api, watcher::Config::default())
-                .default_backoff()
-                .modify(|s: &mut Secret| s.managed_fields_mut().clear())
-                .reflect(writer)
-                .for_each(move |event| {
-                    match event {
-                        Ok(_) => {
-                            generation.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Err(e) => warn!(watch = what, error = %e, "watch failed; retrying"),
-                    }
-                    futures::future::ready(())
-                }),
-        );
+        let bump = move || {
+            generation.fetch_add(1, Ordering::SeqCst);
+        };
+        tokio::spawn(reflect(watcher(api, watcher::Config::default()), writer, "catalog-namespace secrets", bump));
         sources.insert(namespace.to_string(), store.clone());
         store
     }

@@ -16,6 +16,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
+use crate::patch::escape_pointer;
 use crate::{CONTENT_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCE_ANNOTATION, SOURCE_UID_ANNOTATION};
 
 /// Only these secret types are ever copied: a pull secret is all a tenant gets.
@@ -161,16 +162,12 @@ impl Copies {
         }
 
         // The name exists: update it only if it is our copy of the same source.
-        let source_ref = format!(
-            "{}/{}",
-            source.metadata.namespace.as_deref().unwrap_or_default(),
-            source.metadata.name.as_deref().unwrap_or_default()
-        );
+        let source_ref = source_ref(source);
         let patch = json!([
-            { "op": "test", "path": format!("/metadata/labels/{}", pointer(MANAGED_BY_LABEL)), "value": MANAGED_BY_VALUE },
-            { "op": "test", "path": format!("/metadata/annotations/{}", pointer(SOURCE_ANNOTATION)), "value": source_ref },
-            { "op": "add", "path": format!("/metadata/annotations/{}", pointer(CONTENT_HASH_ANNOTATION)), "value": hash },
-            { "op": "add", "path": format!("/metadata/annotations/{}", pointer(SOURCE_UID_ANNOTATION)), "value": source.metadata.uid.as_deref().unwrap_or_default() },
+            { "op": "test", "path": format!("/metadata/labels/{}", escape_pointer(MANAGED_BY_LABEL)), "value": MANAGED_BY_VALUE },
+            { "op": "test", "path": format!("/metadata/annotations/{}", escape_pointer(SOURCE_ANNOTATION)), "value": source_ref },
+            { "op": "add", "path": format!("/metadata/annotations/{}", escape_pointer(CONTENT_HASH_ANNOTATION)), "value": hash },
+            { "op": "add", "path": format!("/metadata/annotations/{}", escape_pointer(SOURCE_UID_ANNOTATION)), "value": source.metadata.uid.as_deref().unwrap_or_default() },
             { "op": "add", "path": "/data", "value": copy.data },
         ]);
         let patch: json_patch::Patch = serde_json::from_value(patch).expect("a valid JSON patch");
@@ -194,19 +191,23 @@ impl Copies {
     }
 }
 
-fn build_copy(namespace: &str, name: &str, source: &Secret, hash: &str) -> Secret {
-    let source_ref = format!(
+/// `<namespace>/<name>` of a source secret: the value of the source annotation on its copies.
+fn source_ref(source: &Secret) -> String {
+    format!(
         "{}/{}",
         source.metadata.namespace.as_deref().unwrap_or_default(),
         source.metadata.name.as_deref().unwrap_or_default()
-    );
+    )
+}
+
+fn build_copy(namespace: &str, name: &str, source: &Secret, hash: &str) -> Secret {
     Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
             labels: Some(BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())])),
             annotations: Some(BTreeMap::from([
-                (SOURCE_ANNOTATION.to_string(), source_ref),
+                (SOURCE_ANNOTATION.to_string(), source_ref(source)),
                 (SOURCE_UID_ANNOTATION.to_string(), source.metadata.uid.clone().unwrap_or_default()),
                 (CONTENT_HASH_ANNOTATION.to_string(), hash.to_string()),
             ])),
@@ -216,10 +217,6 @@ fn build_copy(namespace: &str, name: &str, source: &Secret, hash: &str) -> Secre
         data: source.data.clone(),
         ..Default::default()
     }
-}
-
-fn pointer(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ pub fn split_names(value: &str) -> Vec<&str> {
 }
 
 /// Escapes a JSON pointer token (RFC 6901).
-fn escape_pointer(token: &str) -> String {
+pub fn escape_pointer(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 

@@ -46,10 +46,8 @@ async fn secrets_in(client: &kube::Client, ns: &str) -> BTreeMap<String, Secret>
 #[tokio::test]
 async fn operator_pod_in_its_own_namespace_gets_the_catalog_secret() {
     let (client, webhook) = setup().await;
-    let catalog = private_catalog(&client, &[]).await;
-    let ns = unique_name("operator");
-    create_namespace(&client, &ns).await;
-    let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
+    let (catalog, op, _) = private_operator(&client, &[]).await;
+    let ns = op.namespace.clone();
 
     let owner = owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", &op.csv, &op.csv_uid);
     create_deployment(&client, &ns, "widget-operator", Some(owner), 1, json!({})).await;
@@ -73,11 +71,8 @@ async fn operator_pod_in_its_own_namespace_gets_the_catalog_secret() {
 #[tokio::test]
 async fn operand_of_a_custom_resource_in_a_target_namespace_gets_the_secret() {
     let (client, webhook) = setup().await;
-    let catalog = private_catalog(&client, &[]).await;
-    let (ns, tenant) = (unique_name("operator"), unique_name("tenant"));
-    create_namespace(&client, &ns).await;
-    create_namespace(&client, &tenant).await;
-    install_operator(&client, &catalog, &ns, &[&ns, &tenant]).await;
+    let (catalog, _, mut tenants) = private_operator(&client, &["tenant"]).await;
+    let tenant = tenants.remove(0);
 
     let owner = create_operand(&client, WIDGET, &tenant, "prod").await;
     create_deployment(&client, &tenant, "widget-prod", Some(owner), 1, json!({})).await;
@@ -99,10 +94,8 @@ async fn operand_of_a_custom_resource_in_a_target_namespace_gets_the_secret() {
 #[tokio::test]
 async fn unrelated_deployment_is_untouched_and_nothing_is_copied() {
     let (client, _webhook) = setup().await;
-    let catalog = private_catalog(&client, &[]).await;
-    let ns = unique_name("operator");
-    create_namespace(&client, &ns).await;
-    install_operator(&client, &catalog, &ns, &[&ns]).await;
+    let (_, op, _) = private_operator(&client, &[]).await;
+    let ns = op.namespace.clone();
 
     create_deployment(&client, &ns, "unrelated", None, 1, json!({})).await;
     let pod = &pods_of(&client, &ns, "unrelated", 1).await[0];
@@ -113,15 +106,11 @@ async fn unrelated_deployment_is_untouched_and_nothing_is_copied() {
 #[tokio::test]
 async fn dry_run_returns_the_patch_and_creates_no_secret() {
     let (client, _webhook) = setup().await;
-    let catalog = private_catalog(&client, &[]).await;
-    let ns = unique_name("operator");
-    create_namespace(&client, &ns).await;
-    let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
+    let (_, op, _) = private_operator(&client, &[]).await;
+    let ns = op.namespace.clone();
 
     let owner = owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", &op.csv, &op.csv_uid);
-    let pod: Pod = serde_json::from_value(json!({ "metadata": { "name": "dry", "ownerReferences": [owner] },
-        "spec": { "containers": [{ "name": "c", "image": "registry.example/x:1" }] } }))
-    .unwrap();
+    let pod = bare_pod(json!({ "name": "dry", "ownerReferences": [owner] }));
     let created = Api::<Pod>::namespaced(client.clone(), &ns)
         .create(&PostParams { dry_run: true, ..Default::default() }, &pod)
         .await
@@ -134,10 +123,8 @@ async fn dry_run_returns_the_patch_and_creates_no_secret() {
 #[tokio::test]
 async fn service_accounts_owned_by_the_csv_or_named_by_its_install_strategy_get_the_secret() {
     let (client, _webhook) = setup().await;
-    let catalog = private_catalog(&client, &[]).await;
-    let ns = unique_name("operator");
-    create_namespace(&client, &ns).await;
-    let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
+    let (_, op, _) = private_operator(&client, &[]).await;
+    let ns = op.namespace.clone();
     let sas = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
 
     let owner = owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", &op.csv, &op.csv_uid);
@@ -192,9 +179,7 @@ async fn all_namespaces_operator_in_openshift_operators_reaches_every_tenant() {
     for excluded in ["kube-system", support::webhook::NAMESPACE] {
         let owner = create_operand(&client, GADGET, excluded, &unique_name("g")).await;
         let name = unique_name("excluded");
-        let pod: Pod = serde_json::from_value(json!({ "metadata": { "name": name, "ownerReferences": [owner] },
-            "spec": { "containers": [{ "name": "c", "image": "registry.example/x:1" }] } }))
-        .unwrap();
+        let pod = bare_pod(json!({ "name": name, "ownerReferences": [owner] }));
         let created =
             Api::<Pod>::namespaced(client.clone(), excluded).create(&PostParams::default(), &pod).await.unwrap();
         assert!(pull_secret_names(&created).is_empty(), "{excluded} must never be mutated");
@@ -222,10 +207,8 @@ async fn all_namespaces_operator_in_openshift_operators_reaches_every_tenant() {
 #[tokio::test]
 async fn existing_pull_secrets_are_kept_in_order_and_the_patch_is_idempotent() {
     let (client, webhook) = setup().await;
-    let catalog = private_catalog(&client, &[]).await;
-    let ns = unique_name("operator");
-    create_namespace(&client, &ns).await;
-    let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
+    let (_, op, _) = private_operator(&client, &[]).await;
+    let ns = op.namespace.clone();
 
     let pod_spec = json!({ "imagePullSecrets": [{ "name": "first" }, { "name": "second" }] });
     create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 1, pod_spec).await;
@@ -296,10 +279,8 @@ fn sha256_hex(text: &str) -> String {
 #[tokio::test]
 async fn forged_owner_references_and_labels_get_nothing() {
     let (client, _webhook) = setup().await;
-    let catalog = private_catalog(&client, &[]).await;
-    let ns = unique_name("operator");
-    create_namespace(&client, &ns).await;
-    let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
+    let (_, op, _) = private_operator(&client, &[]).await;
+    let ns = op.namespace.clone();
 
     // The operator's ReplicaSet exists (no replicas, so nothing legitimate is injected yet).
     create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 0, json!({})).await;
@@ -324,7 +305,7 @@ async fn forged_owner_references_and_labels_get_nothing() {
                 "annotations": { "olm.operatorGroup": "og", "olm.operatorNamespace": ns, "olm.targetNamespaces": ns } }),
     ];
     for metadata in forgeries {
-        let pod: Pod = serde_json::from_value(json!({ "metadata": metadata, "spec": { "containers": [{ "name": "c", "image": "registry.example/x:1" }] } })).unwrap();
+        let pod = bare_pod(metadata);
         let created = pods.create(&PostParams::default(), &pod).await.unwrap();
         assert!(pull_secret_names(&created).is_empty(), "{:?} got secrets", created.metadata.name);
     }
@@ -398,21 +379,14 @@ async fn malformed_reviews_get_400_with_a_json_error_and_unknown_kinds_pass() {
 #[tokio::test]
 async fn fifty_operand_pods_at_once_share_one_copy() {
     let (client, _webhook) = setup().await;
-    let catalog = private_catalog(&client, &[]).await;
-    let (ns, tenant) = (unique_name("operator"), unique_name("burst"));
-    create_namespace(&client, &ns).await;
-    create_namespace(&client, &tenant).await;
-    install_operator(&client, &catalog, &ns, &[&ns, &tenant]).await;
+    let (_, _, mut tenants) = private_operator(&client, &["burst"]).await;
+    let tenant = tenants.remove(0);
     let owner = create_operand(&client, WIDGET, &tenant, "burst").await;
 
     let pods = Api::<Pod>::namespaced(client.clone(), &tenant);
     let creates = (0..50).map(|i| {
         let pods = pods.clone();
-        let pod: Pod = serde_json::from_value(
-            json!({ "metadata": { "name": format!("p{i}"), "ownerReferences": [owner.clone()] },
-            "spec": { "containers": [{ "name": "c", "image": "registry.example/x:1" }] } }),
-        )
-        .unwrap();
+        let pod = bare_pod(json!({ "name": format!("p{i}"), "ownerReferences": [owner.clone()] }));
         async move { pods.create(&PostParams::default(), &pod).await }
     });
     let created = futures::future::join_all(creates).await;
@@ -437,9 +411,7 @@ async fn a_pod_whose_copy_cannot_be_made_is_denied_retryably_and_a_service_accou
     create_pull_secret(&client, &ns, &hashed, "own-2").await;
     let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
 
-    let pod: Pod = serde_json::from_value(json!({ "metadata": { "name": "op", "ownerReferences": [op.csv_owner()] },
-        "spec": { "containers": [{ "name": "c", "image": "registry.example/x:1" }] } }))
-    .unwrap();
+    let pod = bare_pod(json!({ "name": "op", "ownerReferences": [op.csv_owner()] }));
     let err =
         Api::<Pod>::namespaced(client.clone(), &ns).create(&PostParams::default(), &pod).await.expect_err("denied");
     match err {
@@ -505,20 +477,15 @@ async fn explain(target: &str) -> serde_json::Value {
 #[tokio::test]
 async fn explain_shows_the_chain_of_an_operand_and_why_others_get_nothing() {
     let (client, _webhook) = setup().await;
-    let catalog = private_catalog(&client, &[]).await;
-    let (ns, tenant) = (unique_name("operator"), unique_name("tenant"));
-    create_namespace(&client, &ns).await;
-    create_namespace(&client, &tenant).await;
-    install_operator(&client, &catalog, &ns, &[&ns, &tenant]).await;
+    let (catalog, _, mut tenants) = private_operator(&client, &["tenant"]).await;
+    let tenant = tenants.remove(0);
     let owner = create_operand(&client, WIDGET, &tenant, "prod").await;
     create_deployment(&client, &tenant, "widget-prod", Some(owner), 1, json!({})).await;
     create_deployment(&client, &tenant, "unrelated", None, 1, json!({})).await;
     let operand = pods_of(&client, &tenant, "widget-prod", 1).await.remove(0);
     let unrelated = pods_of(&client, &tenant, "unrelated", 1).await.remove(0);
-    let forged: Pod = serde_json::from_value(json!({ "metadata": { "name": "forged",
-        "ownerReferences": [owner_ref(&WIDGET.api_version(), "Widget", "prod", "00000000-0000-0000-0000-000000000000")] },
-        "spec": { "containers": [{ "name": "c", "image": "registry.example/x:1" }] } }))
-    .unwrap();
+    let forged = bare_pod(json!({ "name": "forged",
+        "ownerReferences": [owner_ref(&WIDGET.api_version(), "Widget", "prod", "00000000-0000-0000-0000-000000000000")] }));
     Api::<Pod>::namespaced(client.clone(), &tenant).create(&PostParams::default(), &forged).await.unwrap();
 
     let report = explain(&format!("pod/{tenant}/{}", operand.metadata.name.unwrap())).await;

@@ -300,3 +300,26 @@ impl Operator {
         owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", &self.csv, &self.csv_uid)
     }
 }
+
+/// A private catalog and an operator installed from it into a fresh namespace, reaching that
+/// namespace and one fresh namespace per entry of `tenants` (used as name prefixes).
+pub async fn private_operator(client: &kube::Client, tenants: &[&str]) -> (Catalog, Operator, Vec<String>) {
+    let catalog = private_catalog(client, &[]).await;
+    let ns = unique_name("operator");
+    create_namespace(client, &ns).await;
+    let tenants: Vec<String> = tenants.iter().map(|prefix| unique_name(prefix)).collect();
+    for tenant in &tenants {
+        create_namespace(client, tenant).await;
+    }
+    let mut targets = vec![ns.as_str()];
+    targets.extend(tenants.iter().map(String::as_str));
+    let operator = install_operator(client, &catalog, &ns, &targets).await;
+    (catalog, operator, tenants)
+}
+
+/// A Pod with one container and the given metadata, created directly (not by a controller).
+pub fn bare_pod(metadata: Value) -> Pod {
+    serde_json::from_value(json!({ "metadata": metadata,
+        "spec": { "containers": [{ "name": "c", "image": "registry.example/x:1" }] } }))
+    .unwrap()
+}
