@@ -35,6 +35,10 @@ struct RbacFile {
     cluster_rules: Vec<PolicyRule>,
     #[serde(rename = "catalogNamespaceRules")]
     catalog_namespace_rules: Vec<PolicyRule>,
+    #[serde(rename = "ownNamespaceRules")]
+    own_namespace_rules: Vec<PolicyRule>,
+    #[serde(rename = "healPodsRules")]
+    heal_pods_rules: Vec<PolicyRule>,
     #[serde(rename = "operandOwnersAggregationLabel")]
     operand_owners_label: String,
 }
@@ -95,21 +99,47 @@ async fn grant_cluster_rbac(client: &kube::Client) {
         )
         .await;
     }
+    grant_namespace_role(client, NAMESPACE, "olm-pullsecret-injector", rbac.own_namespace_rules).await;
+}
+
+/// What the chart adds with `healPods: true`: deleting pods that lack their secrets.
+pub async fn grant_heal_pods(client: &kube::Client) {
+    let name = "olm-pullsecret-injector-heal-pods";
+    apply(
+        &Api::<ClusterRole>::all(client.clone()),
+        name,
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": name}, "rules": rbac().heal_pods_rules}),
+    )
+    .await;
+    apply(
+        &Api::<ClusterRoleBinding>::all(client.clone()),
+        name,
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]}),
+    )
+    .await;
 }
 
 /// What the chart renders for each entry of `catalogNamespaces`: read access to its secrets.
 pub async fn grant_catalog_namespace(client: &kube::Client, namespace: &str) {
-    let rbac = rbac();
-    apply(&Api::<Role>::namespaced(client.clone(), namespace), "olm-pullsecret-injector-sources", json!({
+    grant_namespace_role(client, namespace, "olm-pullsecret-injector-sources", rbac().catalog_namespace_rules).await;
+}
+
+/// A Role with `rules` in `namespace`, bound to the webhook's service account.
+async fn grant_namespace_role(client: &kube::Client, namespace: &str, name: &str, rules: Vec<PolicyRule>) {
+    apply(&Api::<Role>::namespaced(client.clone(), namespace), name, json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": "olm-pullsecret-injector-sources", "namespace": namespace}, "rules": rbac.catalog_namespace_rules})).await;
+        "metadata": {"name": name, "namespace": namespace}, "rules": rules})).await;
     apply(
         &Api::<RoleBinding>::namespaced(client.clone(), namespace),
-        "olm-pullsecret-injector-sources",
+        name,
         json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "olm-pullsecret-injector-sources", "namespace": namespace},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "olm-pullsecret-injector-sources"},
+        "metadata": {"name": name, "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]}),
     )
     .await;
@@ -269,11 +299,17 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 /// The MutatingWebhookConfiguration, as the chart will render it, pointed at the local process.
 /// `failurePolicy: Fail` so that a webhook error fails the test rather than hiding.
 async fn register(client: &kube::Client, webhook: &WebhookProcess) {
+    register_with(client, webhook, "Fail").await
+}
+
+/// Registers (or re-points) the configuration at `webhook` with the given failure policy, and
+/// waits until the API server calls it.
+pub async fn register_with(client: &kube::Client, webhook: &WebhookProcess, failure_policy: &str) {
     let config = olm_pullsecret_injector::dev::webhook_configuration(
         CONFIG_NAME,
         &webhook.url("/mutate"),
         &webhook.ca_pem,
-        "Fail",
+        failure_policy,
         NAMESPACE,
     );
     apply(&Api::<MutatingWebhookConfiguration>::all(client.clone()), CONFIG_NAME, config).await;
@@ -325,4 +361,10 @@ impl WebhookProcess {
         let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
         (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
     }
+}
+
+/// Removes the configuration: the API server stops calling any webhook process.
+pub async fn unregister(client: &kube::Client) {
+    let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let _ = api.delete(CONFIG_NAME, &Default::default()).await;
 }
