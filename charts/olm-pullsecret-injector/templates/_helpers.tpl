@@ -1,0 +1,88 @@
+{{/* The chart's name, shortened to what a label value allows. */}}
+{{- define "psi.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The full name: the release name when it already contains the chart's name. */}}
+{{- define "psi.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "psi.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "psi.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "psi.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "psi.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "psi.serviceAccountName" -}}
+{{- default (include "psi.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{/* The Secret (type kubernetes.io/tls) mounted at /etc/webhook/certs. */}}
+{{- define "psi.certSecretName" -}}
+{{- default (printf "%s-tls" (include "psi.fullname" .)) .Values.certificates.secretName -}}
+{{- end -}}
+
+{{/* The cert-manager Certificate whose CA is injected into the webhook configuration. */}}
+{{- define "psi.servingCertificateName" -}}
+{{- printf "%s-serving" (include "psi.fullname" .) -}}
+{{- end -}}
+
+{{/* DNS names the API server uses to reach the Service. */}}
+{{- define "psi.serviceDNSNames" -}}
+{{- $svc := include "psi.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson -}}
+{{- end -}}
+
+{{/* The file that holds the webhook's RBAC rules, written once for the chart and the tests. */}}
+{{- define "psi.rbac" -}}
+{{- .Files.Get "files/rbac.yaml" -}}
+{{- end -}}
+
+{{/* Namespaces never sent to the webhook (namespaceSelector and --exclude-namespace). */}}
+{{- define "psi.excludedNamespaces" -}}
+{{- concat (list .Release.Namespace "kube-system" "kube-public" "kube-node-lease") .Values.excludeNamespaces | uniq | toJson -}}
+{{- end -}}
+
+{{/* Milliseconds of a duration value like 500ms, 5s, 10m, 1h or 5 (seconds). */}}
+{{- define "psi.millis" -}}
+{{- $d := toString . -}}
+{{- if hasSuffix "ms" $d -}}{{ trimSuffix "ms" $d | int }}
+{{- else if hasSuffix "s" $d -}}{{ mul (trimSuffix "s" $d | int) 1000 }}
+{{- else if hasSuffix "m" $d -}}{{ mul (trimSuffix "m" $d | int) 60000 }}
+{{- else if hasSuffix "h" $d -}}{{ mul (trimSuffix "h" $d | int) 3600000 }}
+{{- else -}}{{ mul ($d | int) 1000 }}
+{{- end -}}
+{{- end -}}
+
+{{/* Values that the schema cannot check against each other. */}}
+{{- define "psi.validate" -}}
+{{- $grace := mul (int .Values.terminationGracePeriodSeconds) 1000 -}}
+{{- $drain := include "psi.millis" .Values.drainDelay | int -}}
+{{- $preStop := mul (int .Values.preStopSleepSeconds) 1000 -}}
+{{- if ge (add $preStop $drain) $grace -}}
+{{- fail (printf "preStopSleepSeconds (%d) + drainDelay (%s) must be below terminationGracePeriodSeconds (%d)" (int .Values.preStopSleepSeconds) .Values.drainDelay (int .Values.terminationGracePeriodSeconds)) -}}
+{{- end -}}
+{{- if ge (include "psi.millis" .Values.deadline | int) (mul (int .Values.timeoutSeconds) 1000) -}}
+{{- fail (printf "deadline (%s) must be below timeoutSeconds (%d): the API server must get the webhook's answer, not a timeout" .Values.deadline (int .Values.timeoutSeconds)) -}}
+{{- end -}}
+{{- if and (eq .Values.certificates.mode "cert-manager") .Values.certificates.certManager.issuerRef (not .Values.certificates.certManager.issuerRef.name) -}}
+{{- fail "certificates.certManager.issuerRef needs a name" -}}
+{{- end -}}
+{{- end -}}
