@@ -3,6 +3,7 @@
 #![allow(dead_code)] // every test binary uses a different part of the helpers
 
 pub mod controlplane;
+pub mod helm;
 pub mod olm;
 pub mod webhook;
 
@@ -26,6 +27,15 @@ pub async fn create_namespace(client: &kube::Client, name: &str) {
     }))
     .unwrap();
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+}
+
+/// Creates the namespace unless it exists (server-side apply).
+pub async fn create_namespace_if_missing(client: &kube::Client, name: &str) {
+    let ns = serde_json::json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } });
+    Api::<Namespace>::all(client.clone())
+        .patch(name, &kube::api::PatchParams::apply("e2e"), &kube::api::Patch::Apply(ns))
+        .await
+        .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
 }
 
 /// Polls `check` every 100 ms until it yields a value, or panics after `timeout` naming `what`.

@@ -1,6 +1,6 @@
-//! The webhook under test: the real binary, serving TLS on loopback, authenticated as its own
-//! service account with exactly the RBAC of the chart (charts/.../files/rbac.yaml), registered
-//! through a real MutatingWebhookConfiguration.
+//! The webhook under test: the real binary, serving TLS on loopback, authenticated as the chart's
+//! service account with exactly the RBAC objects (and the ValidatingAdmissionPolicy) that the
+//! chart renders, registered through the chart's MutatingWebhookConfiguration pointed at it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -8,16 +8,18 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
+use kube::api::Api;
+use serde_json::{Value, json};
 
 use super::ControlPlane;
+use super::helm::{self, Helm};
 
+/// The release namespace; the release is named like the chart, so its objects are named
+/// `olm-pullsecret-injector` (and `olm-pullsecret-injector-*`).
 pub const NAMESPACE: &str = "olm-pullsecret-injector";
+pub const RELEASE: &str = "olm-pullsecret-injector";
 pub const SERVICE_ACCOUNT: &str = "olm-pullsecret-injector";
-const CONFIG_NAME: &str = "olm-pullsecret-injector-e2e";
+const CONFIG_NAME: &str = "olm-pullsecret-injector";
 
 pub struct WebhookProcess {
     pub dir: PathBuf,
@@ -29,135 +31,79 @@ pub struct WebhookProcess {
 
 static SHARED: tokio::sync::OnceCell<WebhookProcess> = tokio::sync::OnceCell::const_new();
 
-#[derive(serde::Deserialize)]
-struct RbacFile {
-    #[serde(rename = "clusterRules")]
-    cluster_rules: Vec<PolicyRule>,
-    #[serde(rename = "catalogNamespaceRules")]
-    catalog_namespace_rules: Vec<PolicyRule>,
-    #[serde(rename = "ownNamespaceRules")]
-    own_namespace_rules: Vec<PolicyRule>,
-    #[serde(rename = "healPodsRules")]
-    heal_pods_rules: Vec<PolicyRule>,
-    #[serde(rename = "operandOwnersAggregationLabel")]
-    operand_owners_label: String,
+/// The chart rendered as the e2e release with `values` (over the chart's defaults).
+pub fn render(values: Value) -> Vec<Value> {
+    Helm::shared().template(RELEASE, NAMESPACE, &values)
 }
 
-fn rbac() -> RbacFile {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/olm-pullsecret-injector/files/rbac.yaml");
-    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+const RBAC_KINDS: [&str; 4] = ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
 
-fn apply<K>(api: &Api<K>, name: &str, value: serde_json::Value) -> impl Future<Output = K>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let api = api.clone();
-    let name = name.to_string();
-    async move {
-        let params = PatchParams::apply("e2e").force();
-        api.patch(&name, &params, &Patch::Apply(value)).await.unwrap_or_else(|e| panic!("apply {name}: {e}"))
+async fn apply_all<'a>(client: &kube::Client, objects: impl IntoIterator<Item = &'a Value>) {
+    for object in objects {
+        helm::apply(client, object, false).await.unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
-/// Grants the chart's cluster-wide rules to the webhook's service account.
+/// Applies what the chart renders for the webhook's identity and rights: the ServiceAccount,
+/// every RBAC object and the ValidatingAdmissionPolicy with its binding (not the Deployment,
+/// Service, certificate or webhook configuration: the process runs here, see `start`).
+/// `edit` may change the rendered objects first (to take a permission away).
+pub async fn grant_chart_rbac_with(client: &kube::Client, edit: impl FnOnce(&mut Vec<Value>)) {
+    let mut objects = render(json!({ "catalogNamespaces": [] }));
+    edit(&mut objects);
+    super::create_namespace_if_missing(client, NAMESPACE).await;
+    let sa = helm::of_kind(&objects, "ServiceAccount");
+    assert_eq!(sa.len(), 1);
+    assert_eq!(sa[0]["metadata"]["name"], SERVICE_ACCOUNT, "the chart's service account");
+    let wanted = |o: &&Value| {
+        let kind = o["kind"].as_str().unwrap_or("");
+        kind == "ServiceAccount" || RBAC_KINDS.contains(&kind) || kind.starts_with("ValidatingAdmissionPolicy")
+    };
+    apply_all(client, objects.iter().filter(wanted)).await;
+}
+
+/// Grants the chart's rules to the webhook's service account.
 async fn grant_cluster_rbac(client: &kube::Client) {
-    let rbac = rbac();
-    apply(
-        &Api::<Namespace>::all(client.clone()),
-        NAMESPACE,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
-    )
-    .await;
-    let sas = Api::<ServiceAccount>::namespaced(client.clone(), NAMESPACE);
-    apply(&sas, SERVICE_ACCOUNT, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE}})).await;
-    let roles = Api::<ClusterRole>::all(client.clone());
-    let bindings = Api::<ClusterRoleBinding>::all(client.clone());
-    apply(
-        &roles,
-        "olm-pullsecret-injector",
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "olm-pullsecret-injector"}, "rules": rbac.cluster_rules}),
-    )
-    .await;
-    apply(
-        &roles,
-        "olm-pullsecret-injector-operand-owners",
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "olm-pullsecret-injector-operand-owners"},
-        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {rbac.operand_owners_label.clone(): "true"}}]}}),
-    )
-    .await;
-    for role in ["olm-pullsecret-injector", "olm-pullsecret-injector-operand-owners"] {
-        apply(
-            &bindings,
-            role,
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": role},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]}),
-        )
-        .await;
-    }
-    grant_namespace_role(client, NAMESPACE, "olm-pullsecret-injector", rbac.own_namespace_rules).await;
+    grant_chart_rbac_with(client, |_| {}).await
 }
 
 /// What the chart adds with `healPods: true`: deleting pods that lack their secrets.
 pub async fn grant_heal_pods(client: &kube::Client) {
-    let name = "olm-pullsecret-injector-heal-pods";
-    apply(
-        &Api::<ClusterRole>::all(client.clone()),
-        name,
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": name}, "rules": rbac().heal_pods_rules}),
-    )
-    .await;
-    apply(
-        &Api::<ClusterRoleBinding>::all(client.clone()),
-        name,
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]}),
-    )
-    .await;
+    let objects = render(json!({ "healPods": true, "catalogNamespaces": [] }));
+    let heal: Vec<&Value> = objects
+        .iter()
+        .filter(|o| RBAC_KINDS.contains(&o["kind"].as_str().unwrap_or("")))
+        .filter(|o| o["metadata"]["name"] == format!("{RELEASE}-heal-pods"))
+        .collect();
+    assert_eq!(heal.len(), 2, "healPods renders a ClusterRole and its binding");
+    apply_all(client, heal).await;
 }
 
-/// What the chart renders for each entry of `catalogNamespaces`: read access to its secrets.
+/// What the chart renders for an entry `namespace` of `catalogNamespaces`: a Role that reads its
+/// secrets and its RoleBinding.
 pub async fn grant_catalog_namespace(client: &kube::Client, namespace: &str) {
-    grant_namespace_role(client, namespace, "olm-pullsecret-injector-sources", rbac().catalog_namespace_rules).await;
-}
-
-/// A Role with `rules` in `namespace`, bound to the webhook's service account.
-async fn grant_namespace_role(client: &kube::Client, namespace: &str, name: &str, rules: Vec<PolicyRule>) {
-    apply(&Api::<Role>::namespaced(client.clone(), namespace), name, json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": name, "namespace": namespace}, "rules": rules})).await;
-    apply(
-        &Api::<RoleBinding>::namespaced(client.clone(), namespace),
-        name,
-        json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": name, "namespace": namespace},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}]}),
-    )
-    .await;
+    let objects = render(json!({ "catalogNamespaces": [namespace] }));
+    let roles: Vec<&Value> = objects
+        .iter()
+        .filter(|o| RBAC_KINDS.contains(&o["kind"].as_str().unwrap_or("")) && o["metadata"]["namespace"] == namespace)
+        .collect();
+    assert_eq!(roles.len(), 2, "a Role and a RoleBinding in {namespace}");
+    apply_all(client, roles).await;
 }
 
 /// What an administrator adds for an operator whose operands are custom resources: `get` on
-/// them, aggregated into the webhook's operand-owners role.
+/// them through the chart's `operandOwnerRules` (every kind granted so far in this test binary),
+/// aggregated into the webhook's operand-owners role.
 pub async fn grant_operand_owner_read(client: &kube::Client, group: &str, plural: &str) {
-    let rbac = rbac();
-    let name = format!("olm-pullsecret-injector-read-{plural}.{group}");
-    apply(
-        &Api::<ClusterRole>::all(client.clone()),
-        &name,
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": name, "labels": {rbac.operand_owners_label: "true"}},
-        "rules": [{"apiGroups": [group], "resources": [plural], "verbs": ["get"]}]}),
-    )
-    .await;
+    static GRANTED: tokio::sync::Mutex<Vec<(String, String)>> = tokio::sync::Mutex::const_new(Vec::new());
+    let mut granted = GRANTED.lock().await;
+    if !granted.iter().any(|(g, p)| g == group && p == plural) {
+        granted.push((group.to_string(), plural.to_string()));
+    }
+    let rules: Vec<Value> =
+        granted.iter().map(|(g, p)| json!({ "apiGroups": [g], "resources": [p], "verbs": ["get"] })).collect();
+    let objects = render(json!({ "operandOwnerRules": rules, "catalogNamespaces": [] }));
+    apply_all(client, [helm::find(&objects, "ClusterRole", &format!("{RELEASE}-operand-owner-rules"))]).await;
 }
 
 fn free_port() -> u16 {
@@ -205,6 +151,10 @@ impl WebhookProcess {
         let pid = self.child.lock().unwrap().id() as i32;
         // SAFETY: kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap().id()
     }
 
     /// The exit status, once the process has exited.
@@ -296,23 +246,30 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// The MutatingWebhookConfiguration, as the chart will render it, pointed at the local process.
+/// The chart's MutatingWebhookConfiguration, pointed at the local process.
 /// `failurePolicy: Fail` so that a webhook error fails the test rather than hiding.
 async fn register(client: &kube::Client, webhook: &WebhookProcess) {
     register_with(client, webhook, "Fail").await
 }
 
+/// The chart's MutatingWebhookConfiguration rendered with `failurePolicy`, each webhook's
+/// `clientConfig` (a Service in the chart) replaced by `url` and a `caBundle` of `ca_pem`.
+pub fn chart_webhook_configuration(url: &str, ca_pem: &str, failure_policy: &str) -> Value {
+    use base64::Engine;
+    let objects = render(json!({ "failurePolicy": failure_policy }));
+    let mut config = helm::find(&objects, "MutatingWebhookConfiguration", CONFIG_NAME).clone();
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    for hook in config["webhooks"].as_array_mut().expect("webhooks") {
+        hook["clientConfig"] = json!({ "url": url, "caBundle": ca_bundle });
+    }
+    config
+}
+
 /// Registers (or re-points) the configuration at `webhook` with the given failure policy, and
 /// waits until the API server calls it.
 pub async fn register_with(client: &kube::Client, webhook: &WebhookProcess, failure_policy: &str) {
-    let config = olm_pullsecret_injector::dev::webhook_configuration(
-        CONFIG_NAME,
-        &webhook.url("/mutate"),
-        &webhook.ca_pem,
-        failure_policy,
-        NAMESPACE,
-    );
-    apply(&Api::<MutatingWebhookConfiguration>::all(client.clone()), CONFIG_NAME, config).await;
+    let config = chart_webhook_configuration(&webhook.url("/mutate"), &webhook.ca_pem, failure_policy);
+    helm::apply(client, &config, false).await.unwrap_or_else(|e| panic!("{e}"));
 
     // The API server loads configurations asynchronously: wait until a dry-run Pod reaches us.
     let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), "default");

@@ -1,0 +1,193 @@
+//! The chart's ValidatingAdmissionPolicy (DESIGN 5): RBAC lets the webhook's service account
+//! create, patch and delete any Secret; the policy narrows that to managed pull-secret copies.
+//! Applied here exactly as helm renders it, and exercised as that service account.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::helm::{self, Helm};
+use support::{ControlPlane, create_namespace, create_namespace_if_missing, eventually, unique_name};
+
+const NS: &str = "olm-pullsecret-injector";
+const SA: &str = "olm-pullsecret-injector";
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+fn secret(name: &str, type_: &str, labelled: bool, extra: Value) -> Secret {
+    let mut value = json!({ "metadata": { "name": name }, "type": type_ });
+    if labelled {
+        value["metadata"]["labels"] = json!({ MANAGED_BY: "olm-pullsecret-injector" });
+    }
+    match type_ {
+        "kubernetes.io/dockerconfigjson" => value["stringData"] = json!({ ".dockerconfigjson": "{\"auths\":{}}" }),
+        "kubernetes.io/dockercfg" => value["stringData"] = json!({ ".dockercfg": "{}" }),
+        _ => value["stringData"] = json!({ "k": "v" }),
+    }
+    merge(&mut value, extra);
+    serde_json::from_value(value).unwrap()
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// The refusal of the policy, not of RBAC or validation.
+fn assert_refused_by_policy<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str, verb: &str) {
+    match result {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{what}: {status:?}");
+            assert!(
+                status.message.contains("ValidatingAdmissionPolicy 'olm-pullsecret-injector-managed-secrets'"),
+                "{what}: not the policy's refusal: {}",
+                status.message
+            );
+            assert!(status.message.contains(&format!("may only {verb}")), "{what}: {}", status.message);
+            assert!(
+                status.message.contains("app.kubernetes.io/managed-by=olm-pullsecret-injector"),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("{what} must be refused by the policy, got {other:?}"),
+    }
+}
+
+/// Applies the chart's service account, RBAC, policy and binding; returns an admin client, a
+/// client acting as the webhook's service account, and a fresh tenant namespace.
+async fn setup() -> (kube::Client, kube::Client, String) {
+    static READY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let cp = ControlPlane::shared();
+    let admin = cp.admin().await;
+    READY
+        .get_or_init(|| async {
+            create_namespace_if_missing(&admin, NS).await;
+            let objects = Helm::shared().template(SA, NS, &json!({ "catalogNamespaces": [] }));
+            let policy = helm::find(&objects, "ValidatingAdmissionPolicy", "olm-pullsecret-injector-managed-secrets");
+            assert_eq!(policy["spec"]["validations"].as_array().unwrap().len(), 2);
+            for object in objects.iter().filter(|o| {
+                let kind = o["kind"].as_str().unwrap();
+                kind == "ServiceAccount" || kind.contains("Role") || kind.starts_with("ValidatingAdmissionPolicy")
+            }) {
+                helm::apply(&admin, object, false).await.unwrap();
+            }
+            // The API server loads a new policy asynchronously: wait until a dry run is refused.
+            let probe_ns = unique_name("probe");
+            create_namespace(&admin, &probe_ns).await;
+            let as_sa = cp.impersonating(NS, SA).await;
+            let secrets = Api::<Secret>::namespaced(as_sa, &probe_ns);
+            let dry_run = PostParams { dry_run: true, ..Default::default() };
+            eventually("the policy to be enforced", Duration::from_secs(30), || async {
+                let probe = secret("probe", "Opaque", false, json!({}));
+                match secrets.create(&dry_run, &probe).await {
+                    Err(kube::Error::Api(s)) if s.message.contains("ValidatingAdmissionPolicy") => Some(()),
+                    Ok(_) => None,
+                    Err(e) => panic!("unexpected answer while waiting for the policy: {e}"),
+                }
+            })
+            .await;
+        })
+        .await;
+    let tenant = unique_name("tenant");
+    create_namespace(&admin, &tenant).await;
+    (admin, cp.impersonating(NS, SA).await, tenant)
+}
+
+#[tokio::test]
+async fn the_webhook_account_may_not_create_secrets_other_than_labelled_pull_secrets() {
+    let (_admin, as_sa, tenant) = setup().await;
+    let secrets = Api::<Secret>::namespaced(as_sa, &tenant);
+    let pp = PostParams::default();
+
+    let opaque = secret("opaque", "Opaque", false, json!({}));
+    assert_refused_by_policy(secrets.create(&pp, &opaque).await, "an Opaque secret", "create");
+    // Even with our label: only the two pull-secret types.
+    let labelled_opaque = secret("labelled-opaque", "Opaque", true, json!({}));
+    assert_refused_by_policy(secrets.create(&pp, &labelled_opaque).await, "a labelled Opaque secret", "create");
+    // A token for the namespace's default service account (RBAC alone would allow minting it).
+    let token = secret(
+        "token",
+        "kubernetes.io/service-account-token",
+        true,
+        json!({ "metadata": { "annotations": { "kubernetes.io/service-account.name": "default" } } }),
+    );
+    assert_refused_by_policy(secrets.create(&pp, &token).await, "a service-account token", "create");
+    let unlabelled = secret("unlabelled", "kubernetes.io/dockerconfigjson", false, json!({}));
+    assert_refused_by_policy(secrets.create(&pp, &unlabelled).await, "an unlabelled pull secret", "create");
+    let wrong_label = secret(
+        "wrong-label",
+        "kubernetes.io/dockerconfigjson",
+        false,
+        json!({ "metadata": { "labels": { MANAGED_BY: "someone-else" } } }),
+    );
+    assert_refused_by_policy(secrets.create(&pp, &wrong_label).await, "a pull secret managed by another", "create");
+
+    // Managed copies of both types are allowed.
+    for (name, type_) in [("copy", "kubernetes.io/dockerconfigjson"), ("legacy-copy", "kubernetes.io/dockercfg")] {
+        let copy = secret(
+            name,
+            type_,
+            true,
+            json!({ "metadata": { "annotations": {
+            "pullsecret-injector.io/source": "catalogs/registry-creds" } } }),
+        );
+        secrets.create(&pp, &copy).await.unwrap_or_else(|e| panic!("a managed {type_} copy must be allowed: {e}"));
+    }
+    // And updated, as the webhook updates them: a JSON patch that keeps the label.
+    let patch = json!([{ "op": "test", "path": "/metadata/labels/app.kubernetes.io~1managed-by", "value": "olm-pullsecret-injector" },
+        { "op": "replace", "path": "/data/.dockerconfigjson", "value": "eyJhdXRocyI6eyJhIjp7fX19" }]);
+    secrets
+        .patch("copy", &PatchParams::default(), &Patch::Json::<()>(serde_json::from_value(patch).unwrap()))
+        .await
+        .expect("updating a managed copy");
+    // Dropping the label from a copy (turning it into something unmanaged) is refused.
+    let unlabel = json!({ "metadata": { "labels": { MANAGED_BY: null } } });
+    assert_refused_by_policy(
+        secrets.patch("copy", &PatchParams::default(), &Patch::Merge(&unlabel)).await,
+        "removing the label from a copy",
+        "update",
+    );
+}
+
+#[tokio::test]
+async fn the_webhook_account_may_update_and_delete_only_its_copies() {
+    let (admin, as_sa, tenant) = setup().await;
+    let pp = PostParams::default();
+    let by_admin = Api::<Secret>::namespaced(admin.clone(), &tenant);
+    let by_sa = Api::<Secret>::namespaced(as_sa, &tenant);
+
+    // The tenant's own secrets, made by someone else.
+    by_admin.create(&pp, &secret("tenant-pull", "kubernetes.io/dockerconfigjson", false, json!({}))).await.unwrap();
+    by_admin.create(&pp, &secret("tenant-opaque", "Opaque", false, json!({}))).await.unwrap();
+    let copy = by_sa.create(&pp, &secret("copy", "kubernetes.io/dockerconfigjson", true, json!({}))).await.unwrap();
+    assert!(copy.metadata.uid.is_some());
+
+    // Taking over a tenant's pull secret by labelling it is an update of something not ours.
+    let label = json!({ "metadata": { "labels": { MANAGED_BY: "olm-pullsecret-injector" } } });
+    assert_refused_by_policy(
+        by_sa.patch("tenant-pull", &PatchParams::default(), &Patch::Merge(&label)).await,
+        "labelling a tenant's secret",
+        "update",
+    );
+    for name in ["tenant-pull", "tenant-opaque"] {
+        assert_refused_by_policy(by_sa.delete(name, &DeleteParams::default()).await, name, "delete");
+        assert!(by_admin.get_opt(name).await.unwrap().is_some(), "{name} is still there");
+    }
+    by_sa.delete("copy", &DeleteParams::default()).await.expect("deleting a managed copy is allowed");
+    eventually("the copy to be gone", Duration::from_secs(10), || async {
+        by_admin.get_opt("copy").await.unwrap().is_none().then_some(())
+    })
+    .await;
+
+    // The policy binds only the webhook's service account: the administrator is not limited.
+    by_admin.delete("tenant-opaque", &DeleteParams::default()).await.unwrap();
+}

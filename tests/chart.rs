@@ -1,0 +1,482 @@
+//! The Helm chart, rendered by helm built from its Go module (tests/helm): `helm lint` and
+//! `helm template` for each certificate mode and for non-default values, the values schema, the
+//! properties DESIGN 5 asks of the render, and every rendered object applied to the real control
+//! plane with server-side apply.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::helm::{self, Helm, find, of_kind};
+use support::{ControlPlane, create_namespace_if_missing, eventually, unique_name};
+
+const MODES: [&str; 3] = ["self-signed", "cert-manager", "openshift"];
+const NS: &str = "psi-system";
+
+/// Every value changed from its default that changes what is rendered.
+fn non_default_values(catalogs: [&str; 2]) -> Value {
+    json!({
+        "healPods": true,
+        "catalogNamespaces": catalogs,
+        "failurePolicy": "Fail",
+        "timeoutSeconds": 10,
+        "deadline": "8s",
+        "serviceMonitor": { "enabled": true, "labels": { "release": "prometheus" } },
+        "operandOwnerRules": [{ "apiGroups": ["etcd.database.coreos.com"], "resources": ["etcdclusters"], "verbs": ["get"] }],
+        "excludeNamespaces": ["legacy-apps"],
+        "replicas": 3,
+        "onCopyFailure": "allow",
+        "cleanupGrace": "30m",
+        "logFormat": "text",
+        "image": { "repository": "registry.example.com/psi", "tag": "1.2.3" },
+        "imagePullSecrets": [{ "name": "registry-login" }],
+    })
+}
+
+fn with_mode(mut values: Value, mode: &str) -> Value {
+    values["certificates"] = json!({ "mode": mode });
+    values
+}
+
+fn container(objects: &[Value], deployment: &str) -> Value {
+    find(objects, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0].clone()
+}
+
+fn args(objects: &[Value], deployment: &str) -> Vec<String> {
+    container(objects, deployment)["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn lint_passes_for_every_certificate_mode_with_default_and_non_default_values() {
+    let helm = Helm::shared();
+    for mode in MODES {
+        for values in [json!({}), non_default_values(["catalogs-a", "catalogs-b"])] {
+            let values = with_mode(values, mode);
+            let report = helm.lint(&values).unwrap_or_else(|e| panic!("lint {values}: {e}"));
+            assert!(report.contains("0 chart(s) failed"), "{report}");
+        }
+    }
+    let issuer = json!({ "certificates": { "mode": "cert-manager",
+        "certManager": { "issuerRef": { "name": "corporate-ca", "kind": "ClusterIssuer" } } } });
+    helm.lint(&issuer).unwrap();
+}
+
+#[test]
+fn the_schema_and_the_chart_refuse_bad_values() {
+    let helm = Helm::shared();
+    let refused = [
+        (json!({ "certificates": { "mode": "bogus" } }), "/certificates/mode"),
+        (json!({ "replicas": "two" }), "/replicas"),
+        (json!({ "failurePolicy": "Sometimes" }), "/failurePolicy"),
+        (json!({ "onCopyFailure": "retry" }), "/onCopyFailure"),
+        (json!({ "drainDelay": "five seconds" }), "/drainDelay"),
+        (json!({ "catalogNamespaces": ["Not_A_Namespace"] }), "/catalogNamespaces/0"),
+        (json!({ "healpods": true }), "healpods"),
+        (json!({ "operandOwnerRules": [{ "apiGroups": ["x"], "resources": ["y"] }] }), "verbs"),
+        // Cross-checks the schema cannot express, done by the templates.
+        (json!({ "deadline": "5s" }), "deadline (5s) must be below timeoutSeconds (5)"),
+        (json!({ "preStopSleepSeconds": 20, "drainDelay": "10s" }), "must be below terminationGracePeriodSeconds"),
+        (
+            json!({ "certificates": { "mode": "cert-manager", "certManager": { "issuerRef": { "kind": "Issuer" } } } }),
+            "issuerRef needs a name",
+        ),
+    ];
+    for (values, expected) in refused {
+        let error = helm.try_template("psi", NS, &values).expect_err(&format!("{values} must be refused"));
+        assert!(error.contains(expected), "{values}: the error should name {expected:?}:\n{error}");
+        // `helm lint` checks the schema; it reports a template's `fail` only as information.
+        if expected.starts_with('/') || !expected.contains(' ') {
+            assert!(helm.lint(&values).is_err(), "helm lint must refuse {values}");
+        }
+    }
+}
+
+/// DESIGN 5, checked on the default render (self-signed certificates).
+#[test]
+fn the_default_render_has_the_properties_of_the_design() {
+    let objects = Helm::shared().template("psi", NS, &json!({}));
+    let name = "psi-olm-pullsecret-injector";
+
+    // The webhook configuration: two webhooks, as the one the e2e tests used to build by hand.
+    let config = find(&objects, "MutatingWebhookConfiguration", name);
+    let hooks = config["webhooks"].as_array().unwrap();
+    let reference =
+        olm_pullsecret_injector::dev::webhook_configuration("reference", "https://x/mutate", "", "Ignore", NS);
+    let names: Vec<&str> = hooks.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pods.pullsecret-injector.io", "serviceaccounts.pullsecret-injector.io"]);
+    for (hook, reference) in hooks.iter().zip(reference["webhooks"].as_array().unwrap()) {
+        for field in ["name", "rules", "sideEffects", "admissionReviewVersions", "reinvocationPolicy", "timeoutSeconds"]
+        {
+            assert_eq!(hook[field], reference[field], "{field} of {}", hook["name"]);
+        }
+        assert_eq!(hook["sideEffects"], "NoneOnDryRun");
+        assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
+        assert_eq!(hook["timeoutSeconds"], 5);
+        assert_eq!(hook["failurePolicy"], "Ignore");
+        assert_eq!(hook["reinvocationPolicy"], "IfNeeded");
+        for rule in hook["rules"].as_array().unwrap() {
+            let resources = rule["resources"].as_array().unwrap();
+            assert!(!resources.iter().any(|r| r == "secrets" || r == "*" || r == "*/*"), "never match Secrets: {rule}");
+            assert_eq!(rule["apiGroups"], json!([""]));
+        }
+        let service = &hook["clientConfig"]["service"];
+        assert_eq!((service["name"].as_str(), service["namespace"].as_str()), (Some(name), Some(NS)));
+        assert_eq!(service["path"], "/mutate");
+        let excluded = &hook["namespaceSelector"]["matchExpressions"][0];
+        assert_eq!(excluded["key"], "kubernetes.io/metadata.name");
+        assert_eq!(excluded["operator"], "NotIn");
+        for ns in [NS, "kube-system"] {
+            assert!(excluded["values"].as_array().unwrap().iter().any(|v| v == ns), "{excluded}");
+        }
+        let conditions = hook["matchConditions"].as_array().unwrap();
+        let expression = conditions[0]["expression"].as_str().unwrap();
+        for needle in ["request.namespace", "\"kube-\"", "\"openshift-\"", "\"openshift-operators\""] {
+            assert!(expression.contains(needle), "{expression}");
+        }
+    }
+
+    // The Deployment: two replicas that survive a drain, locked down, probed on the admin port.
+    let deployment = find(&objects, "Deployment", name);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let anti = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(anti["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(pod["serviceAccountName"], name);
+    let c = container(&objects, name);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert!(c["resources"]["requests"]["cpu"].is_string() && c["resources"]["requests"]["memory"].is_string());
+    assert_eq!(c["livenessProbe"]["httpGet"], json!({ "path": "/healthz", "port": "admin" }));
+    assert_eq!(c["readinessProbe"]["httpGet"], json!({ "path": "/readyz", "port": "admin" }));
+    let ports: Vec<(&str, i64)> = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["containerPort"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(ports, [("https", 8443), ("admin", 8080)]);
+    let pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"].as_i64().expect("a preStop sleep on 1.34+");
+    let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap();
+    let args = args(&objects, name);
+    let drain: i64 =
+        args.iter().find_map(|a| a.strip_prefix("--drain-delay=")?.strip_suffix('s')?.parse().ok()).unwrap();
+    assert!(0 < pre_stop && pre_stop + drain < grace, "preStop {pre_stop}s + drain {drain}s < grace {grace}s");
+    let env = c["env"].as_array().unwrap();
+    let pod_namespace = env.iter().find(|e| e["name"] == "POD_NAMESPACE").expect("POD_NAMESPACE");
+    assert_eq!(pod_namespace["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
+    assert_eq!(c["volumeMounts"][0]["mountPath"], "/etc/webhook/certs");
+    assert!(c["volumeMounts"][0].get("subPath").is_none(), "a subPath mount never sees a rotated certificate");
+    assert_eq!(pod["volumes"][0]["secret"]["secretName"], format!("{name}-tls"));
+    for arg in ["--tls-cert-file=/etc/webhook/certs/tls.crt", "--tls-key-file=/etc/webhook/certs/tls.key"] {
+        assert!(args.contains(&arg.to_string()), "{args:?}");
+    }
+    assert!(!args.contains(&"--heal-pods".to_string()));
+    assert_eq!(c["image"], "olm-pullsecret-injector:0.1.0", "the tag defaults to the appVersion");
+
+    let pdb = find(&objects, "PodDisruptionBudget", name);
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(pdb["spec"]["selector"], deployment["spec"]["selector"]);
+    let service = find(&objects, "Service", name);
+    assert_eq!(service["spec"]["ports"][0]["port"], 443);
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "https");
+    assert!(of_kind(&objects, "ServiceMonitor").is_empty());
+
+    // RBAC: no heal-pods rule by default; the admission policy and its binding.
+    assert!(objects.iter().all(|o| o["metadata"]["name"] != format!("{name}-heal-pods")));
+    let policy = find(&objects, "ValidatingAdmissionPolicy", &format!("{name}-managed-secrets"));
+    assert_eq!(
+        policy["spec"]["matchConditions"][0]["expression"],
+        format!("request.userInfo.username == \"system:serviceaccount:{NS}:{name}\"")
+    );
+    let binding = find(&objects, "ValidatingAdmissionPolicyBinding", &format!("{name}-managed-secrets"));
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+}
+
+/// The chart's RBAC is files/rbac.yaml, rule for rule.
+#[test]
+fn rbac_objects_carry_exactly_the_rules_of_files_rbac_yaml() {
+    let file: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(helm::chart_dir().join("files/rbac.yaml")).unwrap()).unwrap();
+    let objects = Helm::shared().template("psi", NS, &non_default_values(["catalogs-a", "catalogs-b"]));
+    let name = "psi-olm-pullsecret-injector";
+    let subject = json!([{ "kind": "ServiceAccount", "name": name, "namespace": NS }]);
+    assert_eq!(find(&objects, "ClusterRole", name)["rules"], file["clusterRules"]);
+    assert_eq!(find(&objects, "ClusterRole", &format!("{name}-heal-pods"))["rules"], file["healPodsRules"]);
+    let own = find(&objects, "Role", name);
+    assert_eq!((own["metadata"]["namespace"].as_str(), &own["rules"]), (Some(NS), &file["ownNamespaceRules"]));
+    let sources: Vec<&Value> =
+        of_kind(&objects, "Role").into_iter().filter(|r| r["metadata"]["name"] == format!("{name}-sources")).collect();
+    let namespaces: Vec<&str> = sources.iter().map(|r| r["metadata"]["namespace"].as_str().unwrap()).collect();
+    assert_eq!(namespaces, ["catalogs-a", "catalogs-b"]);
+    assert!(sources.iter().all(|r| r["rules"] == file["catalogNamespaceRules"]));
+    let label = file["operandOwnersAggregationLabel"].as_str().unwrap();
+    let aggregated = find(&objects, "ClusterRole", &format!("{name}-operand-owners"));
+    assert_eq!(aggregated["aggregationRule"]["clusterRoleSelectors"][0]["matchLabels"][label], "true");
+    let operand_rules = find(&objects, "ClusterRole", &format!("{name}-operand-owner-rules"));
+    assert_eq!(operand_rules["metadata"]["labels"][label], "true");
+    assert_eq!(operand_rules["rules"][0]["resources"], json!(["etcdclusters"]));
+    // Every Role and ClusterRole is bound to the chart's service account, and nothing else is.
+    let bindings: Vec<&Value> =
+        objects.iter().filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding").collect();
+    assert_eq!(bindings.len(), 2 + 1 + 1 + 2, "webhook, heal-pods, operand-owners, own namespace, two catalogs");
+    for binding in bindings {
+        assert_eq!(binding["subjects"], subject, "{binding}");
+    }
+}
+
+#[test]
+fn non_default_values_reach_the_webhook_configuration_and_the_deployment() {
+    let objects = Helm::shared().template("psi", NS, &non_default_values(["catalogs-a", "catalogs-b"]));
+    let name = "psi-olm-pullsecret-injector";
+    for hook in find(&objects, "MutatingWebhookConfiguration", name)["webhooks"].as_array().unwrap() {
+        assert_eq!(hook["failurePolicy"], "Fail");
+        assert_eq!(hook["timeoutSeconds"], 10);
+        let excluded = hook["namespaceSelector"]["matchExpressions"][0]["values"].as_array().unwrap();
+        assert!(excluded.iter().any(|v| v == "legacy-apps"), "{excluded:?}");
+    }
+    let args = args(&objects, name);
+    for arg in [
+        "--heal-pods",
+        "--exclude-namespace=legacy-apps",
+        "--on-copy-failure=allow",
+        "--cleanup-grace=30m",
+        "--deadline=8s",
+        "--log-format=text",
+        &format!("--lease-name={name}"),
+    ] {
+        assert!(args.contains(&arg.to_string()), "{arg} missing from {args:?}");
+    }
+    let deployment = find(&objects, "Deployment", name);
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(deployment["spec"]["template"]["spec"]["imagePullSecrets"], json!([{ "name": "registry-login" }]));
+    assert_eq!(container(&objects, name)["image"], "registry.example.com/psi:1.2.3");
+    let monitor = find(&objects, "ServiceMonitor", name);
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    let service = find(&objects, "Service", name);
+    assert!(service["spec"]["ports"].as_array().unwrap().iter().any(|p| p["name"] == "metrics"));
+}
+
+/// The Deployment's arguments are ones the binary accepts: it gets past parsing and fails only
+/// when it looks for a cluster.
+#[test]
+fn the_rendered_arguments_parse_with_the_real_binary() {
+    let objects = Helm::shared().template("psi", NS, &non_default_values(["catalogs-a", "catalogs-b"]));
+    let args = args(&objects, "psi-olm-pullsecret-injector");
+    let home = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_olm-pullsecret-injector"))
+        .args(&args)
+        .env("KUBECONFIG", home.path().join("missing-kubeconfig"))
+        .env("HOME", home.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(2), "clap refused the chart's arguments {args:?}:\n{stderr}");
+    assert!(!output.status.success());
+    let out = format!("{}{stderr}", String::from_utf8_lossy(&output.stdout));
+    assert!(out.contains("Kubernetes API") || out.contains("kubeconfig"), "{out}");
+}
+
+#[test]
+fn the_pre_stop_sleep_needs_kubernetes_1_34() {
+    let objects = Helm::shared().try_template_for("psi", NS, &json!({}), "1.31.0").unwrap();
+    assert!(container(&objects, "psi-olm-pullsecret-injector").get("lifecycle").is_none());
+    let refused = Helm::shared().try_template_for("psi", NS, &json!({}), "1.29.0").unwrap_err();
+    assert!(refused.contains("kubeVersion"), "{refused}");
+}
+
+#[test]
+fn self_signed_mode_generates_a_ca_and_a_serving_pair_for_the_service() {
+    let objects = Helm::shared().template("psi", NS, &json!({ "certificates": { "mode": "self-signed" } }));
+    let name = "psi-olm-pullsecret-injector";
+    let secret = find(&objects, "Secret", &format!("{name}-tls"));
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    let data = |key: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(secret["data"][key].as_str().unwrap()).unwrap()
+    };
+    let config = find(&objects, "MutatingWebhookConfiguration", name);
+    assert!(config["metadata"].get("annotations").is_none());
+    for hook in config["webhooks"].as_array().unwrap() {
+        assert_eq!(hook["clientConfig"]["caBundle"], secret["data"]["ca.crt"], "the caBundle is the Secret's CA");
+    }
+    // The serving certificate verifies against that CA for every name the API server may use.
+    let ca = rustls_pemfile::certs(&mut data("ca.crt").as_slice()).next().unwrap().unwrap();
+    let cert = rustls_pemfile::certs(&mut data("tls.crt").as_slice()).next().unwrap().unwrap();
+    assert!(rustls_pemfile::private_key(&mut data("tls.key").as_slice()).unwrap().is_some());
+    use rustls::client::danger::ServerCertVerifier;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider).build().unwrap();
+    for host in [format!("{name}.{NS}.svc"), format!("{name}.{NS}.svc.cluster.local")] {
+        let server_name = rustls::pki_types::ServerName::try_from(host.clone()).unwrap();
+        verifier
+            .verify_server_cert(&cert, &[], &server_name, &[], rustls::pki_types::UnixTime::now())
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+    }
+    assert!(of_kind(&objects, "Certificate").is_empty() && of_kind(&objects, "Issuer").is_empty());
+}
+
+#[test]
+fn cert_manager_mode_issues_the_serving_certificate_and_injects_its_ca() {
+    let helm = Helm::shared();
+    let name = "psi-olm-pullsecret-injector";
+    let objects = helm.template("psi", NS, &json!({ "certificates": { "mode": "cert-manager" } }));
+    let serving = find(&objects, "Certificate", &format!("{name}-serving"));
+    assert_eq!(serving["spec"]["secretName"], format!("{name}-tls"));
+    assert_eq!(serving["spec"]["issuerRef"]["name"], format!("{name}-ca"));
+    let dns: Vec<&str> = serving["spec"]["dnsNames"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    assert!(dns.contains(&format!("{name}.{NS}.svc").as_str()), "{dns:?}");
+    assert_eq!(find(&objects, "Certificate", &format!("{name}-ca"))["spec"]["isCA"], true);
+    assert_eq!(find(&objects, "Issuer", &format!("{name}-ca"))["spec"]["ca"]["secretName"], format!("{name}-ca"));
+    assert!(find(&objects, "Issuer", &format!("{name}-selfsigned"))["spec"]["selfSigned"].is_object());
+    let config = find(&objects, "MutatingWebhookConfiguration", name);
+    assert_eq!(config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"], format!("{NS}/{name}-serving"));
+    assert!(config["webhooks"].as_array().unwrap().iter().all(|h| h["clientConfig"].get("caBundle").is_none()));
+    assert!(of_kind(&objects, "Secret").is_empty(), "cert-manager writes the Secret");
+
+    let objects = helm.template(
+        "psi",
+        NS,
+        &json!({ "certificates": { "mode": "cert-manager",
+            "certManager": { "issuerRef": { "name": "corporate-ca", "kind": "ClusterIssuer" } } } }),
+    );
+    assert_eq!(of_kind(&objects, "Certificate").len(), 1);
+    assert!(of_kind(&objects, "Issuer").is_empty());
+    let issuer = &find(&objects, "Certificate", &format!("{name}-serving"))["spec"]["issuerRef"];
+    assert_eq!(issuer, &json!({ "name": "corporate-ca", "kind": "ClusterIssuer", "group": "cert-manager.io" }));
+}
+
+#[test]
+fn openshift_mode_asks_the_service_ca_for_the_pair_and_the_ca_bundle() {
+    let objects = Helm::shared().template("psi", NS, &json!({ "certificates": { "mode": "openshift" } }));
+    let name = "psi-olm-pullsecret-injector";
+    let service = find(&objects, "Service", name);
+    let secret_name =
+        &find(&objects, "Deployment", name)["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"];
+    assert_eq!(&service["metadata"]["annotations"]["service.beta.openshift.io/serving-cert-secret-name"], secret_name);
+    let config = find(&objects, "MutatingWebhookConfiguration", name);
+    assert_eq!(config["metadata"]["annotations"]["service.beta.openshift.io/inject-cabundle"], "true");
+    assert!(config["webhooks"].as_array().unwrap().iter().all(|h| h["clientConfig"].get("caBundle").is_none()));
+    assert!(of_kind(&objects, "Secret").is_empty() && of_kind(&objects, "Certificate").is_empty());
+}
+
+/// The control plane has no cert-manager or Prometheus Operator: their CRDs are installed here
+/// with open schemas, so the API server checks the group, version, kind and scope of what the
+/// chart renders for them, not their fields.
+async fn install_foreign_crds(client: &kube::Client) {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        for (group, kind, plural) in [
+            ("cert-manager.io", "Issuer", "issuers"),
+            ("cert-manager.io", "Certificate", "certificates"),
+            ("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+        ] {
+            let crd = json!({ "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": { "name": format!("{plural}.{group}") },
+                "spec": { "group": group, "scope": "Namespaced",
+                    "names": { "plural": plural, "singular": kind.to_lowercase(), "kind": kind },
+                    "versions": [{ "name": "v1", "served": true, "storage": true,
+                        "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }] } });
+            helm::apply(client, &crd, false).await.unwrap();
+        }
+    })
+    .await;
+}
+
+/// Renders the chart with `mode` and the non-default values into a namespace of its own and
+/// applies every object. The namespace enforces the `restricted` Pod Security Standard, so the
+/// Deployment's Pods exist only if the pod template passes it.
+async fn apply_render(mode: &str) {
+    let cp = ControlPlane::shared();
+    let client = cp.admin().await;
+    install_foreign_crds(&client).await;
+    let ns = unique_name("chart");
+    let release = format!("psi-{}", mode.replace('-', ""));
+    let catalogs = [unique_name("catalogs"), unique_name("catalogs")];
+    helm::apply(
+        &client,
+        &json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns,
+        "labels": { "pod-security.kubernetes.io/enforce": "restricted" } } }),
+        false,
+    )
+    .await
+    .unwrap();
+    for catalog in &catalogs {
+        create_namespace_if_missing(&client, catalog).await;
+    }
+    let objects =
+        Helm::shared().template(&release, &ns, &with_mode(non_default_values([&catalogs[0], &catalogs[1]]), mode));
+    let mut kinds = std::collections::BTreeSet::new();
+    for object in &objects {
+        let kind = object["kind"].as_str().unwrap();
+        kinds.insert(kind.to_string());
+        // The webhook configuration is only validated (dry run): stored, it would send the API
+        // server to a Service with no endpoints (and Fail would refuse Pods in other tests).
+        let dry_run = kind == "MutatingWebhookConfiguration";
+        // CRD endpoints appear shortly after the CRD: retry discovery for a few seconds.
+        eventually(&format!("{kind} accepted"), std::time::Duration::from_secs(20), || async {
+            match helm::apply(&client, object, dry_run).await {
+                Ok(_) => Some(()),
+                Err(e) if e.contains("discovery") => None,
+                Err(e) => panic!("the API server refused the chart ({mode}): {e}"),
+            }
+        })
+        .await;
+    }
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+        "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "ServiceMonitor",
+    ] {
+        assert!(kinds.contains(kind), "{kind} not rendered in mode {mode}: {kinds:?}");
+    }
+    match mode {
+        "self-signed" => assert!(kinds.contains("Secret")),
+        "cert-manager" => assert!(kinds.contains("Certificate") && kinds.contains("Issuer")),
+        _ => assert!(!kinds.contains("Secret") && !kinds.contains("Certificate")),
+    }
+
+    // The controller-manager makes the Deployment's Pods; restricted admission lets them in.
+    let pods = kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns);
+    let replica_sets = kube::Api::<k8s_openapi::api::apps::v1::ReplicaSet>::namespaced(client.clone(), &ns);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pods.list(&Default::default()).await.unwrap().items.len() < 3 {
+        if std::time::Instant::now() > deadline {
+            let rs = replica_sets.list(&Default::default()).await.unwrap();
+            let conditions: Vec<_> =
+                rs.items.iter().flat_map(|r| r.status.iter().flat_map(|s| s.conditions.iter().flatten())).collect();
+            panic!("the chart's Deployment did not get its 3 Pods in {ns} ({mode}): {conditions:#?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn self_signed_render_is_accepted_by_the_api_server() {
+    apply_render("self-signed").await;
+}
+
+#[tokio::test]
+async fn cert_manager_render_is_accepted_by_the_api_server() {
+    apply_render("cert-manager").await;
+}
+
+#[tokio::test]
+async fn openshift_render_is_accepted_by_the_api_server() {
+    apply_render("openshift").await;
+}

@@ -1,0 +1,236 @@
+//! Helm, built by the tests from its Go module (`tests/helm`, a `tool` directive on
+//! helm.sh/helm/v3/cmd/helm), never downloaded. Like the control plane it is built once into
+//! `target/helm/` and rebuilt only when `tests/helm/go.mod`, `go.sum` or a `.go` file there
+//! changes; the first build takes a minute or two.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub const CHART: &str = "charts/olm-pullsecret-injector";
+
+pub struct Helm {
+    binary: PathBuf,
+    kube_version: String,
+}
+
+static SHARED: OnceLock<Helm> = OnceLock::new();
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn chart_dir() -> PathBuf {
+    repo().join(CHART)
+}
+
+impl Helm {
+    /// Builds helm once per test binary (when its sources changed) and fails the test if it cannot.
+    pub fn shared() -> &'static Helm {
+        SHARED.get_or_init(|| {
+            let binary = build().unwrap_or_else(|e| panic!("building helm from tests/helm failed: {e}"));
+            Helm { binary, kube_version: control_plane_kube_version() }
+        })
+    }
+
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// `helm template` of the chart as release `release` in `namespace`, for the control plane's
+    /// Kubernetes version, with `values` (a JSON object) as the values file. Returns every
+    /// rendered object; panics with helm's error.
+    pub fn template(&self, release: &str, namespace: &str, values: &Value) -> Vec<Value> {
+        self.try_template(release, namespace, values).unwrap_or_else(|e| panic!("helm template failed:\n{e}"))
+    }
+
+    /// As `template`, but helm's refusal (a schema violation, a `fail` in a template) is an `Err`.
+    pub fn try_template(&self, release: &str, namespace: &str, values: &Value) -> Result<Vec<Value>, String> {
+        self.try_template_for(release, namespace, values, &self.kube_version)
+    }
+
+    /// As `try_template`, for another Kubernetes version (`.Capabilities.KubeVersion`).
+    pub fn try_template_for(
+        &self,
+        release: &str,
+        namespace: &str,
+        values: &Value,
+        kube_version: &str,
+    ) -> Result<Vec<Value>, String> {
+        let values_file = write_values(values);
+        let output = self.run(&[
+            "template",
+            release,
+            &chart_dir().to_string_lossy(),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            kube_version,
+            "--values",
+            &values_file.path().to_string_lossy(),
+        ])?;
+        let mut objects = Vec::new();
+        for document in serde_yaml::Deserializer::from_str(&output) {
+            let value = <Value as serde::Deserialize>::deserialize(document)
+                .map_err(|e| format!("helm rendered invalid YAML: {e}\n{output}"))?;
+            if !value.is_null() {
+                objects.push(value);
+            }
+        }
+        Ok(objects)
+    }
+
+    /// `helm lint --strict` of the chart with `values`; `Ok` carries helm's report.
+    pub fn lint(&self, values: &Value) -> Result<String, String> {
+        let values_file = write_values(values);
+        self.run(&[
+            "lint",
+            "--strict",
+            &chart_dir().to_string_lossy(),
+            "--kube-version",
+            &self.kube_version,
+            "--values",
+            &values_file.path().to_string_lossy(),
+        ])
+    }
+
+    fn run(&self, args: &[&str]) -> Result<String, String> {
+        let home = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let output = Command::new(&self.binary)
+            .args(args)
+            // No user configuration, repositories or plugins of the machine.
+            .env("HELM_CONFIG_HOME", home.path().join("config"))
+            .env("HELM_CACHE_HOME", home.path().join("cache"))
+            .env("HELM_DATA_HOME", home.path().join("data"))
+            .env_remove("KUBECONFIG")
+            .output()
+            .map_err(|e| format!("running {}: {e}", self.binary.display()))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!("helm {} ({}):\n{stdout}{}", args[0], output.status, String::from_utf8_lossy(&output.stderr)))
+        }
+    }
+}
+
+fn write_values(values: &Value) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    // JSON is YAML.
+    serde_json::to_writer(&mut file, values).unwrap();
+    file
+}
+
+/// The Kubernetes version the control plane is built from (k8s.io/kubernetes in its go.mod).
+fn control_plane_kube_version() -> String {
+    let go_mod = std::fs::read_to_string(repo().join("tests/controlplane/go.mod")).unwrap();
+    go_mod_version(&go_mod, "k8s.io/kubernetes").expect("k8s.io/kubernetes in tests/controlplane/go.mod")
+}
+
+fn go_mod_version(go_mod: &str, module: &str) -> Option<String> {
+    go_mod.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some(module)).then(|| words.next().map(|v| v.trim_start_matches('v').to_string()))?
+    })
+}
+
+fn source_dir() -> PathBuf {
+    repo().join("tests/helm")
+}
+
+/// Builds the helm tool of tests/helm unless a binary built from the same sources exists.
+fn build() -> Result<PathBuf, String> {
+    let out_dir = repo().join("target/helm");
+    std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
+    let binary = out_dir.join("helm");
+    let stamp = out_dir.join("helm.sources-sha256");
+    let digest = sources_digest().map_err(|e| format!("reading tests/helm: {e}"))?;
+    if binary.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&digest) {
+        return Ok(binary);
+    }
+    let go_mod = std::fs::read_to_string(source_dir().join("go.mod")).map_err(|e| e.to_string())?;
+    let version =
+        go_mod_version(&go_mod, "helm.sh/helm/v3").ok_or("helm.sh/helm/v3 is not required by tests/helm/go.mod")?;
+    let started = Instant::now();
+    eprintln!("building helm v{version} from tests/helm (the first build takes a minute or two)");
+    // Several test binaries may build at once: each writes its own file and renames it.
+    let partial = out_dir.join(format!("helm.partial-{}", std::process::id()));
+    let status = Command::new("go")
+        .args(["build", "-buildvcs=false", "-trimpath"])
+        .arg(format!("-ldflags=-s -w -X helm.sh/helm/v3/internal/version.version=v{version}"))
+        .arg("-o")
+        .arg(&partial)
+        .arg("helm.sh/helm/v3/cmd/helm")
+        .env("GOFLAGS", "-mod=mod")
+        .current_dir(source_dir())
+        .status()
+        .map_err(|e| format!("running `go` (Go 1.26 must be installed): {e}"))?;
+    if !status.success() {
+        return Err(format!("go build of helm.sh/helm/v3/cmd/helm failed ({status})"));
+    }
+    std::fs::rename(&partial, &binary).map_err(|e| e.to_string())?;
+    std::fs::write(&stamp, digest).map_err(|e| e.to_string())?;
+    eprintln!("built helm in {:.0?}", started.elapsed());
+    Ok(binary)
+}
+
+fn sources_digest() -> std::io::Result<String> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(source_dir())? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.ends_with(".go") || name == "go.mod" || name == "go.sum" {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut hash = Sha256::new();
+    for file in files {
+        hash.update(file.file_name().unwrap_or_default().as_encoded_bytes());
+        hash.update(std::fs::read(&file)?);
+    }
+    Ok(hex::encode(hash.finalize()))
+}
+
+/// The rendered objects of one kind.
+pub fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+/// The one rendered object of `kind` named `name`; panics if it is missing.
+pub fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+/// Server-side applies one rendered object (any kind the API server serves, found by discovery)
+/// as field manager "helm-e2e". With `dry_run` it is admitted and validated but not stored.
+pub async fn apply(client: &kube::Client, object: &Value, dry_run: bool) -> Result<kube::api::DynamicObject, String> {
+    use kube::api::{Api, DynamicObject, Patch, PatchParams};
+    use kube::core::GroupVersionKind;
+    use kube::discovery::Scope;
+
+    let (api_version, kind) = (object["apiVersion"].as_str().unwrap_or(""), object["kind"].as_str().unwrap_or(""));
+    let name = object["metadata"]["name"].as_str().ok_or_else(|| format!("a {kind} without a name"))?;
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .map_err(|e| format!("discovery of {api_version} {kind}: {e}"))?;
+    let api: Api<DynamicObject> = match (&capabilities.scope, object["metadata"]["namespace"].as_str()) {
+        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+        (Scope::Namespaced, None) => {
+            return Err(format!("{kind} {name} is namespaced but rendered without a namespace"));
+        }
+        (Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
+    };
+    let mut params = PatchParams::apply("helm-e2e").force();
+    params.dry_run = dry_run;
+    api.patch(name, &params, &Patch::Apply(object)).await.map_err(|e| format!("apply {kind} {name}: {e}"))
+}
