@@ -166,13 +166,32 @@ impl WebhookProcess {
 /// Starts a webhook process (as the chart's service account) and waits until it is ready.
 /// `name` names its directory; the shared one is registered, others are not.
 pub fn start(cp: &ControlPlane, name: &str, extra_args: &[&str]) -> WebhookProcess {
+    let dir = process_dir(name);
+    let certs = olm_pullsecret_injector::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()]).unwrap();
+    olm_pullsecret_injector::certs::write(&dir, &certs).unwrap();
+    start_with_cert_files(cp, name, &dir.join("tls.crt"), &dir.join("tls.key"), &certs.ca_pem, extra_args)
+}
+
+/// A fresh directory for the process `name` (its kubeconfig and log).
+pub fn process_dir(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
 
-    let certs = olm_pullsecret_injector::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()]).unwrap();
-    olm_pullsecret_injector::certs::write(&dir, &certs).unwrap();
-
+/// As `start`, serving the certificate and key of the given files (signed by `ca_pem`); the
+/// directory is `process_dir(name)`, which the caller may have filled already.
+pub fn start_with_cert_files(
+    cp: &ControlPlane,
+    name: &str,
+    cert_file: &Path,
+    key_file: &Path,
+    ca_pem: &str,
+    extra_args: &[&str],
+) -> WebhookProcess {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
     cp.write_impersonating_kubeconfig(NAMESPACE, SERVICE_ACCOUNT, &kubeconfig);
     let (port, admin_port) = (free_port(), free_port());
@@ -181,9 +200,9 @@ pub fn start(cp: &ControlPlane, name: &str, extra_args: &[&str]) -> WebhookProce
     command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin_port}")])
         .arg("--tls-cert-file")
-        .arg(dir.join("tls.crt"))
+        .arg(cert_file)
         .arg("--tls-key-file")
-        .arg(dir.join("tls.key"))
+        .arg(key_file)
         .args(["--namespace", NAMESPACE])
         .args(extra_args)
         .env("KUBECONFIG", &kubeconfig)
@@ -203,7 +222,7 @@ pub fn start(cp: &ControlPlane, name: &str, extra_args: &[&str]) -> WebhookProce
         assert!(started.elapsed() < Duration::from_secs(60), "webhook not ready after 60s:\n{log}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    WebhookProcess { dir, port, admin_port, ca_pem: certs.ca_pem, child: Mutex::new(child) }
+    WebhookProcess { dir, port, admin_port, ca_pem: ca_pem.to_string(), child: Mutex::new(child) }
 }
 
 /// Spawns the child from a thread that lives as long as the test binary, with the kernel told to
