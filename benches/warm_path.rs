@@ -94,6 +94,7 @@ async fn start_webhook(dir: &std::path::Path) -> anyhow::Result<(Vec<u8>, std::n
             on_copy_failure: olm_pullsecret_injector::admission::OnCopyFailure::Deny,
             deadline: Duration::from_secs(3),
         },
+        reconciler: Default::default(),
     };
     tokio::spawn(olm_pullsecret_injector::cli::serve_with(client.clone(), args));
     while tokio::net::TcpStream::connect(listen).await.is_err() {

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::PartialObjectMeta;
 use tracing::{debug, info, warn};
 
 use crate::INJECT_ANNOTATION;
@@ -36,11 +38,35 @@ pub struct Settings {
     pub deadline: Duration,
 }
 
+impl Settings {
+    /// Why a namespace is left alone whatever its operators: system, our own, excluded by flag,
+    /// or annotated `pullsecret-injector.io/inject: "false"`. Shared by admission and reconciler.
+    pub fn leaves_alone(&self, ns: &str, namespace: Option<&PartialObjectMeta<Namespace>>) -> Option<&'static str> {
+        if ns.starts_with("kube-") {
+            Some("kube-* namespace")
+        } else if ns.starts_with("openshift-") && ns != "openshift-operators" {
+            Some("openshift-* namespace")
+        } else if ns == self.own_namespace {
+            Some("the webhook's own namespace")
+        } else if self.excluded_namespaces.iter().any(|e| e == ns) {
+            Some("namespace excluded by --exclude-namespace")
+        } else if namespace
+            .and_then(|n| n.metadata.annotations.as_ref())
+            .and_then(|a| a.get(INJECT_ANNOTATION))
+            .is_some_and(|v| v == "false")
+        {
+            Some("namespace annotated pullsecret-injector.io/inject=false")
+        } else {
+            None
+        }
+    }
+}
+
 pub struct Webhook {
     settings: Settings,
     caches: Arc<Caches>,
-    owners: Owners,
-    copies: Copies,
+    owners: Arc<Owners>,
+    copies: Arc<Copies>,
     decisions: Mutex<HashMap<String, Remembered>>,
 }
 
@@ -104,14 +130,9 @@ impl Decision {
 }
 
 impl Webhook {
-    pub fn new(settings: Settings, caches: Arc<Caches>, client: kube::Client) -> Self {
-        Webhook {
-            settings,
-            caches,
-            owners: Owners::new(client.clone()),
-            copies: Copies::new(client),
-            decisions: Mutex::new(HashMap::new()),
-        }
+    /// The owner cache and the copies are shared with the reconciler.
+    pub fn new(settings: Settings, caches: Arc<Caches>, owners: Arc<Owners>, copies: Arc<Copies>) -> Self {
+        Webhook { settings, caches, owners, copies, decisions: Mutex::new(HashMap::new()) }
     }
 
     /// Answers one AdmissionReview body; an error means the body was not a review (HTTP 400).
@@ -181,13 +202,9 @@ impl Webhook {
         let Some(ns) = req.namespace.as_deref().filter(|n| !n.is_empty()) else {
             return Decision::skipped("not namespaced");
         };
-        if let Some(reason) = self.excluded(ns) {
-            return Decision::skipped(reason);
-        }
         let namespace = self.caches.namespace(ns);
-        let annotations = namespace.as_ref().and_then(|n| n.metadata.annotations.as_ref());
-        if annotations.and_then(|a| a.get(INJECT_ANNOTATION)).is_some_and(|v| v == "false") {
-            return Decision::skipped("namespace annotated pullsecret-injector.io/inject=false");
+        if let Some(reason) = self.settings.leaves_alone(ns, namespace.as_deref()) {
+            return Decision::skipped(reason);
         }
         let index = self.caches.index();
         if !index.reaches(ns) {
@@ -342,20 +359,6 @@ impl Webhook {
             d.patch = None;
         }
         d
-    }
-
-    fn excluded(&self, ns: &str) -> Option<&'static str> {
-        if ns.starts_with("kube-") {
-            Some("kube-* namespace")
-        } else if ns.starts_with("openshift-") && ns != "openshift-operators" {
-            Some("openshift-* namespace")
-        } else if ns == self.settings.own_namespace {
-            Some("the webhook's own namespace")
-        } else if self.settings.excluded_namespaces.iter().any(|e| e == ns) {
-            Some("namespace excluded by --exclude-namespace")
-        } else {
-            None
-        }
     }
 }
 

@@ -40,7 +40,7 @@ pub struct Caches {
 }
 
 /// Runs a reflector into `writer` (managedFields dropped), calling `on_change` on every event.
-fn reflect<K, S>(
+pub(crate) fn reflect<K, S>(
     stream: S,
     writer: reflector::store::Writer<K>,
     what: &'static str,
@@ -131,6 +131,11 @@ impl Caches {
 
     pub fn index(&self) -> arc_swap::Guard<Arc<Index>> {
         self.index.load()
+    }
+
+    /// The current index, to hold across awaits.
+    pub fn index_snapshot(&self) -> Arc<Index> {
+        self.index.load_full()
     }
 
     pub fn namespace(&self, name: &str) -> Option<Arc<PartialObjectMeta<Namespace>>> {

@@ -13,7 +13,13 @@ use tracing::{info, warn};
 use crate::admin::Readiness;
 use crate::admission::{OnCopyFailure, Settings, Webhook};
 use crate::caches::Caches;
+use crate::copies::Copies;
+use crate::events::Events;
+use crate::lease::LeaseSettings;
+use crate::owners::Owners;
+use crate::reconciler::{self, Reconciler};
 use crate::tls::CertReloader;
+use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
 #[command(name = "olm-pullsecret-injector", version, about)]
@@ -28,7 +34,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the admission webhook.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start the local control plane with the webhook registered and a sample operator.
     Dev(crate::dev::DevArgs),
     /// Write a development CA and serving certificate (keys are git-ignored).
@@ -58,6 +64,8 @@ pub struct ServeArgs {
     pub admin: AdminArgs,
     #[command(flatten)]
     pub webhook: WebhookArgs,
+    #[command(flatten)]
+    pub reconciler: ReconcilerArgs,
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +107,39 @@ pub struct WebhookArgs {
     pub deadline: Duration,
 }
 
+#[derive(Args, Debug)]
+pub struct ReconcilerArgs {
+    /// The Lease (in --namespace) that picks the one replica running the reconciler.
+    #[arg(long, env = "PSI_LEASE_NAME", default_value = "olm-pullsecret-injector")]
+    pub lease_name: String,
+    /// How long a lease holder that stopped renewing keeps it.
+    #[arg(long, env = "PSI_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// How long a copy whose source is no longer offered to its namespace stays before it is
+    /// deleted (and its names taken off service accounts).
+    #[arg(long, env = "PSI_CLEANUP_GRACE", default_value = "10m", value_parser = parse_duration)]
+    pub cleanup_grace: Duration,
+    /// Delete controller-owned Pods that were admitted without the secrets they need, so their
+    /// controller recreates them through the webhook.
+    #[arg(long, env = "PSI_HEAL_PODS")]
+    pub heal_pods: bool,
+    /// This replica's name in the Lease (default: POD_NAME or the host name, with the process id).
+    #[arg(long, env = "PSI_IDENTITY")]
+    pub identity: Option<String>,
+}
+
+impl Default for ReconcilerArgs {
+    /// What the flags default to (and their environment variables say), for `dev` and benches.
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            reconciler: ReconcilerArgs,
+        }
+        Defaults::parse_from(["defaults"]).reconciler
+    }
+}
+
 /// `500ms`, `3s`, `10m` or plain seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -118,7 +159,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
-            serve_with(client, args).await
+            serve_with(client, *args).await
         }
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Explain(args) => {
@@ -153,7 +194,28 @@ pub async fn serve_with(client: kube::Client, args: ServeArgs) -> anyhow::Result
         on_copy_failure: args.webhook.on_copy_failure,
         deadline: args.webhook.deadline,
     };
-    let webhook = Arc::new(Webhook::new(settings, caches, client));
+    let identity = args.reconciler.identity.unwrap_or_else(default_identity);
+    let events = Events::new(client.clone(), &identity);
+    let owners = Arc::new(Owners::new(client.clone()));
+    let copies = Arc::new(Copies::new(client.clone(), events.clone()));
+    let webhook = Arc::new(Webhook::new(settings.clone(), caches.clone(), owners.clone(), copies.clone()));
+
+    let options =
+        reconciler::Options { cleanup_grace: args.reconciler.cleanup_grace, heal_pods: args.reconciler.heal_pods };
+    let lease = LeaseSettings {
+        namespace: settings.own_namespace.clone(),
+        name: args.reconciler.lease_name,
+        identity,
+        duration: args.reconciler.lease_duration,
+    };
+    let reconciler = Reconciler::start(settings, options, client.clone(), caches, owners, copies, events);
+    let (leading_tx, leading) = watch::channel(false);
+    tokio::spawn(reconciler.run(leading));
+    let (stopping_tx, mut stopping) = watch::channel(false);
+    let election = tokio::spawn(crate::lease::run(client, lease, leading_tx, async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    }));
+
     let listener = tokio::net::TcpListener::bind(args.server.listen).await.context("binding --listen")?;
     info!(addr = %listener.local_addr()?, "webhook listening");
 
@@ -162,6 +224,8 @@ pub async fn serve_with(client: kube::Client, args: ServeArgs) -> anyhow::Result
         wait_for_signal().await;
         info!(?drain_delay, "shutdown requested: readiness off, draining");
         readiness_for_drain.draining.store(true, Ordering::SeqCst);
+        // Hand the reconciler over at once rather than after the lease expires.
+        stopping_tx.send_replace(true);
         // A second signal aborts at once.
         tokio::spawn(async {
             wait_for_signal().await;
@@ -171,8 +235,19 @@ pub async fn serve_with(client: kube::Client, args: ServeArgs) -> anyhow::Result
         tokio::time::sleep(drain_delay).await;
     };
     crate::server::serve_tls(listener, tls.server_config(), crate::router(webhook), shutdown).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), election).await;
     info!("stopped");
     Ok(())
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
+        .unwrap_or_else(|| "olm-pullsecret-injector".into());
+    format!("{host}_{}", std::process::id())
 }
 
 async fn wait_for_signal() {

@@ -16,6 +16,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
+use crate::events::Events;
 use crate::patch::escape_pointer;
 use crate::{CONTENT_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCE_ANNOTATION, SOURCE_UID_ANNOTATION};
 
@@ -61,6 +62,7 @@ pub fn unusable(secret: Option<&Secret>) -> Option<&'static str> {
 
 pub struct Copies {
     client: kube::Client,
+    events: Events,
     /// `<tenant ns>/<source ns>/<source name>` → (copy name, content hash, when ensured).
     ensured: Mutex<HashMap<String, (String, String, Instant)>>,
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -81,8 +83,8 @@ impl Ensured {
 }
 
 impl Copies {
-    pub fn new(client: kube::Client) -> Self {
-        Copies { client, ensured: Mutex::new(HashMap::new()), in_flight: Mutex::new(HashMap::new()) }
+    pub fn new(client: kube::Client, events: Events) -> Self {
+        Copies { client, events, ensured: Mutex::new(HashMap::new()), in_flight: Mutex::new(HashMap::new()) }
     }
 
     /// Makes sure `namespace` has our copy of `source`, and returns its name. With `dry_run`
@@ -153,8 +155,16 @@ impl Copies {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let copy = build_copy(namespace, name, source, hash);
         match api.create(&PostParams { dry_run, field_manager: Some(crate::FIELD_MANAGER.into()) }, &copy).await {
-            Ok(_) => {
+            Ok(created) => {
                 crate::metrics::copy_created();
+                if !dry_run {
+                    let uid = created.metadata.uid.as_deref();
+                    self.events.normal(
+                        crate::events::reference("Secret", namespace, name, uid),
+                        crate::events::COPIED,
+                        format!("copied pull secret {} into this namespace", source_ref(source)),
+                    );
+                }
                 return Ok(Some(Ensured::Created(name.to_string())));
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {}
@@ -162,20 +172,37 @@ impl Copies {
         }
 
         // The name exists: update it only if it is our copy of the same source.
+        Ok(self.update(namespace, name, source, hash, dry_run).await?.then(|| Ensured::Updated(name.to_string())))
+    }
+
+    /// Brings our copy `name` of `source` in `namespace` to the source's content; `false` when the
+    /// secret is not our copy of this source or has another type (a failed `test`): it is then
+    /// left untouched.
+    pub async fn update(
+        &self,
+        namespace: &str,
+        name: &str,
+        source: &Secret,
+        hash: &str,
+        dry_run: bool,
+    ) -> Result<bool, Error> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let source_ref = source_ref(source);
         let patch = json!([
             { "op": "test", "path": format!("/metadata/labels/{}", escape_pointer(MANAGED_BY_LABEL)), "value": MANAGED_BY_VALUE },
             { "op": "test", "path": format!("/metadata/annotations/{}", escape_pointer(SOURCE_ANNOTATION)), "value": source_ref },
             { "op": "add", "path": format!("/metadata/annotations/{}", escape_pointer(CONTENT_HASH_ANNOTATION)), "value": hash },
             { "op": "add", "path": format!("/metadata/annotations/{}", escape_pointer(SOURCE_UID_ANNOTATION)), "value": source.metadata.uid.as_deref().unwrap_or_default() },
-            { "op": "add", "path": "/data", "value": copy.data },
+            // A Secret's type is immutable: a copy of another type is replaced, not patched.
+            { "op": "test", "path": "/type", "value": source.type_ },
+            { "op": "add", "path": "/data", "value": source.data },
         ]);
         let patch: json_patch::Patch = serde_json::from_value(patch).expect("a valid JSON patch");
         let params = PatchParams { dry_run, field_manager: Some(crate::FIELD_MANAGER.into()), ..Default::default() };
         match api.patch(name, &params, &Patch::<()>::Json(patch)).await {
             Ok(_) => {
                 crate::metrics::copy_updated();
-                Ok(Some(Ensured::Updated(name.to_string())))
+                Ok(true)
             }
             // A failed `test`: the secret is the tenant's own (or another source's copy).
             Err(kube::Error::Api(status))
@@ -184,8 +211,33 @@ impl Copies {
                     || status.code == 500 && status.message.contains("test") =>
             {
                 crate::metrics::copy_conflict();
-                Ok(None)
+                Ok(false)
             }
+            Err(e) => Err(Error::Copy(e)),
+        }
+    }
+
+    /// Deletes our copy, only in the version that was read (uid and resourceVersion
+    /// preconditions): a copy changed in between is looked at again on the next pass.
+    pub async fn delete(&self, namespace: &str, name: &str, uid: &str, resource_version: &str) -> Result<(), Error> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: Some(resource_version.to_string()),
+            }),
+            ..Default::default()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => {
+                crate::metrics::copy_deleted();
+                self.ensured
+                    .lock()
+                    .expect("ensured map")
+                    .retain(|key, (copy, _, _)| !(copy == name && key.split('/').next() == Some(namespace)));
+                Ok(())
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(e) => Err(Error::Copy(e)),
         }
     }

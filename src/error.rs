@@ -27,6 +27,8 @@ pub enum Error {
     Copy(#[source] kube::Error),
     #[error("namespace {namespace} already has secrets named like the copy of {source_secret} that are not ours")]
     CopyNameTaken { namespace: String, source_secret: String },
+    #[error("reconciler request failed: {0}")]
+    Reconcile(#[source] kube::Error),
     #[error("no decision within the internal deadline of {0:?}")]
     Deadline(Duration),
     #[error("TLS material: {0}")]

@@ -114,12 +114,7 @@ pub async fn explain(client: kube::Client, target: &str) -> anyhow::Result<Repor
         kind,
         namespace: ns,
         name,
-        owner_references: meta
-            .owner_references
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| OwnerRef { api_version: r.api_version, kind: r.kind, name: r.name, uid: r.uid })
-            .collect(),
+        owner_references: meta.owner_references.unwrap_or_default().into_iter().map(OwnerRef::from).collect(),
         namespace_labels: namespace.as_ref().and_then(|n| n.metadata.labels.as_ref()).unwrap_or(&empty),
     };
     let resolution = chain::resolve(&index, &Owners::new(client.clone()), &subject).await?;

@@ -70,6 +70,8 @@ pub struct Index {
     scopes: HashMap<String, Scope>,
     /// (group, kind) → the CSVs that own the CRD.
     crd_owners: HashMap<(String, String), Vec<CrdOwner>>,
+    /// Operator namespace → the catalogs (with secrets) its installed CSVs came from.
+    operator_catalogs: HashMap<String, Vec<(String, String)>>,
     /// Fast path: namespaces reached by some operator whose catalog has secrets.
     reached: HashSet<String>,
     reaches_all: bool,
@@ -159,13 +161,22 @@ impl Index {
 
         // The fast path: every namespace some operator from a catalog with secrets reaches.
         for (ns, by_name) in &index.catalogs_by_csv {
-            let has_secrets = by_name.iter().any(|(csv, links)| {
-                lookup(&index.csvs, ns, csv).is_some()
-                    && links.iter().any(|l| lookup(&index.catalogs, &l.catalog_namespace, &l.catalog_name).is_some())
-            });
-            if !has_secrets {
+            let mut from: Vec<(String, String)> = Vec::new();
+            for (csv, links) in by_name {
+                if lookup(&index.csvs, ns, csv).is_none() {
+                    continue;
+                }
+                for l in links {
+                    let pair = (l.catalog_namespace.clone(), l.catalog_name.clone());
+                    if lookup(&index.catalogs, &pair.0, &pair.1).is_some() && !from.contains(&pair) {
+                        from.push(pair);
+                    }
+                }
+            }
+            if from.is_empty() {
                 continue;
             }
+            index.operator_catalogs.insert(ns.clone(), from);
             index.reached.insert(ns.clone());
             match index.scopes.get(ns) {
                 Some(Scope::All) => index.reaches_all = true,
@@ -203,6 +214,34 @@ impl Index {
                 Some(Scope::Namespaces(targets)) => targets.contains(namespace),
                 None => false,
             }
+    }
+
+    /// Whether `secret` of a catalog in `source_namespace` may be in `namespace`: some installed
+    /// operator from that catalog reaches the namespace and the catalog admits its labels. A copy
+    /// for which this turns false is cleaned up after the grace period.
+    pub fn offers(
+        &self,
+        namespace: &str,
+        namespace_labels: &BTreeMap<String, String>,
+        source_namespace: &str,
+        secret: &str,
+    ) -> bool {
+        self.operator_catalogs.iter().any(|(operator_ns, catalogs)| {
+            self.in_scope(operator_ns, namespace)
+                && catalogs.iter().any(|(catalog_ns, catalog_name)| {
+                    catalog_ns == source_namespace
+                        && self
+                            .catalog(catalog_ns, catalog_name)
+                            .is_some_and(|c| c.admits(namespace_labels) && c.secrets.iter().any(|s| s == secret))
+                })
+        })
+    }
+
+    /// Whether some catalog (with injection on) in `source_namespace` lists `secret`.
+    pub fn lists_secret(&self, source_namespace: &str, secret: &str) -> bool {
+        self.catalogs
+            .get(source_namespace)
+            .is_some_and(|by_name| by_name.values().any(|c| c.secrets.iter().any(|s| s == secret)))
     }
 
     /// The CSVs owning CRDs of this group and kind.
@@ -302,6 +341,21 @@ mod tests {
 
         let all = sample(json!([""]));
         assert!(all.reaches("anything") && all.in_scope("ops", "anything"));
+    }
+
+    #[test]
+    fn offers_follows_scope_catalog_and_secret_list() {
+        let index = sample(json!(["ops", "team"]));
+        let none = BTreeMap::new();
+        assert!(index.offers("team", &none, "openshift-marketplace", "creds"));
+        assert!(index.offers("ops", &none, "openshift-marketplace", "creds"));
+        assert!(!index.offers("elsewhere", &none, "openshift-marketplace", "creds"), "out of scope");
+        assert!(!index.offers("team", &none, "openshift-marketplace", "other"), "not in spec.secrets");
+        assert!(!index.offers("team", &none, "elsewhere", "creds"), "another catalog namespace");
+        assert!(
+            !index.offers("other", &none, "openshift-marketplace", "creds"),
+            "operator from a catalog without secrets"
+        );
     }
 
     #[test]

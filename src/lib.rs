@@ -5,6 +5,10 @@
 //! Data flow: HTTP in ([`handler`]) → review ([`review`]) → resolve the owner chain ([`chain`],
 //! over [`owners`] and the [`index`] built by [`caches`]) → ensure copies ([`copies`]) → build
 //! the patch ([`patch`]) → review out. [`admission`] ties one decision together.
+//!
+//! Beside it, the [`reconciler`] (on the replica holding the [`lease`]) keeps copies true,
+//! cleans up, backfills service accounts and reports pods admitted without their secrets; it
+//! shares the caches, owner lookups and copies with admission, and reports through [`events`].
 
 pub mod admin;
 pub mod admission;
@@ -15,14 +19,17 @@ pub mod cli;
 pub mod copies;
 pub mod dev;
 pub mod error;
+pub mod events;
 pub mod explain;
 pub mod handler;
 pub mod index;
+pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod olm;
 pub mod owners;
 pub mod patch;
+pub mod reconciler;
 pub mod review;
 pub mod server;
 pub mod tls;

@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -15,6 +16,11 @@ pub struct AdmissionLabels {
     pub decision: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: &'static str,
+}
+
 struct Metrics {
     registry: Registry,
     admissions: Family<AdmissionLabels, Counter>,
@@ -22,6 +28,10 @@ struct Metrics {
     copies_created: Counter,
     copies_updated: Counter,
     copies_conflicts: Counter,
+    copies_deleted: Counter,
+    reconcile_actions: Family<ActionLabels, Counter>,
+    reconcile_errors: Counter,
+    leader: Gauge,
     cache_hits: Counter,
     cache_misses: Counter,
 }
@@ -42,6 +52,23 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Copy names held by a secret that is not our copy of the source",
         copies_conflicts.clone(),
     );
+    let copies_deleted = Counter::default();
+    registry.register("copies_deleted", "Managed copies deleted after their grace period", copies_deleted.clone());
+    let reconcile_actions = Family::<ActionLabels, Counter>::default();
+    registry.register(
+        "reconcile_actions",
+        "Reconciler actions: copy_synced, copy_replaced, copy_removed, service_account_backfilled, \
+         service_account_entries_removed, pod_missing_pull_secret, pod_healed",
+        reconcile_actions.clone(),
+    );
+    let reconcile_errors = Counter::default();
+    registry.register(
+        "reconcile_errors",
+        "Reconciler actions that failed (retried on the next pass)",
+        reconcile_errors.clone(),
+    );
+    let leader = Gauge::default();
+    registry.register("leader", "1 while this replica holds the reconciler lease", leader.clone());
     let cache_hits = Counter::default();
     registry.register("owner_cache_hits", "Owner lookups answered from memory", cache_hits.clone());
     let cache_misses = Counter::default();
@@ -53,6 +80,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         copies_created,
         copies_updated,
         copies_conflicts,
+        copies_deleted,
+        reconcile_actions,
+        reconcile_errors,
+        leader,
         cache_hits,
         cache_misses,
     }
@@ -84,6 +115,18 @@ pub fn copy_updated() {
 }
 pub fn copy_conflict() {
     METRICS.copies_conflicts.inc();
+}
+pub fn copy_deleted() {
+    METRICS.copies_deleted.inc();
+}
+pub fn reconcile_action(action: &'static str) {
+    METRICS.reconcile_actions.get_or_create(&ActionLabels { action }).inc();
+}
+pub fn reconcile_error() {
+    METRICS.reconcile_errors.inc();
+}
+pub fn set_leader(leading: bool) {
+    METRICS.leader.set(i64::from(leading));
 }
 pub fn cache_hit() {
     METRICS.cache_hits.inc();

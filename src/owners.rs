@@ -27,6 +27,12 @@ pub struct OwnerRef {
     pub uid: String,
 }
 
+impl From<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> for OwnerRef {
+    fn from(r: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference) -> Self {
+        OwnerRef { api_version: r.api_version, kind: r.kind, name: r.name, uid: r.uid }
+    }
+}
+
 /// Workload kinds whose plural is known without discovery.
 pub fn builtin_plural(api_version: &str, kind: &str) -> Option<&'static str> {
     Some(match (api_version, kind) {
@@ -87,7 +93,7 @@ impl Owners {
                 .owner_references
                 .unwrap_or_default()
                 .into_iter()
-                .map(|r| OwnerRef { api_version: r.api_version, kind: r.kind, name: r.name, uid: r.uid })
+                .map(OwnerRef::from)
                 .collect(),
         });
         let mut cache = self.cache.lock().expect("owner cache");

@@ -78,6 +78,35 @@ pub fn build(
     Some(Addition { patch, added })
 }
 
+/// The JSON patch that takes `remove` out of a ServiceAccount's `imagePullSecrets` (whose names
+/// are `existing`), but only the names the `injected` annotation says we added, and drops them from
+/// the annotation. Every removal first `test`s the entry's name and the annotation's value, so a
+/// list that changed since it was read fails the patch instead of losing someone else's entry.
+pub fn removal(existing: &[&str], injected: &str, remove: &[&str]) -> Option<Vec<u8>> {
+    let recorded = split_names(injected);
+    let dropped: Vec<&str> = recorded.iter().copied().filter(|n| remove.contains(n)).collect();
+    if dropped.is_empty() {
+        return None;
+    }
+    let mut ops = Vec::new();
+    // From the end, so earlier indices stay valid.
+    for (i, name) in existing.iter().enumerate().rev() {
+        if dropped.contains(name) {
+            ops.push(json!({ "op": "test", "path": format!("/imagePullSecrets/{i}/name"), "value": name }));
+            ops.push(json!({ "op": "remove", "path": format!("/imagePullSecrets/{i}") }));
+        }
+    }
+    let annotation = format!("/metadata/annotations/{}", escape_pointer(INJECTED_ANNOTATION));
+    ops.push(json!({ "op": "test", "path": annotation, "value": injected }));
+    let left: Vec<&str> = recorded.into_iter().filter(|n| !dropped.contains(n)).collect();
+    ops.push(if left.is_empty() {
+        json!({ "op": "remove", "path": annotation })
+    } else {
+        json!({ "op": "replace", "path": annotation, "value": left.join(",") })
+    });
+    Some(serde_json::to_vec(&ops).expect("a patch serializes"))
+}
+
 /// The names in a comma-separated annotation value.
 pub fn split_names(value: &str) -> Vec<&str> {
     value.split(',').map(str::trim).filter(|n| !n.is_empty()).collect()
@@ -140,6 +169,40 @@ mod tests {
         assert_eq!(names(&sa["imagePullSecrets"]), ["x", "y"]);
         assert_eq!(sa["metadata"]["annotations"][INJECTED_ANNOTATION], "old,x,y");
         assert_eq!(sa["metadata"]["annotations"]["keep"], "1");
+    }
+
+    #[test]
+    fn removal_takes_out_only_what_we_recorded() {
+        let mut sa = json!({
+            "metadata": { "annotations": { "keep": "1", INJECTED_ANNOTATION: "ours,gone" } },
+            "imagePullSecrets": [{ "name": "own" }, { "name": "ours" }, { "name": "theirs" }, { "name": "ours" }]
+        });
+        let existing = ["own", "ours", "theirs", "ours"];
+        // "theirs" is not recorded as ours: never removed, whatever the caller asks.
+        let patch = removal(&existing, "ours,gone", &["ours", "theirs"]).unwrap();
+        apply(&mut sa, &patch);
+        assert_eq!(names(&sa["imagePullSecrets"]), ["own", "theirs"]);
+        assert_eq!(sa["metadata"]["annotations"][INJECTED_ANNOTATION], "gone");
+        assert_eq!(sa["metadata"]["annotations"]["keep"], "1");
+
+        let patch = removal(&["own", "theirs"], "gone", &["gone"]).unwrap();
+        apply(&mut sa, &patch);
+        assert_eq!(names(&sa["imagePullSecrets"]), ["own", "theirs"]);
+        assert!(sa["metadata"]["annotations"].get(INJECTED_ANNOTATION).is_none());
+
+        assert_eq!(removal(&["own"], "ours", &["own"]), None);
+    }
+
+    #[test]
+    fn removal_fails_when_the_list_changed_since_it_was_read() {
+        let mut sa = json!({
+            "metadata": { "annotations": { INJECTED_ANNOTATION: "ours" } },
+            "imagePullSecrets": [{ "name": "new-first" }, { "name": "ours" }]
+        });
+        let patch = removal(&["ours"], "ours", &["ours"]).unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+        assert!(json_patch::patch(&mut sa, &patch).is_err());
+        assert_eq!(names(&sa["imagePullSecrets"]), ["new-first", "ours"]);
     }
 
     #[test]

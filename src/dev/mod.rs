@@ -81,6 +81,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             on_copy_failure: crate::admission::OnCopyFailure::Deny,
             deadline: Duration::from_secs(3),
         },
+        reconciler: Default::default(),
     };
     let webhook = tokio::spawn(crate::cli::serve_with(client.clone(), serve));
     while tokio::net::TcpStream::connect(listen).await.is_err() {
