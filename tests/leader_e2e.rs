@@ -1,0 +1,99 @@
+//! End to end: two `serve` processes at once. Both answer admissions; only the Lease holder
+//! reconciles, so a rotation is done once, not twice; killing the holder hands the reconciler
+//! over within the lease duration.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::olm::*;
+use support::webhook::{self, WebhookProcess};
+use support::{ControlPlane, eventually};
+
+const LEASE_SECONDS: u64 = 4;
+
+fn count(process: &WebhookProcess, message: &str) -> usize {
+    process.logs().lines().filter(|l| l.contains(message)).count()
+}
+
+async fn holder(client: &kube::Client) -> Option<String> {
+    let leases = Api::<Lease>::namespaced(client.clone(), webhook::NAMESPACE);
+    leases.get_opt("olm-pullsecret-injector").await.unwrap()?.spec?.holder_identity
+}
+
+fn pid_of(identity: &str) -> u32 {
+    identity.rsplit('_').next().unwrap().parse().unwrap()
+}
+
+async fn rotate(client: &kube::Client, catalog: &Catalog, token: &str, tenants: &[String]) -> Secret {
+    let patch = json!({ "stringData": { ".dockerconfigjson": docker_config("registry.example", token) } });
+    let sources = Api::<Secret>::namespaced(client.clone(), &catalog.namespace);
+    let source = sources.patch("registry-creds", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    for tenant in tenants {
+        let copies = Api::<Secret>::namespaced(client.clone(), tenant);
+        eventually(&format!("the copy in {tenant} to carry {token}"), Duration::from_secs(20), || async {
+            (copies.get("registry-creds").await.ok()?.data == source.data).then_some(())
+        })
+        .await;
+    }
+    source
+}
+
+#[tokio::test]
+async fn one_replica_reconciles_and_a_killed_holder_hands_over_within_the_lease_duration() {
+    let cp = ControlPlane::shared();
+    let client = cp.admin().await;
+    webhook::grant_chart_rbac_with(&client, |_| {}).await;
+    let lease = format!("{LEASE_SECONDS}s");
+    let args = ["--drain-delay", "0s", "--lease-duration", &lease];
+    let replicas = [webhook::start(cp, "replica-a", &args), webhook::start(cp, "replica-b", &args)];
+    let first = eventually("one replica to hold the lease", Duration::from_secs(20), || holder(&client)).await;
+    let (leader, standby) =
+        if pid_of(&first) == replicas[0].pid() { (&replicas[0], &replicas[1]) } else { (&replicas[1], &replicas[0]) };
+    assert_eq!(pid_of(&first), leader.pid());
+    assert_eq!(count(leader, "acquired the lease"), 1);
+    assert_eq!(count(standby, "acquired the lease"), 0);
+
+    // Admissions go to the standby: both replicas serve the webhook.
+    webhook::register_with(&client, standby, "Fail").await;
+    let (catalog, _, tenants) = private_operator(&client, &["lead", "lead"]).await;
+    for tenant in &tenants {
+        let owner = create_operand(&client, WIDGET, tenant, "prod").await;
+        let pod = bare_pod(json!({ "name": "app", "ownerReferences": [owner] }));
+        let created =
+            Api::<Pod>::namespaced(client.clone(), tenant).create(&PostParams::default(), &pod).await.unwrap();
+        assert_eq!(pull_secret_names(&created), ["registry-creds"]);
+    }
+
+    // A rotation is carried out by the leader alone, once per copy.
+    rotate(&client, &catalog, "token-2", &tenants).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(leader, "copy updated from its source"), tenants.len());
+    assert_eq!(count(standby, "copy updated from its source"), 0);
+    for process in &replicas {
+        assert_eq!(count(process, "could not update a copy"), 0, "no conflicts:\n{}", process.logs());
+        assert_eq!(count(process, "lost the lease"), 0);
+    }
+
+    // The holder dies without releasing the lease: the standby takes over once it expires.
+    leader.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    let standby_identity =
+        eventually("the standby to take the lease", Duration::from_secs(3 * LEASE_SECONDS), || async {
+            holder(&client).await.filter(|h| pid_of(h) == standby.pid())
+        })
+        .await;
+    let handover = killed.elapsed();
+    println!("handover after SIGKILL of the holder: {handover:?} (lease duration {LEASE_SECONDS}s)");
+    // The standby looks again the moment the lease expires; allow for that one request.
+    assert!(handover <= Duration::from_secs(LEASE_SECONDS) + Duration::from_millis(500), "handover took {handover:?}");
+    assert!(!standby_identity.is_empty());
+
+    // ... and reconciles from then on.
+    rotate(&client, &catalog, "token-3", &tenants).await;
+    assert_eq!(count(standby, "copy updated from its source"), tenants.len());
+}

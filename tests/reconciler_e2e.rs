@@ -1,0 +1,244 @@
+//! End to end: the reconciler inside `serve` keeps the copies true after admission. Rotation,
+//! clean-up after a (short, for the test) grace period, and backfill of service accounts, against
+//! the real control plane, with the webhook running as the chart's service account.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::olm::*;
+use support::webhook::{self, WebhookProcess};
+use support::{ControlPlane, create_namespace, eventually, unique_name};
+
+const GRACE: &str = "3s";
+
+static WEBHOOK: tokio::sync::OnceCell<WebhookProcess> = tokio::sync::OnceCell::const_new();
+
+async fn setup() -> (kube::Client, &'static WebhookProcess) {
+    let cp = ControlPlane::shared();
+    let webhook = WEBHOOK
+        .get_or_init(|| async {
+            let admin = cp.admin().await;
+            webhook::grant_chart_rbac_with(&admin, |_| {}).await;
+            let process = webhook::start(cp, "reconciler", &["--drain-delay", "0s", "--cleanup-grace", GRACE]);
+            webhook::register_with(&admin, &process, "Fail").await;
+            process
+        })
+        .await;
+    (cp.admin().await, webhook)
+}
+
+async fn secret_opt(client: &kube::Client, ns: &str, name: &str) -> Option<Secret> {
+    Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await.unwrap()
+}
+
+async fn service_account(client: &kube::Client, ns: &str, name: &str) -> ServiceAccount {
+    Api::<ServiceAccount>::namespaced(client.clone(), ns).get(name).await.unwrap()
+}
+
+fn sa_pull_secrets(sa: &ServiceAccount) -> Vec<String> {
+    sa.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect()
+}
+
+fn injected(sa: &ServiceAccount) -> Option<String> {
+    sa.metadata.annotations.as_ref()?.get("pullsecret-injector.io/injected").cloned()
+}
+
+/// A ServiceAccount owned by an operand custom resource, created through the webhook.
+async fn operand_service_account(client: &kube::Client, ns: &str, name: &str, owner: &serde_json::Value) {
+    let sa: ServiceAccount = serde_json::from_value(json!({
+        "metadata": { "name": name, "ownerReferences": [owner] },
+        "imagePullSecrets": [{ "name": "tenant-own-entry" }]
+    }))
+    .unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), ns).create(&PostParams::default(), &sa).await.unwrap();
+}
+
+/// Events the webhook published about an object.
+async fn events_for(client: &kube::Client, ns: &str, name: &str, reason: &str) -> Vec<Event> {
+    let list = Api::<Event>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+fn catalog_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "CatalogSource"))
+}
+
+#[tokio::test]
+async fn a_rotated_source_reaches_every_copy() {
+    let (client, _) = setup().await;
+    let (catalog, _, tenants) = private_operator(&client, &["rot", "rot", "rot"]).await;
+    for tenant in &tenants {
+        let owner = create_operand(&client, WIDGET, tenant, "prod").await;
+        let pod = bare_pod(json!({ "name": "app", "ownerReferences": [owner] }));
+        let created =
+            Api::<Pod>::namespaced(client.clone(), tenant).create(&PostParams::default(), &pod).await.unwrap();
+        assert_eq!(pull_secret_names(&created), ["registry-creds"]);
+    }
+
+    let rotated = docker_config("registry.example", "token-2");
+    let sources = Api::<Secret>::namespaced(client.clone(), &catalog.namespace);
+    let started = Instant::now();
+    let patch = json!({ "stringData": { ".dockerconfigjson": rotated } });
+    let source = sources.patch("registry-creds", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    assert_ne!(source.data, catalog.source.data);
+
+    for tenant in &tenants {
+        eventually(&format!("the copy in {tenant} to be rotated"), Duration::from_secs(10), || async {
+            let copy = secret_opt(&client, tenant, "registry-creds").await?;
+            (copy.data == source.data).then_some(())
+        })
+        .await;
+    }
+    println!("rotation reached {} copies in {:?}", tenants.len(), started.elapsed());
+
+    let copy = secret_opt(&client, &tenants[0], "registry-creds").await.unwrap();
+    let hash = copy.metadata.annotations.unwrap()["pullsecret-injector.io/content-hash"].clone();
+    assert_eq!(hash, olm_pullsecret_injector::copies::content_hash(&source));
+    eventually("a PullSecretSynced event on the copy", Duration::from_secs(10), || async {
+        (!events_for(&client, &tenants[0], "registry-creds", "PullSecretSynced").await.is_empty()).then_some(())
+    })
+    .await;
+}
+
+/// A tenant with copies of `registry-creds` and `second-creds`, made for a service account owned
+/// by an operand; the tenant also has a secret and an SA entry of its own.
+struct Tenant {
+    catalog: Catalog,
+    operator: Operator,
+    ns: String,
+    owner: serde_json::Value,
+}
+
+async fn tenant_with_two_copies(client: &kube::Client) -> Tenant {
+    let catalog_ns = unique_name("catalogs");
+    create_namespace(client, &catalog_ns).await;
+    create_pull_secret(client, &catalog_ns, "second-creds", "second-1").await;
+    let catalog = catalog_in(client, &catalog_ns, &["second-creds"]).await;
+    let operator_ns = unique_name("operator");
+    let ns = unique_name("tenant");
+    create_namespace(client, &operator_ns).await;
+    create_namespace(client, &ns).await;
+    let operator = install_operator(client, &catalog, &operator_ns, &[&operator_ns, &ns]).await;
+    create_secret(client, &ns, "tenant-own", "Opaque", json!({ "k": "v" })).await;
+    let owner = create_operand(client, WIDGET, &ns, "prod").await;
+    operand_service_account(client, &ns, "app", &owner).await;
+    let sa = service_account(client, &ns, "app").await;
+    assert_eq!(sa_pull_secrets(&sa), ["tenant-own-entry", "registry-creds", "second-creds"]);
+    assert_eq!(injected(&sa).as_deref(), Some("registry-creds,second-creds"));
+    Tenant { catalog, operator, ns, owner }
+}
+
+/// Waits until the copy is gone, and checks that what is not ours stayed.
+async fn wait_removed(client: &kube::Client, ns: &str, copy: &str) {
+    eventually(&format!("the copy {ns}/{copy} to be removed"), Duration::from_secs(40), || async {
+        secret_opt(client, ns, copy).await.is_none().then_some(())
+    })
+    .await;
+    assert!(secret_opt(client, ns, "tenant-own").await.is_some(), "an unrelated secret is never touched");
+    let sa = service_account(client, ns, "app").await;
+    assert!(!sa_pull_secrets(&sa).contains(&copy.to_string()), "the SA entry goes with the copy");
+    assert_eq!(sa_pull_secrets(&sa)[0], "tenant-own-entry", "an entry we did not add stays");
+}
+
+#[tokio::test]
+async fn a_secret_removed_from_the_catalog_is_cleaned_up_and_other_entries_stay() {
+    let (client, _) = setup().await;
+    let t = tenant_with_two_copies(&client).await;
+
+    let patch = json!({ "spec": { "secrets": ["registry-creds"] } });
+    catalog_api(&client, &t.catalog.namespace)
+        .patch("private", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_removed(&client, &t.ns, "second-creds").await;
+
+    let sa = service_account(&client, &t.ns, "app").await;
+    assert_eq!(sa_pull_secrets(&sa), ["tenant-own-entry", "registry-creds"]);
+    assert_eq!(injected(&sa).as_deref(), Some("registry-creds"));
+    assert!(secret_opt(&client, &t.ns, "registry-creds").await.is_some(), "a copy still offered stays");
+    assert!(!events_for(&client, &t.ns, "app", "PullSecretRemoved").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_deleted_catalog_source_takes_its_copies_away() {
+    let (client, _) = setup().await;
+    let t = tenant_with_two_copies(&client).await;
+
+    catalog_api(&client, &t.catalog.namespace).delete("private", &DeleteParams::default()).await.unwrap();
+    wait_removed(&client, &t.ns, "registry-creds").await;
+    wait_removed(&client, &t.ns, "second-creds").await;
+    let sa = service_account(&client, &t.ns, "app").await;
+    assert_eq!(sa_pull_secrets(&sa), ["tenant-own-entry"]);
+    assert_eq!(injected(&sa), None);
+}
+
+#[tokio::test]
+async fn a_deleted_subscription_takes_copies_away_once_no_live_pod_names_them() {
+    let (client, webhook) = setup().await;
+    let t = tenant_with_two_copies(&client).await;
+    let pod = bare_pod(json!({ "name": "still-running", "ownerReferences": [t.owner] }));
+    let pods = Api::<Pod>::namespaced(client.clone(), &t.ns);
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+    assert_eq!(pull_secret_names(&created), ["registry-creds", "second-creds"]);
+
+    let subscriptions: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &t.operator.namespace, &olm_resource("v1alpha1", "Subscription"));
+    subscriptions.delete("widget-operator", &DeleteParams::default()).await.unwrap();
+
+    // Past the grace period the reconciler sees the live Pod and keeps the copies.
+    let kept = format!("\"namespace\":\"{}\"", t.ns);
+    eventually("the reconciler to keep a copy a live Pod names", Duration::from_secs(40), || async {
+        webhook
+            .logs()
+            .lines()
+            .any(|l| l.contains("copy kept: a live Pod still names it") && l.contains(&kept))
+            .then_some(())
+    })
+    .await;
+    assert!(secret_opt(&client, &t.ns, "registry-creds").await.is_some());
+    assert!(secret_opt(&client, &t.ns, "second-creds").await.is_some());
+
+    pods.delete("still-running", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    wait_removed(&client, &t.ns, "registry-creds").await;
+    wait_removed(&client, &t.ns, "second-creds").await;
+}
+
+#[tokio::test]
+async fn a_service_account_created_before_its_operator_is_backfilled() {
+    let (client, _) = setup().await;
+    let catalog = private_catalog(&client, &[]).await;
+    let ns = unique_name("early");
+    create_namespace(&client, &ns).await;
+    // Named by the CSV's install strategy, but created before the operator was installed: the
+    // webhook had no reason to touch it then.
+    let sa: ServiceAccount = serde_json::from_value(json!({
+        "metadata": { "name": "widget-runner" }, "imagePullSecrets": [{ "name": "tenant-own-entry" }]
+    }))
+    .unwrap();
+    let sas = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
+    sas.create(&PostParams::default(), &sa).await.unwrap();
+    assert_eq!(sa_pull_secrets(&service_account(&client, &ns, "widget-runner").await), ["tenant-own-entry"]);
+
+    install_operator(&client, &catalog, &ns, &[&ns]).await;
+    eventually("the reconciler to backfill the service account", Duration::from_secs(20), || async {
+        let sa = service_account(&client, &ns, "widget-runner").await;
+        (sa_pull_secrets(&sa) == ["tenant-own-entry", "registry-creds"]).then_some(sa)
+    })
+    .await;
+    let sa = service_account(&client, &ns, "widget-runner").await;
+    assert_eq!(injected(&sa).as_deref(), Some("registry-creds"));
+    assert!(secret_opt(&client, &ns, "registry-creds").await.is_some());
+    eventually("a PullSecretSynced event on the service account", Duration::from_secs(10), || async {
+        (!events_for(&client, &ns, "widget-runner", "PullSecretSynced").await.is_empty()).then_some(())
+    })
+    .await;
+}
