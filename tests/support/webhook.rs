@@ -130,8 +130,11 @@ impl WebhookProcess {
         std::fs::read_to_string(self.dir.join("webhook.log")).unwrap_or_default()
     }
 
-    /// The decision log lines for one namespace.
+    /// The decision log lines for one namespace. The webhook writes its log lines in batches
+    /// every 50 ms: this waits a few batches first, so that the line of a request that was just
+    /// answered is there.
     pub fn decisions(&self, namespace: &str) -> Vec<serde_json::Value> {
+        std::thread::sleep(Duration::from_millis(250));
         self.logs()
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
