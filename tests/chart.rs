@@ -480,3 +480,33 @@ async fn cert_manager_render_is_accepted_by_the_api_server() {
 async fn openshift_render_is_accepted_by_the_api_server() {
     apply_render("openshift").await;
 }
+
+/// `helm upgrade` in self-signed mode keeps the pair the install generated: with the Secret in
+/// the cluster, a render that can look it up (`--dry-run=server`) reuses it and its CA.
+#[tokio::test]
+async fn self_signed_pair_is_kept_when_the_secret_exists() {
+    let cp = ControlPlane::shared();
+    let client = cp.admin().await;
+    let helm = Helm::shared();
+    let ns = unique_name("chart-upgrade");
+    create_namespace_if_missing(&client, &ns).await;
+    let name = "psi-olm-pullsecret-injector";
+    let secret_of = |objects: &[Value]| find(objects, "Secret", &format!("{name}-tls")).clone();
+    let ca_bundles = |objects: &[Value]| -> Vec<Value> {
+        let config = find(objects, "MutatingWebhookConfiguration", name);
+        config["webhooks"].as_array().unwrap().iter().map(|h| h["clientConfig"]["caBundle"].clone()).collect()
+    };
+
+    // Nothing in the cluster yet: a fresh pair, different on every render.
+    let first = helm.template_against_cluster(&cp.kubeconfig(), "psi", &ns, &json!({}));
+    let installed = secret_of(&first);
+    let again = helm.template("psi", &ns, &json!({}));
+    assert!(secret_of(&again)["data"] != installed["data"], "an offline render generates a new pair");
+
+    // Installed: every later render keeps the Secret's pair and CA.
+    helm::apply(&client, &installed, false).await.unwrap();
+    let upgraded = helm.template_against_cluster(&cp.kubeconfig(), "psi", &ns, &json!({ "replicas": 3 }));
+    assert!(secret_of(&upgraded)["data"] == installed["data"], "the pair is kept");
+    assert_eq!(ca_bundles(&upgraded), vec![installed["data"]["ca.crt"].clone(); 2], "the caBundle is the kept CA");
+    assert_eq!(find(&upgraded, "Deployment", name)["spec"]["replicas"], 3);
+}

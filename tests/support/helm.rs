@@ -62,26 +62,39 @@ impl Helm {
         kube_version: &str,
     ) -> Result<Vec<Value>, String> {
         let values_file = write_values(values);
-        let output = self.run(&[
+        let values_path = values_file.path().to_string_lossy().into_owned();
+        let chart = chart_dir().to_string_lossy().into_owned();
+        let args = ["template", release, &chart, "--namespace", namespace, "--kube-version", kube_version];
+        parse_documents(&self.run(&[&args[..], &["--values", &values_path]].concat())?)
+    }
+
+    /// `helm template --dry-run=server` against the cluster of `kubeconfig`: the chart's
+    /// `lookup` calls see what exists there (as in `helm upgrade`), nothing is written.
+    pub fn template_against_cluster(
+        &self,
+        kubeconfig: &Path,
+        release: &str,
+        namespace: &str,
+        values: &Value,
+    ) -> Vec<Value> {
+        let values_file = write_values(values);
+        let values_path = values_file.path().to_string_lossy().into_owned();
+        let chart = chart_dir().to_string_lossy().into_owned();
+        let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+        let args = [
             "template",
             release,
-            &chart_dir().to_string_lossy(),
+            &chart,
             "--namespace",
             namespace,
+            "--dry-run=server",
             "--kube-version",
-            kube_version,
-            "--values",
-            &values_file.path().to_string_lossy(),
-        ])?;
-        let mut objects = Vec::new();
-        for document in serde_yaml::Deserializer::from_str(&output) {
-            let value = <Value as serde::Deserialize>::deserialize(document)
-                .map_err(|e| format!("helm rendered invalid YAML: {e}\n{output}"))?;
-            if !value.is_null() {
-                objects.push(value);
-            }
-        }
-        Ok(objects)
+            &self.kube_version,
+            "--kubeconfig",
+            &kubeconfig,
+        ];
+        let output = self.run(&[&args[..], &["--values", &values_path]].concat()).unwrap_or_else(|e| panic!("{e}"));
+        parse_documents(&output).unwrap()
     }
 
     /// `helm lint --strict` of the chart with `values`; `Ok` carries helm's report.
@@ -116,6 +129,18 @@ impl Helm {
             Err(format!("helm {} ({}):\n{stdout}{}", args[0], output.status, String::from_utf8_lossy(&output.stderr)))
         }
     }
+}
+
+fn parse_documents(output: &str) -> Result<Vec<Value>, String> {
+    let mut objects = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(output) {
+        let value = <Value as serde::Deserialize>::deserialize(document)
+            .map_err(|e| format!("helm rendered invalid YAML: {e}\n{output}"))?;
+        if !value.is_null() {
+            objects.push(value);
+        }
+    }
+    Ok(objects)
 }
 
 fn write_values(values: &Value) -> tempfile::NamedTempFile {
