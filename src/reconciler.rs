@@ -259,6 +259,11 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Our copies in one namespace (a pass reads the store once per Pod that needs secrets).
+    fn copies_in(&self, ns: &str) -> Vec<Arc<PartialObjectMeta<Secret>>> {
+        self.managed.state().into_iter().filter(|c| c.namespace().as_deref() == Some(ns)).collect()
+    }
+
     fn live_pod_naming(&self, ns: &str, secret: &str) -> Option<String> {
         self.pods
             .state()
@@ -439,6 +444,8 @@ impl Reconciler {
         let name = pod.name_any();
         let sources = self.needed(index, "Pod", ns, &name, pod.owner_references()).await?;
         let listed = pull_secret_names(pod);
+        let copies_here: Vec<Arc<PartialObjectMeta<Secret>>> =
+            if sources.is_empty() { Vec::new() } else { self.copies_in(ns) };
         let missing: Vec<String> = sources
             .iter()
             .filter(|source| {
@@ -447,9 +454,8 @@ impl Reconciler {
                     return !listed.contains(&source_name.as_str());
                 }
                 let source_ref = format!("{source_ns}/{source_name}");
-                !self.managed.state().iter().any(|copy| {
-                    copy.namespace().as_deref() == Some(ns)
-                        && copy.annotations().get(SOURCE_ANNOTATION) == Some(&source_ref)
+                !copies_here.iter().any(|copy| {
+                    copy.annotations().get(SOURCE_ANNOTATION) == Some(&source_ref)
                         && listed.contains(&copy.name_any().as_str())
                 })
             })

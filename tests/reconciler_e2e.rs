@@ -103,10 +103,12 @@ async fn a_rotated_source_reaches_every_copy() {
     let copy = secret_opt(&client, &tenants[0], "registry-creds").await.unwrap();
     let hash = copy.metadata.annotations.unwrap()["pullsecret-injector.io/content-hash"].clone();
     assert_eq!(hash, olm_pullsecret_injector::copies::content_hash(&source));
-    eventually("a PullSecretSynced event on the copy", Duration::from_secs(10), || async {
-        (!events_for(&client, &tenants[0], "registry-creds", "PullSecretSynced").await.is_empty()).then_some(())
-    })
-    .await;
+    for reason in ["PullSecretCopied", "PullSecretSynced"] {
+        eventually(&format!("a {reason} event on the copy"), Duration::from_secs(10), || async {
+            (!events_for(&client, &tenants[0], "registry-creds", reason).await.is_empty()).then_some(())
+        })
+        .await;
+    }
 }
 
 /// A tenant with copies of `registry-creds` and `second-creds`, made for a service account owned
