@@ -58,7 +58,8 @@ pub async fn run(
                     last_renewed = None;
                     leading.send_replace(false);
                 }
-                Duration::from_millis(500).min(retry)
+                // A holder retries soon, to renew before its deadline; a candidate at its pace.
+                if last_renewed.is_some() { Duration::from_millis(500).min(retry) } else { retry }
             }
         };
         tokio::select! {

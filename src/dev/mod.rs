@@ -83,6 +83,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         },
         reconciler: Default::default(),
     };
+    // The webhook's own namespace holds the reconciler's Lease.
+    let own = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": OWN_NAMESPACE } });
+    apply(&client, "", "v1", "Namespace", "namespaces", own).await?;
     let webhook = tokio::spawn(crate::cli::serve_with(client.clone(), serve));
     while tokio::net::TcpStream::connect(listen).await.is_err() {
         anyhow::ensure!(!webhook.is_finished(), "the webhook stopped during start-up");
