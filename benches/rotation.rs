@@ -14,7 +14,6 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
-use olm_pullsecret_injector::cli::{AdminArgs, ServeArgs, ServerArgs, WebhookArgs};
 use serde_json::json;
 use support::olm::*;
 use support::{ControlPlane, create_namespace, unique_name};
@@ -81,25 +80,8 @@ async fn run(dir: &std::path::Path, copies: usize) -> anyhow::Result<()> {
     sources.patch("registry-creds", &PatchParams::default(), &Patch::Merge(&patch)).await?;
 
     // The webhook (with its reconciler) in this process, as the lease holder.
-    let listen = free_addr();
-    let args = ServeArgs {
-        server: ServerArgs {
-            listen,
-            tls_cert_file: write_certs(dir)?.join("tls.crt"),
-            tls_key_file: dir.join("tls.key"),
-            drain_delay: Duration::ZERO,
-        },
-        admin: AdminArgs { admin_listen: free_addr() },
-        webhook: WebhookArgs {
-            namespace: "olm-pullsecret-injector".into(),
-            exclude_namespace: vec![],
-            on_copy_failure: olm_pullsecret_injector::admission::OnCopyFailure::Deny,
-            deadline: Duration::from_secs(3),
-        },
-        reconciler: Default::default(),
-    };
-    create_namespace(&client, "olm-pullsecret-injector").await;
-    tokio::spawn(olm_pullsecret_injector::cli::serve_with(client.clone(), args));
+    write_certs(dir)?;
+    support::in_process::serve(client.clone(), dir).await;
     // Settled: the lease is held and every copy already matches its source.
     wait_for(|| synced() > 0.0 || leader(), Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -183,12 +165,7 @@ async fn wait_for(mut done: impl FnMut() -> bool, timeout: Duration) -> anyhow::
     Ok(())
 }
 
-fn write_certs(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+fn write_certs(dir: &std::path::Path) -> anyhow::Result<()> {
     let certs = olm_pullsecret_injector::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
-    olm_pullsecret_injector::certs::write(dir, &certs)?;
-    Ok(dir.to_path_buf())
-}
-
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    Ok(olm_pullsecret_injector::certs::write(dir, &certs)?)
 }

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use k8s_openapi::api::core::v1::Pod;
-use olm_pullsecret_injector::cli::{AdminArgs, ServeArgs, ServerArgs, WebhookArgs};
 use serde_json::{Value, json};
 use support::olm::*;
 use support::{ControlPlane, create_namespace, unique_name};
@@ -79,27 +78,7 @@ async fn start_webhook(dir: &std::path::Path) -> anyhow::Result<(Vec<u8>, std::n
     let ns = unique_name("bench");
     create_namespace(&client, &ns).await;
 
-    let listen = free_addr();
-    let args = ServeArgs {
-        server: ServerArgs {
-            listen,
-            tls_cert_file: dir.join("tls.crt"),
-            tls_key_file: dir.join("tls.key"),
-            drain_delay: Duration::ZERO,
-        },
-        admin: AdminArgs { admin_listen: free_addr() },
-        webhook: WebhookArgs {
-            namespace: "olm-pullsecret-injector".into(),
-            exclude_namespace: vec![],
-            on_copy_failure: olm_pullsecret_injector::admission::OnCopyFailure::Deny,
-            deadline: Duration::from_secs(3),
-        },
-        reconciler: Default::default(),
-    };
-    tokio::spawn(olm_pullsecret_injector::cli::serve_with(client.clone(), args));
-    while tokio::net::TcpStream::connect(listen).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let listen = support::in_process::serve(client.clone(), dir).await;
 
     // OLM's objects, then a real Pod of the operator (created without any webhook registered).
     create_operator_group(&client, &ns, &[&ns]).await;
@@ -150,7 +129,7 @@ async fn start_noop(dir: &std::path::Path) -> anyhow::Result<std::net::SocketAdd
     const ALLOWED: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"00000000-0000-0000-0000-000000000000","allowed":true}}"#;
     let tls = olm_pullsecret_injector::tls::CertReloader::load(dir.join("tls.crt"), dir.join("tls.key"))?;
     let app = axum::Router::new().route("/mutate", axum::routing::post(|_body: Bytes| async { ALLOWED }));
-    let listen = free_addr();
+    let listen = support::in_process::free_addr();
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tokio::spawn(olm_pullsecret_injector::server::serve_tls(
         listener,
@@ -159,10 +138,6 @@ async fn start_noop(dir: &std::path::Path) -> anyhow::Result<std::net::SocketAdd
         std::future::pending(),
     ));
     Ok(listen)
-}
-
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;

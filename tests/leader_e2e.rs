@@ -7,8 +7,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use support::olm::*;
 use support::webhook::{self, WebhookProcess};
@@ -61,13 +61,7 @@ async fn one_replica_reconciles_and_a_killed_holder_hands_over_within_the_lease_
     // Admissions go to the standby: both replicas serve the webhook.
     webhook::register_with(&client, standby, "Fail").await;
     let (catalog, _, tenants) = private_operator(&client, &["lead", "lead"]).await;
-    for tenant in &tenants {
-        let owner = create_operand(&client, WIDGET, tenant, "prod").await;
-        let pod = bare_pod(json!({ "name": "app", "ownerReferences": [owner] }));
-        let created =
-            Api::<Pod>::namespaced(client.clone(), tenant).create(&PostParams::default(), &pod).await.unwrap();
-        assert_eq!(pull_secret_names(&created), ["registry-creds"]);
-    }
+    operand_pods_with_copies(&client, &tenants).await;
 
     // A rotation is carried out by the leader alone, once per copy.
     rotate(&client, &catalog, "token-2", &tenants).await;

@@ -76,13 +76,7 @@ fn catalog_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
 async fn a_rotated_source_reaches_every_copy() {
     let (client, _) = setup().await;
     let (catalog, _, tenants) = private_operator(&client, &["rot", "rot", "rot"]).await;
-    for tenant in &tenants {
-        let owner = create_operand(&client, WIDGET, tenant, "prod").await;
-        let pod = bare_pod(json!({ "name": "app", "ownerReferences": [owner] }));
-        let created =
-            Api::<Pod>::namespaced(client.clone(), tenant).create(&PostParams::default(), &pod).await.unwrap();
-        assert_eq!(pull_secret_names(&created), ["registry-creds"]);
-    }
+    operand_pods_with_copies(&client, &tenants).await;
 
     let rotated = docker_config("registry.example", "token-2");
     let sources = Api::<Secret>::namespaced(client.clone(), &catalog.namespace);

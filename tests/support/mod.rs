@@ -4,6 +4,7 @@
 
 pub mod controlplane;
 pub mod helm;
+pub mod in_process;
 pub mod olm;
 pub mod webhook;
 

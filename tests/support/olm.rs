@@ -323,3 +323,15 @@ pub fn bare_pod(metadata: Value) -> Pod {
         "spec": { "containers": [{ "name": "c", "image": "registry.example/x:1" }] } }))
     .unwrap()
 }
+
+/// In each tenant, an operand custom resource and a Pod it owns, admitted with the catalog's
+/// secret (so each tenant holds our copy).
+pub async fn operand_pods_with_copies(client: &kube::Client, tenants: &[String]) {
+    for tenant in tenants {
+        let owner = create_operand(client, WIDGET, tenant, "prod").await;
+        let pod = bare_pod(json!({ "name": "app", "ownerReferences": [owner] }));
+        let created =
+            Api::<Pod>::namespaced(client.clone(), tenant).create(&PostParams::default(), &pod).await.unwrap();
+        assert_eq!(pull_secret_names(&created), ["registry-creds"]);
+    }
+}
