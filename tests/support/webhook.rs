@@ -125,16 +125,16 @@ impl WebhookProcess {
             .await
     }
 
-    /// Everything the webhook logged so far (JSON lines).
+    /// Everything the webhook logged so far (JSON lines). The webhook writes its log lines in
+    /// batches every 50 ms: this waits a few batches first, so that the line of what just
+    /// happened (a decision, a reconciler action) is there.
     pub fn logs(&self) -> String {
+        std::thread::sleep(Duration::from_millis(250));
         std::fs::read_to_string(self.dir.join("webhook.log")).unwrap_or_default()
     }
 
-    /// The decision log lines for one namespace. The webhook writes its log lines in batches
-    /// every 50 ms: this waits a few batches first, so that the line of a request that was just
-    /// answered is there.
+    /// The decision log lines for one namespace (see `logs`).
     pub fn decisions(&self, namespace: &str) -> Vec<serde_json::Value> {
-        std::thread::sleep(Duration::from_millis(250));
         self.logs()
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
