@@ -79,14 +79,15 @@ fn build() -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&out_dir)?;
     let binary = out_dir.join("controlplane");
     let stamp = out_dir.join("controlplane.sources-sha256");
-    let digest = sources_digest()?;
+    let ldflags = version_ldflags()?;
+    let digest = sources_digest(&ldflags)?;
     if binary.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&digest) {
         return Ok(binary);
     }
     let started = Instant::now();
     eprintln!("building the control plane from tests/controlplane (the first build takes several minutes)");
     let status = Command::new("go")
-        .args(["build", "-buildvcs=false", "-o"])
+        .args(["build", "-buildvcs=false", "-ldflags", &ldflags, "-o"])
         .arg(&binary)
         .arg(".")
         .current_dir(source_dir())
@@ -100,7 +101,23 @@ fn build() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-fn sources_digest() -> anyhow::Result<String> {
+/// Stamps the Kubernetes version of go.mod into the binaries, as a release build does: without
+/// it the API server reports `v0.0.0-master`, which tools that check versions (Helm's
+/// `kubeVersion`) refuse.
+fn version_ldflags() -> anyhow::Result<String> {
+    let go_mod = std::fs::read_to_string(source_dir().join("go.mod"))?;
+    let version = go_mod
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("k8s.io/kubernetes v"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("tests/controlplane/go.mod requires no k8s.io/kubernetes version")?;
+    let mut parts = version.split('.');
+    let (major, minor) = (parts.next().unwrap_or("1"), parts.next().unwrap_or("0"));
+    let var = |name: &str, value: &str| format!("-X k8s.io/component-base/version.{name}={value}");
+    Ok([var("gitVersion", &format!("v{version}")), var("gitMajor", major), var("gitMinor", minor)].join(" "))
+}
+
+fn sources_digest(ldflags: &str) -> anyhow::Result<String> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(source_dir())? {
         let path = entry?.path();
@@ -111,6 +128,7 @@ fn sources_digest() -> anyhow::Result<String> {
     }
     files.sort();
     let mut hash = Sha256::new();
+    hash.update(ldflags.as_bytes());
     for file in files {
         hash.update(file.file_name().unwrap_or_default().as_encoded_bytes());
         hash.update(std::fs::read(&file)?);
