@@ -75,7 +75,7 @@ pub struct Webhook {
 struct Decision {
     decision: &'static str,
     reason: String,
-    patch: Option<Vec<u8>>,
+    patch: Option<Arc<patch::Addition>>,
     deny: Option<String>,
     needs: Option<Arc<Needs>>,
     /// The namespace is reached by some operator from a catalog with secrets.
@@ -93,6 +93,8 @@ struct Needs {
     warnings: Vec<String>,
     /// Why nothing is needed, when nothing is.
     none_reason: Option<String>,
+    /// The patch for a Pod without `imagePullSecrets` (the usual case), built once.
+    pod_patch: std::sync::OnceLock<Option<Arc<patch::Addition>>>,
 }
 
 /// A remembered answer is trusted this long even when nothing it depends on changed, so that a
@@ -139,18 +141,12 @@ impl Webhook {
     pub async fn review(&self, body: &[u8]) -> Result<Vec<u8>, ReviewError> {
         let started = Instant::now();
         let req = review::parse(body)?;
-        let d = match tokio::time::timeout(self.settings.deadline, self.decide(&req)).await {
-            Ok(d) => d,
-            Err(_) => self.failed(
-                &req,
-                Error::Deadline(self.settings.deadline),
-                Decision { relevant: true, ..Default::default() },
-            ),
-        };
+        let d = self.decide(&req).await;
         let verdict = match &d.deny {
             Some(message) => Verdict::Deny { code: 503, message },
             None => {
-                Verdict::Allow { patch: d.patch.as_deref(), warnings: d.needs.as_ref().map_or(&[], |n| &n.warnings) }
+                let patch = d.patch.as_ref().map(|a| a.patch.as_slice());
+                Verdict::Allow { patch, warnings: d.needs.as_ref().map_or(&[], |n| &n.warnings) }
             }
         };
         let response = review::respond(&req.uid, &verdict);
@@ -224,7 +220,11 @@ impl Webhook {
             Some(needs) => needs,
             None => {
                 let labels = namespace.as_ref().and_then(|n| n.metadata.labels.as_ref());
-                match self.needs(req, ns, object, labels, &index, dry_run).await {
+                // Only this path calls the API server, so only it runs against the deadline: a
+                // warm admission arms no timer.
+                let needs =
+                    tokio::time::timeout(self.settings.deadline, self.needs(req, ns, object, labels, &index, dry_run));
+                match needs.await.unwrap_or(Err(Error::Deadline(self.settings.deadline))) {
                     Ok(needs) => {
                         let needs = Arc::new(needs);
                         // A dry run created no copies: its answer is not one to remember.
@@ -246,18 +246,25 @@ impl Webhook {
 
         let existing = req.image_pull_secrets();
         let meta_annotations = object.metadata.annotations.as_ref();
-        let addition = patch::build(
-            target,
-            existing.as_deref(),
-            &needs.wanted,
-            meta_annotations.is_some_and(|a| a.present),
-            meta_annotations.and_then(|a| a.injected.as_deref()),
-        );
+        let build = || {
+            patch::build(
+                target,
+                existing.as_deref(),
+                &needs.wanted,
+                meta_annotations.is_some_and(|a| a.present),
+                meta_annotations.and_then(|a| a.injected.as_deref()),
+            )
+            .map(Arc::new)
+        };
+        let addition = match (target, &existing) {
+            (Target::Pod, None) => needs.pod_patch.get_or_init(build).clone(),
+            _ => build(),
+        };
         match addition {
             Some(addition) => {
                 d.decision = "patched";
                 d.reason = format!("added {}", addition.added.join(","));
-                d.patch = Some(addition.patch);
+                d.patch = Some(addition);
             }
             None => {
                 d.decision = "unchanged";

@@ -21,9 +21,16 @@ pub struct ActionLabels {
     pub action: &'static str,
 }
 
+/// Label values of `admissions`: kinds and operations the webhook does not handle are counted as
+/// `other`, so a caller cannot grow the label set.
+const KINDS: [&str; 3] = ["Pod", "ServiceAccount", "other"];
+const OPERATIONS: [&str; 3] = ["CREATE", "UPDATE", "other"];
+const DECISIONS: [&str; 5] = ["patched", "unchanged", "skipped", "denied", "error"];
+
 struct Metrics {
     registry: Registry,
-    admissions: Family<AdmissionLabels, Counter>,
+    /// Every (kind, operation, decision) counter, resolved once: counting is one atomic add.
+    admissions: Vec<Counter>,
     duration: Histogram,
     copies_created: Counter,
     copies_updated: Counter,
@@ -38,8 +45,16 @@ struct Metrics {
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let mut registry = Registry::with_prefix("pullsecret_injector");
-    let admissions = Family::<AdmissionLabels, Counter>::default();
-    registry.register("admissions", "Admission reviews answered, by kind, operation and decision", admissions.clone());
+    let family = Family::<AdmissionLabels, Counter>::default();
+    registry.register("admissions", "Admission reviews answered, by kind, operation and decision", family.clone());
+    let mut admissions = Vec::new();
+    for kind in KINDS {
+        for operation in OPERATIONS {
+            for decision in DECISIONS {
+                admissions.push(family.get_or_create(&AdmissionLabels { kind, operation, decision }).clone());
+            }
+        }
+    }
     let duration = Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
     registry.register("admission_duration_seconds", "Time to answer an admission review", duration.clone());
     let copies_created = Counter::default();
@@ -92,18 +107,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
 /// Counts one review. Kinds and operations other than those the webhook handles are counted as
 /// `other`, so a caller cannot grow the label set.
 pub fn admission(kind: &str, operation: &str, decision: &'static str, seconds: f64) {
-    let kind = match kind {
-        "Pod" => "Pod",
-        "ServiceAccount" => "ServiceAccount",
-        _ => "other",
-    };
-    let operation = match operation {
-        "CREATE" => "CREATE",
-        "UPDATE" => "UPDATE",
-        _ => "other",
-    };
-    let labels = AdmissionLabels { kind, operation, decision };
-    METRICS.admissions.get_or_create(&labels).inc();
+    let position = |set: &[&str], value: &str| set.iter().position(|v| *v == value);
+    let kind = position(&KINDS, kind).unwrap_or(KINDS.len() - 1);
+    let operation = position(&OPERATIONS, operation).unwrap_or(OPERATIONS.len() - 1);
+    let decision = position(&DECISIONS, decision).expect("a known decision");
+    METRICS.admissions[(kind * OPERATIONS.len() + operation) * DECISIONS.len() + decision].inc();
     METRICS.duration.observe(seconds);
 }
 
@@ -140,4 +148,30 @@ pub fn encode() -> String {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &METRICS.registry).expect("writing to a String cannot fail");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(line_start: &str) -> u64 {
+        encode().lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap()
+    }
+
+    #[test]
+    fn admissions_are_counted_under_fixed_labels() {
+        let pod = r#"pullsecret_injector_admissions_total{kind="Pod",operation="CREATE",decision="patched"}"#;
+        let other = r#"pullsecret_injector_admissions_total{kind="other",operation="other",decision="skipped"}"#;
+        let (pods, others) = (count(pod), count(other));
+        admission("Pod", "CREATE", "patched", 0.001);
+        admission("Node", "CONNECT", "skipped", 0.001);
+        admission("Secret", "DELETE", "skipped", 0.001);
+        assert_eq!(count(pod), pods + 1);
+        assert_eq!(count(other), others + 2);
+        assert_eq!(
+            encode().matches("pullsecret_injector_admissions_total{").count(),
+            45,
+            "every label set is known up front"
+        );
+    }
 }
