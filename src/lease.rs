@@ -33,7 +33,10 @@ pub async fn run(
     let mut last_renewed: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
-        let wait = match try_acquire_or_renew(&api, &settings).await {
+        // A request that hangs (an API server that stopped answering) counts as failed, so the
+        // holder steps down in time.
+        let attempt = tokio::time::timeout(retry, try_acquire_or_renew(&api, &settings)).await;
+        let wait = match attempt.unwrap_or_else(|_| Err(kube::Error::Service("lease request timed out".into()))) {
             Ok(Attempt::Holding) => {
                 if last_renewed.is_none() {
                     info!(lease = %settings.name, identity = %settings.identity, "acquired the lease: reconciling");
