@@ -1,0 +1,86 @@
+//! Memory (DESIGN 7): the resident set of `serve` with 10,000 namespaces and 1,000 operators'
+//! objects (a CatalogSource, Subscription, CSV and OperatorGroup each) in its caches must stay
+//! under 64 MiB. The baseline, measured in the same run, is this process before `serve` starts
+//! (the control plane client and the runtime): the webhook's share is the difference.
+//!
+//!     cargo bench --bench memory               (NAMESPACES=10000 OPERATORS=1000 by default)
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, ListParams, PostParams};
+use kube::core::PartialObjectMeta;
+use serde_json::json;
+use support::ControlPlane;
+use support::olm::*;
+
+const IN_FLIGHT: usize = 16;
+
+fn main() -> anyhow::Result<()> {
+    let namespaces: usize = std::env::var("NAMESPACES").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let operators: usize = std::env::var("OPERATORS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-memory");
+    std::fs::create_dir_all(&dir)?;
+    let _log_guard = olm_pullsecret_injector::logging::init("json", std::fs::File::create(dir.join("webhook.log"))?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(run(&dir, namespaces, operators))
+}
+
+fn resident_mib() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0.0);
+    pages * 4096.0 / (1024.0 * 1024.0)
+}
+
+async fn run(dir: &std::path::Path, namespaces: usize, operators: usize) -> anyhow::Result<()> {
+    let cp = ControlPlane::shared();
+    let client = cp.admin().await;
+    let started = Instant::now();
+    let catalog = private_catalog(&client, &[]).await;
+    ensure_crd(&client, WIDGET).await;
+
+    // Namespaces; the first `operators` of them each get an operator from the private catalog.
+    let names: Vec<String> = (0..namespaces).map(|i| format!("mem-{i:05}")).collect();
+    futures::stream::iter(names.iter().enumerate())
+        .for_each_concurrent(IN_FLIGHT, |(i, ns)| {
+            let client = client.clone();
+            let catalog = &catalog;
+            async move {
+                let namespace: Namespace =
+                    serde_json::from_value(json!({ "metadata": { "name": ns, "labels": { "team": "t" } } })).unwrap();
+                Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
+                if i < operators {
+                    create_operator_group(&client, ns, &[ns]).await;
+                    create_csv(&client, ns, "widget-operator.v1.0.0", WIDGET, &["widget-operator"]).await;
+                    create_subscription(&client, ns, &catalog.namespace, &catalog.name, "widget-operator.v1.0.0").await;
+                }
+            }
+        })
+        .await;
+    // Each namespace gets its `default` ServiceAccount from the controller-manager: wait for them,
+    // the reconciler caches service accounts too.
+    let sas = Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone());
+    while sas.list_metadata(&ListParams::default()).await?.items.len() < namespaces {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    println!("set-up: {namespaces} namespaces, {operators} operators in {:.0} s", started.elapsed().as_secs_f64());
+
+    let certs = olm_pullsecret_injector::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
+    olm_pullsecret_injector::certs::write(dir, &certs)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let baseline = resident_mib();
+    support::in_process::serve(client.clone(), dir).await;
+    // The reconciler's watches (pods, service accounts, copies) list after the admission caches.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let with_caches = resident_mib();
+    println!("resident set before serve (baseline): {baseline:.1} MiB");
+    println!(
+        "resident set with serve's caches synced: {with_caches:.1} MiB; serve's share {:.1} MiB (target < 64 MiB)",
+        with_caches - baseline
+    );
+    Ok(())
+}
