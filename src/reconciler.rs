@@ -137,7 +137,7 @@ impl Reconciler {
             let mut memory = Memory::default();
             while *leading.borrow() {
                 let generation = self.caches.generation();
-                self.pass(&mut memory).await;
+                self.pass(&mut memory, &leading).await;
                 tokio::select! {
                     _ = self.changed.notified() => {
                         // Coalesce a burst of watch events into one pass.
@@ -158,12 +158,13 @@ impl Reconciler {
         }
     }
 
-    async fn pass(&self, memory: &mut Memory) {
+    /// One pass; it stops early when leadership is lost, so two replicas never act at once.
+    async fn pass(&self, memory: &mut Memory, leading: &watch::Receiver<bool>) {
         let index = self.caches.index_snapshot();
         let generation = self.caches.generation();
-        self.reconcile_copies(&index, memory).await;
-        self.backfill_service_accounts(&index, generation, memory).await;
-        self.check_pods(&index, generation, memory).await;
+        self.reconcile_copies(&index, memory, leading).await;
+        self.backfill_service_accounts(&index, generation, memory, leading).await;
+        self.check_pods(&index, generation, memory, leading).await;
     }
 
     fn namespace_labels(&self, ns: &str) -> BTreeMap<String, String> {
@@ -185,10 +186,13 @@ impl Reconciler {
         })
     }
 
-    async fn reconcile_copies(&self, index: &Index, memory: &mut Memory) {
+    async fn reconcile_copies(&self, index: &Index, memory: &mut Memory, leading: &watch::Receiver<bool>) {
         let mut stale: Vec<(Arc<PartialObjectMeta<Secret>>, Arc<Secret>)> = Vec::new();
         let mut seen = HashSet::new();
         for copy in self.managed.state() {
+            if !*leading.borrow() {
+                return;
+            }
             let (Some(ns), name) = (copy.namespace(), copy.name_any()) else { continue };
             let Some((source_ns, source_name)) =
                 copy.annotations().get(SOURCE_ANNOTATION).and_then(|s| s.split_once('/'))
@@ -226,6 +230,9 @@ impl Reconciler {
         }
         memory.unwanted_since.retain(|key, _| seen.contains(key));
 
+        if !*leading.borrow() {
+            return;
+        }
         // Rotation: every stale copy at once, a few requests in flight.
         futures::stream::iter(stale)
             .for_each_concurrent(16, |(copy, source)| async move {
@@ -336,8 +343,17 @@ impl Reconciler {
         Ok(sources)
     }
 
-    async fn backfill_service_accounts(&self, index: &Index, generation: u64, memory: &mut Memory) {
+    async fn backfill_service_accounts(
+        &self,
+        index: &Index,
+        generation: u64,
+        memory: &mut Memory,
+        leading: &watch::Receiver<bool>,
+    ) {
         for sa in self.service_accounts.state() {
+            if !*leading.borrow() {
+                return;
+            }
             let (Some(ns), Some(uid), Some(version)) = (sa.namespace(), sa.uid(), sa.resource_version()) else {
                 continue;
             };
@@ -404,8 +420,11 @@ impl Reconciler {
         Ok(())
     }
 
-    async fn check_pods(&self, index: &Index, generation: u64, memory: &mut Memory) {
+    async fn check_pods(&self, index: &Index, generation: u64, memory: &mut Memory, leading: &watch::Receiver<bool>) {
         for pod in self.pods.state() {
+            if !*leading.borrow() {
+                return;
+            }
             let (Some(ns), Some(uid)) = (pod.namespace(), pod.uid()) else { continue };
             if finished(&pod)
                 || pod.meta().deletion_timestamp.is_some()
