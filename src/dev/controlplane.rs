@@ -80,7 +80,7 @@ fn build() -> anyhow::Result<PathBuf> {
     let binary = out_dir.join("controlplane");
     let stamp = out_dir.join("controlplane.sources-sha256");
     let ldflags = version_ldflags()?;
-    let digest = sources_digest(&ldflags)?;
+    let digest = go_sources_digest(&source_dir(), &ldflags)?;
     if binary.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&digest) {
         return Ok(binary);
     }
@@ -117,9 +117,11 @@ fn version_ldflags() -> anyhow::Result<String> {
     Ok([var("gitVersion", &format!("v{version}")), var("gitMajor", major), var("gitMinor", minor)].join(" "))
 }
 
-fn sources_digest(ldflags: &str) -> anyhow::Result<String> {
+/// A digest of a Go module's sources (`*.go`, go.mod, go.sum in `dir`) and of `build_flags`: a
+/// binary built from them is rebuilt only when it changes. Also keys the tests' Helm build.
+pub fn go_sources_digest(dir: &Path, build_flags: &str) -> std::io::Result<String> {
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(source_dir())? {
+    for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         if name.ends_with(".go") || name == "go.mod" || name == "go.sum" {
@@ -128,7 +130,7 @@ fn sources_digest(ldflags: &str) -> anyhow::Result<String> {
     }
     files.sort();
     let mut hash = Sha256::new();
-    hash.update(ldflags.as_bytes());
+    hash.update(build_flags.as_bytes());
     for file in files {
         hash.update(file.file_name().unwrap_or_default().as_encoded_bytes());
         hash.update(std::fs::read(&file)?);

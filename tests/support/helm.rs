@@ -9,7 +9,6 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 pub const CHART: &str = "charts/olm-pullsecret-injector";
 
@@ -173,7 +172,8 @@ fn build() -> Result<PathBuf, String> {
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     let binary = out_dir.join("helm");
     let stamp = out_dir.join("helm.sources-sha256");
-    let digest = sources_digest().map_err(|e| format!("reading tests/helm: {e}"))?;
+    let digest = olm_pullsecret_injector::dev::controlplane::go_sources_digest(&source_dir(), "")
+        .map_err(|e| format!("reading tests/helm: {e}"))?;
     if binary.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&digest) {
         return Ok(binary);
     }
@@ -201,24 +201,6 @@ fn build() -> Result<PathBuf, String> {
     std::fs::write(&stamp, digest).map_err(|e| e.to_string())?;
     eprintln!("built helm in {:.0?}", started.elapsed());
     Ok(binary)
-}
-
-fn sources_digest() -> std::io::Result<String> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(source_dir())? {
-        let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if name.ends_with(".go") || name == "go.mod" || name == "go.sum" {
-            files.push(path);
-        }
-    }
-    files.sort();
-    let mut hash = Sha256::new();
-    for file in files {
-        hash.update(file.file_name().unwrap_or_default().as_encoded_bytes());
-        hash.update(std::fs::read(&file)?);
-    }
-    Ok(hex::encode(hash.finalize()))
 }
 
 /// The rendered objects of one kind.
