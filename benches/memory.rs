@@ -25,7 +25,8 @@ fn main() -> anyhow::Result<()> {
     let operators: usize = std::env::var("OPERATORS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000);
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-memory");
     std::fs::create_dir_all(&dir)?;
-    let _log_guard = olm_pullsecret_injector::logging::init("json", std::fs::File::create(dir.join("webhook.log"))?);
+    let _log_guard =
+        olm_pullsecret_injector::telemetry::logging::init("json", std::fs::File::create(dir.join("webhook.log"))?);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(run(&dir, namespaces, operators))
 }
@@ -69,8 +70,8 @@ async fn run(dir: &std::path::Path, namespaces: usize, operators: usize) -> anyh
     }
     println!("set-up: {namespaces} namespaces, {operators} operators in {:.0} s", started.elapsed().as_secs_f64());
 
-    let certs = olm_pullsecret_injector::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
-    olm_pullsecret_injector::certs::write(dir, &certs)?;
+    let certs = olm_pullsecret_injector::commands::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
+    olm_pullsecret_injector::commands::certs::write(dir, &certs)?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = resident_mib();
     support::in_process::serve(client.clone(), dir).await;

@@ -24,7 +24,8 @@ fn main() -> anyhow::Result<()> {
     let copies: usize = std::env::var("COPIES").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-rotation");
     std::fs::create_dir_all(&dir)?;
-    let _log_guard = olm_pullsecret_injector::logging::init("json", std::fs::File::create(dir.join("webhook.log"))?);
+    let _log_guard =
+        olm_pullsecret_injector::telemetry::logging::init("json", std::fs::File::create(dir.join("webhook.log"))?);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(run(&dir, copies))
 }
@@ -69,7 +70,7 @@ async fn run(dir: &std::path::Path, copies: usize) -> anyhow::Result<()> {
             let source_b = &source_b;
             async move {
                 let patch = json!({ "metadata": { "annotations": { "pullsecret-injector.io/content-hash":
-                    olm_pullsecret_injector::copies::content_hash(source_b) } }, "data": source_b.data });
+                    olm_pullsecret_injector::inject::copies::content_hash(source_b) } }, "data": source_b.data });
                 api.patch("registry-creds", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
             }
         })
@@ -99,7 +100,7 @@ async fn run(dir: &std::path::Path, copies: usize) -> anyhow::Result<()> {
     let metas = Api::<PartialObjectMeta<Secret>>::all(client.clone())
         .list_metadata(&ListParams::default().labels("app.kubernetes.io/managed-by=olm-pullsecret-injector"))
         .await?;
-    let hash_c = olm_pullsecret_injector::copies::content_hash(&source_c);
+    let hash_c = olm_pullsecret_injector::inject::copies::content_hash(&source_c);
     let current = metas
         .items
         .iter()
@@ -126,7 +127,7 @@ fn copy_of(source: &Secret, ns: &str) -> Secret {
             "labels": { "app.kubernetes.io/managed-by": "olm-pullsecret-injector" },
             "annotations": { "pullsecret-injector.io/source": src,
                 "pullsecret-injector.io/source-uid": source.metadata.uid,
-                "pullsecret-injector.io/content-hash": olm_pullsecret_injector::copies::content_hash(source) } },
+                "pullsecret-injector.io/content-hash": olm_pullsecret_injector::inject::copies::content_hash(source) } },
         "type": source.type_, "data": source.data
     }))
     .unwrap()
@@ -141,7 +142,7 @@ fn with_token(source: &Secret, token: &str) -> Secret {
 
 /// A counter of the reconciler's from the process's metrics.
 fn metric(line_prefix: &str) -> f64 {
-    olm_pullsecret_injector::metrics::encode()
+    olm_pullsecret_injector::telemetry::metrics::encode()
         .lines()
         .find(|l| l.starts_with(line_prefix))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
@@ -166,6 +167,6 @@ async fn wait_for(mut done: impl FnMut() -> bool, timeout: Duration) -> anyhow::
 }
 
 fn write_certs(dir: &std::path::Path) -> anyhow::Result<()> {
-    let certs = olm_pullsecret_injector::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
-    Ok(olm_pullsecret_injector::certs::write(dir, &certs)?)
+    let certs = olm_pullsecret_injector::commands::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
+    Ok(olm_pullsecret_injector::commands::certs::write(dir, &certs)?)
 }

@@ -26,11 +26,12 @@ fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-warm-path");
     std::fs::create_dir_all(&dir)?;
-    let certs = olm_pullsecret_injector::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
-    olm_pullsecret_injector::certs::write(&dir, &certs)?;
+    let certs = olm_pullsecret_injector::commands::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
+    olm_pullsecret_injector::commands::certs::write(&dir, &certs)?;
 
     // Decision lines go to a file through the same writer `serve` uses.
-    let _log_guard = olm_pullsecret_injector::logging::init("json", std::fs::File::create(dir.join("webhook.log"))?);
+    let _log_guard =
+        olm_pullsecret_injector::telemetry::logging::init("json", std::fs::File::create(dir.join("webhook.log"))?);
 
     // Servers and load generator each get a runtime of their own on the same two cores.
     let servers = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -127,11 +128,11 @@ fn pod_review(pod: &Pod, ns: &str) -> Vec<u8> {
 /// The physical limit: the same TLS server, a handler that reads the body and answers allowed.
 async fn start_noop(dir: &std::path::Path) -> anyhow::Result<std::net::SocketAddr> {
     const ALLOWED: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"00000000-0000-0000-0000-000000000000","allowed":true}}"#;
-    let tls = olm_pullsecret_injector::tls::CertReloader::load(dir.join("tls.crt"), dir.join("tls.key"))?;
+    let tls = olm_pullsecret_injector::serving::tls::CertReloader::load(dir.join("tls.crt"), dir.join("tls.key"))?;
     let app = axum::Router::new().route("/mutate", axum::routing::post(|_body: Bytes| async { ALLOWED }));
     let listen = support::in_process::free_addr();
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tokio::spawn(olm_pullsecret_injector::server::serve_tls(
+    tokio::spawn(olm_pullsecret_injector::serving::https::serve_tls(
         listener,
         tls.server_config(),
         app,

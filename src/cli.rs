@@ -1,25 +1,18 @@
-//! Command line: every flag also reads an environment variable.
+//! Command line: turns flags (every one also read from an environment variable) into a
+//! [`Config`] or a command's arguments, and runs the command.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use tracing::{info, warn};
+use tracing::warn;
 
-use crate::admin::Readiness;
-use crate::admission::{OnCopyFailure, Settings, Webhook};
-use crate::caches::Caches;
-use crate::copies::Copies;
-use crate::events::Events;
-use crate::lease::LeaseSettings;
-use crate::owners::Owners;
-use crate::reconciler::{self, Reconciler};
-use crate::tls::CertReloader;
-use tokio::sync::watch;
+use crate::commands;
+use crate::resolve::NamespaceRules;
+use crate::runtime::{self, Config, ReconcilerConfig};
+use crate::webhook::{OnCopyFailure, Settings};
 
 #[derive(Parser, Debug)]
 #[command(name = "olm-pullsecret-injector", version, about)]
@@ -36,24 +29,11 @@ pub enum Command {
     /// Serve the admission webhook.
     Serve(Box<ServeArgs>),
     /// Start the local control plane with the webhook registered and a sample operator.
-    Dev(crate::dev::DevArgs),
+    Dev(commands::dev::DevArgs),
     /// Write a development CA and serving certificate (keys are git-ignored).
-    Certs(CertsArgs),
+    Certs(commands::certs::CertsArgs),
     /// Explain, against a live cluster, why a Pod or ServiceAccount has (or lacks) pull secrets.
-    Explain(crate::explain::ExplainArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct CertsArgs {
-    /// Output directory for ca.crt, tls.crt and tls.key.
-    #[arg(long, default_value = "certs")]
-    pub dir: PathBuf,
-    /// DNS names of the serving certificate.
-    #[arg(long = "dns-name", default_values_t = ["olm-pullsecret-injector.olm-pullsecret-injector.svc".to_string(), "localhost".to_string()])]
-    pub dns_names: Vec<String>,
-    /// IP addresses of the serving certificate.
-    #[arg(long = "ip", default_values_t = [std::net::IpAddr::from([127, 0, 0, 1])])]
-    pub ips: Vec<std::net::IpAddr>,
+    Explain(commands::explain::ExplainArgs),
 }
 
 #[derive(Args, Debug)]
@@ -94,13 +74,13 @@ pub struct AdminArgs {
 #[derive(Args, Debug)]
 pub struct WebhookArgs {
     /// The webhook's own namespace (never mutated).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "olm-pullsecret-injector")]
+    #[arg(long, env = "POD_NAMESPACE", default_value = runtime::DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Further namespaces to leave alone (repeat or comma-separate).
     #[arg(long, env = "PSI_EXCLUDE_NAMESPACE", value_delimiter = ',')]
     pub exclude_namespace: Vec<String>,
-    /// What to do with a Pod whose secrets could not be copied.
-    #[arg(long, env = "PSI_ON_COPY_FAILURE", value_enum, default_value = "deny")]
+    /// What to do with a Pod whose secrets could not be copied: deny (retryable 503) or allow.
+    #[arg(long, env = "PSI_ON_COPY_FAILURE", default_value = "deny", value_parser = parse_on_copy_failure)]
     pub on_copy_failure: OnCopyFailure,
     /// Internal deadline per review; keep it below the webhook's timeoutSeconds.
     #[arg(long, env = "PSI_DEADLINE", default_value = "3s", value_parser = parse_duration)]
@@ -128,15 +108,27 @@ pub struct ReconcilerArgs {
     pub identity: Option<String>,
 }
 
-impl Default for ReconcilerArgs {
-    /// What the flags default to (and their environment variables say), for `dev` and benches.
-    fn default() -> Self {
-        #[derive(Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            reconciler: ReconcilerArgs,
+impl ServeArgs {
+    pub fn into_config(self) -> Config {
+        Config {
+            listen: self.server.listen,
+            admin_listen: self.admin.admin_listen,
+            tls_cert_file: self.server.tls_cert_file,
+            tls_key_file: self.server.tls_key_file,
+            drain_delay: self.server.drain_delay,
+            namespaces: NamespaceRules {
+                own_namespace: self.webhook.namespace,
+                excluded_namespaces: self.webhook.exclude_namespace,
+            },
+            admission: Settings { on_copy_failure: self.webhook.on_copy_failure, deadline: self.webhook.deadline },
+            reconciler: ReconcilerConfig {
+                lease_name: self.reconciler.lease_name,
+                lease_duration: self.reconciler.lease_duration,
+                cleanup_grace: self.reconciler.cleanup_grace,
+                heal_pods: self.reconciler.heal_pods,
+            },
+            identity: self.reconciler.identity.unwrap_or_else(runtime::default_identity),
         }
-        Defaults::parse_from(["defaults"]).reconciler
     }
 }
 
@@ -155,99 +147,45 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
+fn parse_on_copy_failure(text: &str) -> Result<OnCopyFailure, String> {
+    match text {
+        "deny" => Ok(OnCopyFailure::Deny),
+        "allow" => Ok(OnCopyFailure::Allow),
+        _ => Err(format!("{text:?}: use deny or allow")),
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
-            serve_with(client, *args).await
+            serve(client, args.into_config()).await
         }
-        Command::Dev(args) => crate::dev::run(args).await,
+        Command::Dev(args) => commands::dev::run(args).await,
         Command::Explain(args) => {
             let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
-            crate::explain::run(client, args).await
+            commands::explain::run(client, args).await
         }
-        Command::Certs(args) => {
-            let certs = crate::certs::generate(&args.dns_names, &args.ips)?;
-            crate::certs::write(&args.dir, &certs)?;
-            println!("wrote {}/ca.crt, tls.crt and tls.key", args.dir.display());
-            Ok(())
-        }
+        Command::Certs(args) => commands::certs::run(args),
     }
 }
 
-/// Runs the webhook until SIGTERM/SIGINT: admin port at once, HTTPS once the caches synced.
-pub async fn serve_with(client: kube::Client, args: ServeArgs) -> anyhow::Result<()> {
-    let tls = CertReloader::load(args.server.tls_cert_file.clone(), args.server.tls_key_file.clone())?;
-    tokio::spawn(tls.clone().watch(Duration::from_secs(2)));
-
-    let caches = Caches::start(client.clone());
-    let readiness = Arc::new(Readiness { caches: caches.clone(), draining: Default::default() });
-    let admin = tokio::net::TcpListener::bind(args.admin.admin_listen).await.context("binding --admin-listen")?;
-    info!(addr = %admin.local_addr()?, "admin server listening");
-    let readiness_for_drain = readiness.clone();
-    tokio::spawn(async move { axum::serve(admin, crate::admin::router(readiness)).await });
-
-    caches.wait_synced().await;
-    let settings = Settings {
-        own_namespace: args.webhook.namespace,
-        excluded_namespaces: args.webhook.exclude_namespace,
-        on_copy_failure: args.webhook.on_copy_failure,
-        deadline: args.webhook.deadline,
+/// Runs the process until SIGTERM or SIGINT, then drains; a second signal aborts at once.
+async fn serve(client: kube::Client, config: Config) -> anyhow::Result<()> {
+    let running = tokio::select! {
+        running = runtime::start(client, config) => running?,
+        () = wait_for_signal() => return Ok(()),
     };
-    let identity = args.reconciler.identity.unwrap_or_else(default_identity);
-    let events = Events::new(client.clone(), &identity);
-    let owners = Arc::new(Owners::new(client.clone()));
-    let copies = Arc::new(Copies::new(client.clone(), events.clone()));
-    let webhook = Arc::new(Webhook::new(settings.clone(), caches.clone(), owners.clone(), copies.clone()));
-
-    let options =
-        reconciler::Options { cleanup_grace: args.reconciler.cleanup_grace, heal_pods: args.reconciler.heal_pods };
-    let lease = LeaseSettings {
-        namespace: settings.own_namespace.clone(),
-        name: args.reconciler.lease_name,
-        identity,
-        duration: args.reconciler.lease_duration,
-    };
-    let reconciler = Reconciler::start(settings, options, client.clone(), caches, owners, copies, events);
-    let (leading_tx, leading) = watch::channel(false);
-    tokio::spawn(reconciler.run(leading));
-    let (stopping_tx, mut stopping) = watch::channel(false);
-    let election = tokio::spawn(crate::lease::run(client, lease, leading_tx, async move {
-        let _ = stopping.wait_for(|s| *s).await;
-    }));
-
-    let listener = tokio::net::TcpListener::bind(args.server.listen).await.context("binding --listen")?;
-    info!(addr = %listener.local_addr()?, "webhook listening");
-
-    let drain_delay = args.server.drain_delay;
-    let shutdown = async move {
+    let shutdown = running.shutdown().clone();
+    tokio::spawn(async move {
         wait_for_signal().await;
-        info!(?drain_delay, "shutdown requested: readiness off, draining");
-        readiness_for_drain.draining.store(true, Ordering::SeqCst);
-        // Hand the reconciler over at once rather than after the lease expires.
-        stopping_tx.send_replace(true);
-        // A second signal aborts at once.
-        tokio::spawn(async {
-            wait_for_signal().await;
-            warn!("second signal: aborting");
-            std::process::exit(130);
-        });
-        tokio::time::sleep(drain_delay).await;
-    };
-    crate::server::serve_tls(listener, tls.server_config(), crate::router(webhook), shutdown).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), election).await;
-    info!("stopped");
+        shutdown.begin();
+        wait_for_signal().await;
+        warn!("second signal: aborting");
+        std::process::exit(130);
+    });
+    running.stopped().await;
     Ok(())
-}
-
-fn default_identity() -> String {
-    let host = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
-        .unwrap_or_else(|| "olm-pullsecret-injector".into());
-    format!("{host}_{}", std::process::id())
 }
 
 async fn wait_for_signal() {
@@ -257,5 +195,29 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_flags_give_the_runtime_defaults() {
+        let Command::Serve(args) = Cli::parse_from(["psi", "serve"]).command else { unreachable!() };
+        let (parsed, default) = (args.into_config(), Config::default());
+        assert_eq!(
+            format!("{:?}", Config { identity: String::new(), ..parsed }),
+            format!("{:?}", Config { identity: String::new(), ..default })
+        );
+    }
+
+    #[test]
+    fn durations_and_failure_modes_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_duration("5d").is_err());
+        assert_eq!(parse_on_copy_failure("allow"), Ok(OnCopyFailure::Allow));
+        assert!(parse_on_copy_failure("maybe").is_err());
     }
 }

@@ -33,4 +33,6 @@ pub enum Error {
     Deadline(Duration),
     #[error("TLS material: {0}")]
     Tls(String),
+    #[error("binding {what} on {addr}: {source}")]
+    Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
 }

@@ -2,39 +2,34 @@
 //! of OLM-installed operators (and their operands) the pull secrets of the CatalogSource they came
 //! from.
 //!
-//! Data flow: HTTP in ([`handler`]) → review ([`review`]) → resolve the owner chain ([`chain`],
-//! over [`owners`] and the [`index`] built by [`caches`]) → ensure copies ([`copies`]) → build
-//! the patch ([`patch`]) → review out. [`admission`] ties one decision together.
+//! The modules follow a review through the process:
 //!
-//! Beside it, the [`reconciler`] (on the replica holding the [`lease`]) keeps copies true,
-//! cleans up, backfills service accounts and reports pods admitted without their secrets; it
-//! shares the caches, owner lookups and copies with admission, and reports through [`events`].
+//! - [`webhook`]: HTTP in, the AdmissionReview wire format, the decision and its memo, review out;
+//! - [`resolve`]: the one answer to "what does this object need?": namespace rules, the trusted
+//!   owner chain, the catalogs and the secrets (asked by the webhook, the reconciler and `explain`);
+//! - [`inject`]: the managed copies and the JSON patches that list them;
+//! - [`reconciler`]: keeps copies true afterwards (one file per sweep), on the replica holding the lease;
+//! - [`state`]: what both read from watches: OLM's objects, the index built from them, events;
+//! - [`serving`]: HTTPS with TLS reload, the admin port, readiness and shutdown;
+//! - [`telemetry`]: metrics and the decision log;
+//! - [`runtime`]: wires all of the above from a plain [`runtime::Config`];
+//! - [`commands`] and [`cli`]: `serve`, `dev`, `explain`, `certs`; they call the runtime.
 
-pub mod admin;
-pub mod admission;
-pub mod caches;
-pub mod certs;
-pub mod chain;
 pub mod cli;
-pub mod copies;
-pub mod dev;
+pub mod commands;
+pub mod context;
 pub mod error;
-pub mod events;
-pub mod explain;
-pub mod handler;
-pub mod index;
-pub mod lease;
-pub mod logging;
-pub mod metrics;
-pub mod olm;
-pub mod owners;
-pub mod patch;
-pub mod reconciler;
-pub mod review;
-pub mod server;
-pub mod tls;
+pub mod inject;
+pub(crate) mod reconciler;
+pub mod resolve;
+pub mod runtime;
+pub mod serving;
+pub mod state;
+pub mod telemetry;
+pub mod webhook;
 
-pub use handler::router;
+pub use context::Context;
+pub use webhook::http::router;
 
 /// Label on every managed copy.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";

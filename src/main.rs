@@ -1,6 +1,6 @@
 use clap::Parser;
 use olm_pullsecret_injector::cli::{self, Cli, Command};
-use olm_pullsecret_injector::logging;
+use olm_pullsecret_injector::telemetry::logging;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

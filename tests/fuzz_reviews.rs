@@ -1,20 +1,18 @@
 //! Mutated AdmissionReviews through the real router, in process (DESIGN 8): whatever the body,
 //! the answer is 200 with a review that echoes the uid, or 400 with a JSON error; never a panic,
-//! never a 5xx. The Kubernetes API is unreachable here, so every decision is made from (empty)
-//! caches: this exercises reading and answering, which is what malformed input reaches.
+//! never a 5xx. The caches are synced from fixtures in which the seeds' namespace is reached by
+//! an operator, so reviews that still parse go through the resolver, the owner lookups and the
+//! copies (to the in-memory API), not only the fast path.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod support;
 
 use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
-use olm_pullsecret_injector::admission::{OnCopyFailure, Settings, Webhook};
-use olm_pullsecret_injector::caches::Caches;
-use olm_pullsecret_injector::copies::Copies;
-use olm_pullsecret_injector::events::Events;
-use olm_pullsecret_injector::owners::Owners;
+use olm_pullsecret_injector::state::caches::Fixture;
+use olm_pullsecret_injector::webhook::OnCopyFailure;
 use serde_json::{Value, json};
+use support::fixtures::*;
 use tower::ServiceExt;
 
 /// xorshift64*: reproducible without a dependency.
@@ -88,20 +86,19 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn mutated_reviews_get_200_or_400_never_a_panic_or_5xx() {
-    // An API server that is not there: watches retry in the background, lookups fail fast.
-    let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
-    let client = kube::Client::try_from(config).unwrap();
-    let settings = Settings {
-        own_namespace: "olm-pullsecret-injector".into(),
-        excluded_namespaces: vec![],
-        on_copy_failure: OnCopyFailure::Deny,
-        deadline: Duration::from_millis(200),
-    };
-    let caches = Caches::start(client.clone());
-    let events = Events::new(client.clone(), "fuzz");
-    let copies = Arc::new(Copies::new(client.clone(), events));
-    let webhook = Arc::new(Webhook::new(settings, caches, Arc::new(Owners::new(client)), copies));
-    let router = olm_pullsecret_injector::router(webhook);
+    // An operator from a catalog with a secret is installed in the seeds' namespace `t`; the
+    // seed Pod's ReplicaSet is owned by its CSV, the seed ServiceAccount named by it.
+    let world = World::new(Fixture {
+        catalogs: vec![catalog(MARKETPLACE, "private", &["creds"], json!({}))],
+        subscriptions: vec![subscription("t", MARKETPLACE, "private", "op.v1", "op.v1")],
+        csvs: vec![csv("t", "op.v1", &[], &["sa"])],
+        operator_groups: vec![operator_group("t", &["t"])],
+        namespaces: vec![namespace("t", json!({}), json!({}))],
+        secrets: vec![pull_secret(MARKETPLACE, "creds")],
+    });
+    world.owners.insert("t", "ReplicaSet", "web-1", "r-1", vec![csv_owner("t", "op.v1")]);
+    let router = world.router(OnCopyFailure::Deny);
+    let mut patched = 0;
 
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     let seeds = seeds();
@@ -128,8 +125,11 @@ async fn mutated_reviews_get_200_or_400_never_a_panic_or_5xx() {
                 assert_eq!(answer["kind"], "AdmissionReview");
                 // Skipped fields are not decoded (a lone surrogate escape in one is still
                 // answered), so the uid sent is read the way the webhook reads it.
-                let sent = olm_pullsecret_injector::review::parse(&body).unwrap();
+                let sent = olm_pullsecret_injector::webhook::review::parse(&body).unwrap();
                 assert_eq!(answer["response"]["uid"], sent.uid.as_ref());
+                if answer["response"]["patch"].is_string() {
+                    patched += 1;
+                }
             }
             400 => {
                 bad += 1;
@@ -138,6 +138,8 @@ async fn mutated_reviews_get_200_or_400_never_a_panic_or_5xx() {
             other => panic!("status {other} for input {:?}: {answer}", String::from_utf8_lossy(&body)),
         }
     }
-    println!("{ok} answered, {bad} refused with 400");
+    println!("{ok} answered ({patched} patched), {bad} refused with 400");
     assert!(ok > 100 && bad > 100, "the mutations must reach both outcomes: {ok} ok, {bad} bad");
+    assert!(patched > 100, "reviews must reach the resolver and be patched: {patched}");
+    assert_eq!(world.api.secret_creates(), 1, "one copy however many reviews");
 }

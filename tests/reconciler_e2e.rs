@@ -96,7 +96,7 @@ async fn a_rotated_source_reaches_every_copy() {
 
     let copy = secret_opt(&client, &tenants[0], "registry-creds").await.unwrap();
     let hash = copy.metadata.annotations.unwrap()["pullsecret-injector.io/content-hash"].clone();
-    assert_eq!(hash, olm_pullsecret_injector::copies::content_hash(&source));
+    assert_eq!(hash, olm_pullsecret_injector::inject::copies::content_hash(&source));
     for reason in ["PullSecretCopied", "PullSecretSynced"] {
         eventually(&format!("a {reason} event on the copy"), Duration::from_secs(10), || async {
             (!events_for(&client, &tenants[0], "registry-creds", reason).await.is_empty()).then_some(())

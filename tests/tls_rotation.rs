@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use olm_pullsecret_injector::certs::{DevCerts as Certs, generate};
+use olm_pullsecret_injector::commands::certs::{DevCerts as Certs, generate};
 use support::ControlPlane;
 use support::webhook::{self, WebhookProcess};
 

@@ -55,7 +55,9 @@ async fn with_the_webhook_down_and_fail_policy_only_tenant_pods_and_service_acco
 
     // A port with no listener: a call is refused at once (loopback only, never a Service IP).
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let ca = olm_pullsecret_injector::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()]).unwrap().ca_pem;
+    let ca = olm_pullsecret_injector::commands::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])
+        .unwrap()
+        .ca_pem;
     let config = chart_webhook_configuration(&format!("https://127.0.0.1:{closed}/mutate"), &ca, "Fail");
     helm::apply(&client, &config, false).await.unwrap();
     // The API server loads the configuration asynchronously: wait until it refuses a tenant Pod.

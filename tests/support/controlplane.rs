@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use olm_pullsecret_injector::dev::controlplane;
+use olm_pullsecret_injector::commands::dev::controlplane;
 
 pub struct ControlPlane(controlplane::ControlPlane);
 

@@ -172,7 +172,7 @@ fn build() -> Result<PathBuf, String> {
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     let binary = out_dir.join("helm");
     let stamp = out_dir.join("helm.sources-sha256");
-    let digest = olm_pullsecret_injector::dev::controlplane::go_sources_digest(&source_dir(), "")
+    let digest = olm_pullsecret_injector::commands::dev::controlplane::go_sources_digest(&source_dir(), "")
         .map_err(|e| format!("reading tests/helm: {e}"))?;
     if binary.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&digest) {
         return Ok(binary);

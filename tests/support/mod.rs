@@ -3,6 +3,7 @@
 #![allow(dead_code)] // every test binary uses a different part of the helpers
 
 pub mod controlplane;
+pub mod fixtures;
 pub mod helm;
 pub mod in_process;
 pub mod olm;

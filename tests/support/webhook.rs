@@ -170,8 +170,9 @@ impl WebhookProcess {
 /// `name` names its directory; the shared one is registered, others are not.
 pub fn start(cp: &ControlPlane, name: &str, extra_args: &[&str]) -> WebhookProcess {
     let dir = process_dir(name);
-    let certs = olm_pullsecret_injector::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()]).unwrap();
-    olm_pullsecret_injector::certs::write(&dir, &certs).unwrap();
+    let certs =
+        olm_pullsecret_injector::commands::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()]).unwrap();
+    olm_pullsecret_injector::commands::certs::write(&dir, &certs).unwrap();
     start_with_cert_files(cp, name, &dir.join("tls.crt"), &dir.join("tls.key"), &certs.ca_pem, extra_args)
 }
 

@@ -10,8 +10,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use crate::admission::Webhook;
 use crate::error::ReviewError;
+use crate::webhook::Webhook;
 
 /// The API server sends at most ~3 MiB objects, twice for an UPDATE; anything larger is not a review.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;

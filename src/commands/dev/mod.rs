@@ -1,35 +1,49 @@
 //! `dev`: the main job on an embedded default. It starts the local control plane, runs the
-//! webhook against it, registers it through a MutatingWebhookConfiguration, installs a sample
-//! private catalog with an operator and an operand, and shows what was injected.
+//! webhook against it through the runtime, registers it with the chart's
+//! MutatingWebhookConfiguration, installs a sample private catalog with an operator and an
+//! operand, and prints the decision the webhook made for the operand's Pod.
 
 pub mod controlplane;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
-use crate::cli::{AdminArgs, ServeArgs, ServerArgs, WebhookArgs};
+use crate::runtime::{self, Config};
+use crate::telemetry::metrics::Outcome;
 
-/// The MutatingWebhookConfiguration the chart renders (two webhooks: pods, serviceaccounts),
-/// pointed at `url` and trusting `ca_pem`.
+/// Namespaces the chart's configuration never sends to the webhook, besides its own.
+const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
+/// The MutatingWebhookConfiguration the chart renders (two webhooks: pods, serviceaccounts), with
+/// each `clientConfig` pointed at `url` and trusting `ca_pem` instead of the chart's Service. A
+/// test checks it against the chart field by field.
 pub fn webhook_configuration(name: &str, url: &str, ca_pem: &str, failure_policy: &str, own_namespace: &str) -> Value {
     use base64::Engine;
     let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let excluded: Vec<&str> = std::iter::once(own_namespace).chain(SYSTEM_NAMESPACES).collect();
     let hook = |hook_name: &str, operations: Value, resource: &str| {
         json!({
             "name": hook_name,
             "admissionReviewVersions": ["v1"],
             "sideEffects": "NoneOnDryRun",
             "timeoutSeconds": 5,
-            "reinvocationPolicy": "IfNeeded",
             "failurePolicy": failure_policy,
+            "reinvocationPolicy": "IfNeeded",
+            "matchPolicy": "Equivalent",
             "clientConfig": { "url": url, "caBundle": ca_bundle },
-            "namespaceSelector": { "matchExpressions": [{ "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [own_namespace] }] },
+            "namespaceSelector": { "matchExpressions": [
+                { "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded }
+            ] },
+            "matchConditions": [{
+                "name": "not-a-platform-namespace",
+                "expression": "!request.namespace.startsWith(\"kube-\") && (!request.namespace.startsWith(\"openshift-\") || request.namespace == \"openshift-operators\")"
+            }],
             "rules": [{ "apiGroups": [""], "apiVersions": ["v1"], "operations": operations, "resources": [resource], "scope": "Namespaced" }]
         })
     };
@@ -53,50 +67,28 @@ pub struct DevArgs {
     pub admin_listen: std::net::SocketAddr,
 }
 
-const OWN_NAMESPACE: &str = "olm-pullsecret-injector";
-
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let dir = std::path::absolute(&args.dir)?;
     let cp_dir = dir.join("controlplane");
     let cp = tokio::task::spawn_blocking(move || controlplane::ControlPlane::start(&cp_dir)).await??;
     let client = cp.admin().await?;
 
-    let certs = crate::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
+    let certs = crate::commands::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
     let cert_dir = dir.join("certs");
-    crate::certs::write(&cert_dir, &certs)?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let listen = listener.local_addr()?;
-    drop(listener);
-    let serve = ServeArgs {
-        server: ServerArgs {
-            listen,
-            tls_cert_file: cert_dir.join("tls.crt"),
-            tls_key_file: cert_dir.join("tls.key"),
-            drain_delay: Duration::ZERO,
-        },
-        admin: AdminArgs { admin_listen: args.admin_listen },
-        webhook: WebhookArgs {
-            namespace: OWN_NAMESPACE.into(),
-            exclude_namespace: vec![],
-            on_copy_failure: crate::admission::OnCopyFailure::Deny,
-            deadline: Duration::from_secs(3),
-        },
-        reconciler: Default::default(),
-    };
+    crate::commands::certs::write(&cert_dir, &certs)?;
+    let config = Config { admin_listen: args.admin_listen, ..Config::local(&cert_dir) };
+    let own_namespace = config.namespaces.own_namespace.clone();
     // The webhook's own namespace holds the reconciler's Lease.
-    let own = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": OWN_NAMESPACE } });
+    let own = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": own_namespace } });
     apply(&client, "", "v1", "Namespace", "namespaces", own).await?;
-    let webhook = tokio::spawn(crate::cli::serve_with(client.clone(), serve));
-    while tokio::net::TcpStream::connect(listen).await.is_err() {
-        anyhow::ensure!(!webhook.is_finished(), "the webhook stopped during start-up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let config = webhook_configuration(
+    let running = runtime::start(client.clone(), config).await?;
+    let listen = running.webhook_addr;
+    let webhook_config = webhook_configuration(
         "olm-pullsecret-injector",
         &format!("https://{listen}/mutate"),
         &certs.ca_pem,
         "Fail",
-        OWN_NAMESPACE,
+        &own_namespace,
     );
     apply(
         &client,
@@ -104,11 +96,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "v1",
         "MutatingWebhookConfiguration",
         "mutatingwebhookconfigurations",
-        config,
+        webhook_config,
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await; // the API server loads configurations asynchronously
 
+    let mut decisions = running.decisions();
     install_sample(&client).await?;
     let pods = Api::<Pod>::namespaced(client.clone(), "demo-tenant");
     let pod = loop {
@@ -120,23 +113,38 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let names: Vec<String> =
         pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()).map(|r| r.name.clone()).collect();
+    // What the webhook decided for it, as it logged it.
+    let decision = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match decisions.recv().await {
+                Ok(d) if d.kind == "Pod" && d.namespace == "demo-tenant" && d.outcome == Outcome::Patched => {
+                    return Ok(d);
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .context("no decision for the operand Pod within 30 s")??;
     println!();
     println!(
         "The operand Pod demo-tenant/{} was admitted with imagePullSecrets: {names:?}",
         pod.metadata.name.unwrap_or_default()
     );
-    println!("  (its chain: Pod <- ReplicaSet <- Deployment/demo-app <- Demo/prod <- CSV/demo-operator.v1.0.0");
-    println!("   <- Subscription/demo-operator <- CatalogSource/openshift-marketplace/private-catalog)");
-    println!("The copy of openshift-marketplace/private-registry now lives in demo-tenant and demo-operator.");
+    println!("The webhook's decision for it ({}):", decision.outcome.as_str());
+    for chain in &decision.chain {
+        println!("  chain:   {chain}");
+    }
+    println!("  secrets: {}", decision.secrets.join(", "));
     println!();
     println!("Look around:   export KUBECONFIG={}", cp.kubeconfig().display());
-    println!("Webhook:       https://{listen}/mutate  (admin: http://{}/metrics)", args.admin_listen);
+    println!("Webhook:       https://{listen}/mutate  (admin: http://{}/metrics)", running.admin_addr);
     println!("Stop with Ctrl-C.");
 
-    tokio::select! {
-        result = webhook => result?.context("the webhook stopped")?,
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    tokio::signal::ctrl_c().await?;
+    running.shutdown().begin();
+    running.stopped().await;
     Ok(())
 }
 

@@ -8,23 +8,25 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::events::Events;
-use crate::patch::escape_pointer;
+use crate::inject::patch::{add, pointer, test};
+use crate::resolve::{Need, Provision};
+use crate::state::events::Events;
+use crate::state::ttl::TtlMap;
 use crate::{CONTENT_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCE_ANNOTATION, SOURCE_UID_ANNOTATION};
-
-/// Only these secret types are ever copied: a pull secret is all a tenant gets.
-pub const PULL_SECRET_TYPES: [&str; 2] = ["kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg"];
 
 /// An ensured copy is trusted from memory this long before it is checked again.
 const ENSURED_TTL: Duration = Duration::from_secs(300);
+const MAX_ENSURED: usize = 100_000;
 
 /// The name a copy takes when the tenant already owns a secret of the source's name:
 /// `<name>-<10 hex of sha256("<srcns>/<srcname>")>`, the same on every replica.
@@ -49,23 +51,32 @@ pub fn content_hash(secret: &Secret) -> String {
     hex::encode(hash.finalize())
 }
 
-/// Why a source secret is not handed out.
-pub fn unusable(secret: Option<&Secret>) -> Option<&'static str> {
-    match secret {
-        None => Some("does not exist"),
-        Some(s) if !PULL_SECRET_TYPES.contains(&s.type_.as_deref().unwrap_or("")) => {
-            Some("is not a pull secret (type must be kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg)")
-        }
-        Some(_) => None,
-    }
+/// The names of our copies of one source among the metadata of our labelled copies in one
+/// namespace (the tenant may hold the source's own name, so it is not always that).
+pub fn copies_of<'c>(
+    copies_here: &'c [Arc<PartialObjectMeta<Secret>>],
+    source_ref: &'c str,
+) -> impl Iterator<Item = &'c str> + 'c {
+    copies_here
+        .iter()
+        .filter(move |copy| copy.annotations().get(SOURCE_ANNOTATION).is_some_and(|s| s == source_ref))
+        .filter_map(|copy| copy.meta().name.as_deref())
 }
 
 pub struct Copies {
     client: kube::Client,
     events: Events,
-    /// `<tenant ns>/<source ns>/<source name>` → (copy name, content hash, when ensured).
-    ensured: Mutex<HashMap<String, (String, String, Instant)>>,
+    /// `<tenant ns>/<source ns>/<source name>` → the copy made from which content.
+    ensured: TtlMap<String, EnsuredCopy>,
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A copy known to hold a source's content.
+#[derive(Clone)]
+struct EnsuredCopy {
+    namespace: String,
+    name: String,
+    content_hash: String,
 }
 
 pub enum Ensured {
@@ -84,7 +95,24 @@ impl Ensured {
 
 impl Copies {
     pub fn new(client: kube::Client, events: Events) -> Self {
-        Copies { client, events, ensured: Mutex::new(HashMap::new()), in_flight: Mutex::new(HashMap::new()) }
+        let ensured = TtlMap::new(ENSURED_TTL, MAX_ENSURED);
+        Copies { client, events, ensured, in_flight: Mutex::new(HashMap::new()) }
+    }
+
+    /// The names to list in `imagePullSecrets` of an object in `namespace`: originals as they
+    /// are, copies once ensured; unusable sources are left out.
+    pub async fn ensure_all(&self, namespace: &str, needs: &[Need], dry_run: bool) -> Result<Vec<String>, Error> {
+        let mut names = Vec::with_capacity(needs.len());
+        for need in needs {
+            match &need.provision {
+                Provision::Original => names.push(need.source_name.clone()),
+                Provision::Copy(source) => {
+                    names.push(self.ensure(namespace, source, dry_run).await?.name().to_string())
+                }
+                Provision::Unusable(_) => {}
+            }
+        }
+        Ok(names)
     }
 
     /// Makes sure `namespace` has our copy of `source`, and returns its name. With `dry_run`
@@ -109,8 +137,9 @@ impl Copies {
         if let Ok(ensured) = &result
             && !dry_run
         {
-            let entry = (ensured.name().to_string(), hash, Instant::now());
-            self.ensured.lock().expect("ensured map").insert(key.clone(), entry);
+            let entry =
+                EnsuredCopy { namespace: namespace.to_string(), name: ensured.name().to_string(), content_hash: hash };
+            self.ensured.insert(key.clone(), entry);
         }
         self.in_flight.lock().expect("in-flight map").remove(&key);
         result
@@ -137,9 +166,7 @@ impl Copies {
     }
 
     fn remembered(&self, key: &str, hash: &str) -> Option<String> {
-        let ensured = self.ensured.lock().expect("ensured map");
-        let (name, known_hash, at) = ensured.get(key)?;
-        (known_hash == hash && at.elapsed() < ENSURED_TTL).then(|| name.clone())
+        self.ensured.get(key).filter(|copy| copy.content_hash == hash).map(|copy| copy.name)
     }
 
     /// Creates or updates our copy under `name`; `None` when a secret that is not our copy of
@@ -156,12 +183,12 @@ impl Copies {
         let copy = build_copy(namespace, name, source, hash);
         match api.create(&PostParams { dry_run, field_manager: Some(crate::FIELD_MANAGER.into()) }, &copy).await {
             Ok(created) => {
-                crate::metrics::copy_created();
+                crate::telemetry::metrics::copy_created();
                 if !dry_run {
                     let uid = created.metadata.uid.as_deref();
                     self.events.normal(
-                        crate::events::reference("Secret", namespace, name, uid),
-                        crate::events::COPIED,
+                        crate::state::events::reference("Secret", namespace, name, uid),
+                        crate::state::events::COPIED,
                         format!("copied pull secret {} into this namespace", source_ref(source)),
                     );
                 }
@@ -187,21 +214,20 @@ impl Copies {
         dry_run: bool,
     ) -> Result<bool, Error> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let source_ref = source_ref(source);
-        let patch = json!([
-            { "op": "test", "path": format!("/metadata/labels/{}", escape_pointer(MANAGED_BY_LABEL)), "value": MANAGED_BY_VALUE },
-            { "op": "test", "path": format!("/metadata/annotations/{}", escape_pointer(SOURCE_ANNOTATION)), "value": source_ref },
-            { "op": "add", "path": format!("/metadata/annotations/{}", escape_pointer(CONTENT_HASH_ANNOTATION)), "value": hash },
-            { "op": "add", "path": format!("/metadata/annotations/{}", escape_pointer(SOURCE_UID_ANNOTATION)), "value": source.metadata.uid.as_deref().unwrap_or_default() },
+        let annotation = |name| pointer(["metadata", "annotations", name]);
+        let patch = json_patch::Patch(vec![
+            test(pointer(["metadata", "labels", MANAGED_BY_LABEL]), json!(MANAGED_BY_VALUE)),
+            test(annotation(SOURCE_ANNOTATION), json!(source_ref(source))),
+            add(annotation(CONTENT_HASH_ANNOTATION), json!(hash)),
+            add(annotation(SOURCE_UID_ANNOTATION), json!(source.metadata.uid.as_deref().unwrap_or_default())),
             // A Secret's type is immutable: a copy of another type is replaced, not patched.
-            { "op": "test", "path": "/type", "value": source.type_ },
-            { "op": "add", "path": "/data", "value": source.data },
+            test(pointer(["type"]), json!(source.type_)),
+            add(pointer(["data"]), json!(source.data)),
         ]);
-        let patch: json_patch::Patch = serde_json::from_value(patch).expect("a valid JSON patch");
         let params = PatchParams { dry_run, field_manager: Some(crate::FIELD_MANAGER.into()), ..Default::default() };
         match api.patch(name, &params, &Patch::<()>::Json(patch)).await {
             Ok(_) => {
-                crate::metrics::copy_updated();
+                crate::telemetry::metrics::copy_updated();
                 Ok(true)
             }
             // A failed `test`: the secret is the tenant's own (or another source's copy).
@@ -210,7 +236,7 @@ impl Copies {
                     || status.code == 409
                     || status.code == 500 && status.message.contains("test") =>
             {
-                crate::metrics::copy_conflict();
+                crate::telemetry::metrics::copy_conflict();
                 Ok(false)
             }
             Err(e) => Err(Error::Copy(e)),
@@ -230,11 +256,8 @@ impl Copies {
         };
         match api.delete(name, &params).await {
             Ok(_) => {
-                crate::metrics::copy_deleted();
-                self.ensured
-                    .lock()
-                    .expect("ensured map")
-                    .retain(|key, (copy, _, _)| !(copy == name && key.split('/').next() == Some(namespace)));
+                crate::telemetry::metrics::copy_deleted();
+                self.ensured.retain(|_, copy| !(copy.name == name && copy.namespace == namespace));
                 Ok(())
             }
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
@@ -304,13 +327,6 @@ mod tests {
         assert_eq!(base, content_hash(&secret("kubernetes.io/dockerconfigjson", b"{}")));
         assert_ne!(base, content_hash(&secret("kubernetes.io/dockerconfigjson", b"{\"auths\":{}}")));
         assert_ne!(base, content_hash(&secret("kubernetes.io/dockercfg", b"{}")));
-    }
-
-    #[test]
-    fn only_existing_pull_secrets_are_usable() {
-        assert!(unusable(None).is_some());
-        assert!(unusable(Some(&secret("Opaque", b"x"))).is_some());
-        assert!(unusable(Some(&secret("kubernetes.io/dockercfg", b"x"))).is_none());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The JSON patch that adds pull secrets. It only ever adds: it never replaces, reorders or drops
 //! an entry, so applying the webhook to its own output yields no patch.
 
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation, TestOperation};
 use serde_json::{Value, json};
 
 use crate::INJECTED_ANNOTATION;
@@ -13,19 +15,43 @@ pub enum Target {
 }
 
 impl Target {
-    fn list_path(self) -> &'static str {
+    fn list_path(self) -> &'static [&'static str] {
         match self {
-            Target::Pod => "/spec/imagePullSecrets",
-            Target::ServiceAccount => "/imagePullSecrets",
+            Target::Pod => &["spec", "imagePullSecrets"],
+            Target::ServiceAccount => &["imagePullSecrets"],
         }
     }
 }
 
-/// What the patch adds.
-#[derive(Debug, PartialEq, Eq)]
+/// What the patch adds: its operations and the names they add.
+#[derive(Debug, PartialEq)]
 pub struct Addition {
-    pub patch: Vec<u8>,
+    pub operations: json_patch::Patch,
     pub added: Vec<String>,
+}
+
+impl Addition {
+    /// The patch as the AdmissionReview response carries it (before base64).
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.operations).expect("a patch serializes")
+    }
+}
+
+/// A JSON pointer from unescaped tokens (`/` and `~` in a token are escaped).
+pub fn pointer<'t>(tokens: impl IntoIterator<Item = &'t str>) -> PointerBuf {
+    PointerBuf::from_tokens(tokens)
+}
+
+pub fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+pub fn test(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Test(TestOperation { path, value })
+}
+
+fn injected_annotation() -> PointerBuf {
+    pointer(["metadata", "annotations", INJECTED_ANNOTATION])
 }
 
 /// Builds the patch that makes `wanted` present in `existing` (None: the field is absent or null).
@@ -50,13 +76,13 @@ pub fn build(
     }
 
     let path = target.list_path();
-    let mut ops: Vec<Value> = match existing {
+    let mut ops: Vec<PatchOperation> = match existing {
         None => {
             let entries: Vec<Value> = added.iter().map(|n| json!({ "name": n })).collect();
-            vec![json!({ "op": "add", "path": path, "value": entries })]
+            vec![add(pointer(path.iter().copied()), Value::Array(entries))]
         }
         Some(_) => {
-            added.iter().map(|n| json!({ "op": "add", "path": format!("{path}/-"), "value": { "name": n } })).collect()
+            added.iter().map(|n| add(pointer(path.iter().copied().chain(["-"])), json!({ "name": n }))).collect()
         }
     };
 
@@ -69,20 +95,19 @@ pub fn build(
         }
         let value = recorded.join(",");
         ops.push(if annotations_present {
-            json!({ "op": "add", "path": format!("/metadata/annotations/{}", escape_pointer(INJECTED_ANNOTATION)), "value": value })
+            add(injected_annotation(), Value::String(value))
         } else {
-            json!({ "op": "add", "path": "/metadata/annotations", "value": { INJECTED_ANNOTATION: value } })
+            add(pointer(["metadata", "annotations"]), json!({ INJECTED_ANNOTATION: value }))
         });
     }
-    let patch = serde_json::to_vec(&ops).expect("a patch serializes");
-    Some(Addition { patch, added })
+    Some(Addition { operations: json_patch::Patch(ops), added })
 }
 
 /// The JSON patch that takes `remove` out of a ServiceAccount's `imagePullSecrets` (whose names
 /// are `existing`), but only the names the `injected` annotation says we added, and drops them from
 /// the annotation. Every removal first `test`s the entry's name and the annotation's value, so a
 /// list that changed since it was read fails the patch instead of losing someone else's entry.
-pub fn removal(existing: &[&str], injected: &str, remove: &[&str]) -> Option<Vec<u8>> {
+pub fn removal(existing: &[&str], injected: &str, remove: &[&str]) -> Option<json_patch::Patch> {
     let recorded = split_names(injected);
     let dropped: Vec<&str> = recorded.iter().copied().filter(|n| remove.contains(n)).collect();
     if dropped.is_empty() {
@@ -92,19 +117,19 @@ pub fn removal(existing: &[&str], injected: &str, remove: &[&str]) -> Option<Vec
     // From the end, so earlier indices stay valid.
     for (i, name) in existing.iter().enumerate().rev() {
         if dropped.contains(name) {
-            ops.push(json!({ "op": "test", "path": format!("/imagePullSecrets/{i}/name"), "value": name }));
-            ops.push(json!({ "op": "remove", "path": format!("/imagePullSecrets/{i}") }));
+            let index = i.to_string();
+            ops.push(test(pointer(["imagePullSecrets", &index, "name"]), json!(name)));
+            ops.push(PatchOperation::Remove(RemoveOperation { path: pointer(["imagePullSecrets", &index]) }));
         }
     }
-    let annotation = format!("/metadata/annotations/{}", escape_pointer(INJECTED_ANNOTATION));
-    ops.push(json!({ "op": "test", "path": annotation, "value": injected }));
+    ops.push(test(injected_annotation(), json!(injected)));
     let left: Vec<&str> = recorded.into_iter().filter(|n| !dropped.contains(n)).collect();
     ops.push(if left.is_empty() {
-        json!({ "op": "remove", "path": annotation })
+        PatchOperation::Remove(RemoveOperation { path: injected_annotation() })
     } else {
-        json!({ "op": "replace", "path": annotation, "value": left.join(",") })
+        PatchOperation::Replace(ReplaceOperation { path: injected_annotation(), value: json!(left.join(",")) })
     });
-    Some(serde_json::to_vec(&ops).expect("a patch serializes"))
+    Some(json_patch::Patch(ops))
 }
 
 /// The names in a comma-separated annotation value.
@@ -112,18 +137,12 @@ pub fn split_names(value: &str) -> Vec<&str> {
     value.split(',').map(str::trim).filter(|n| !n.is_empty()).collect()
 }
 
-/// Escapes a JSON pointer token (RFC 6901).
-pub fn escape_pointer(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn apply(doc: &mut Value, patch: &[u8]) {
-        let patch: json_patch::Patch = serde_json::from_slice(patch).unwrap();
-        json_patch::patch(doc, &patch).unwrap();
+    fn apply(doc: &mut Value, patch: &json_patch::Patch) {
+        json_patch::patch(doc, patch).unwrap();
     }
 
     fn names(list: &Value) -> Vec<&str> {
@@ -134,7 +153,7 @@ mod tests {
     fn absent_field_gets_one_add_of_the_whole_list() {
         let wanted = vec!["a".to_string(), "b".to_string()];
         let addition = build(Target::Pod, None, &wanted, false, None).unwrap();
-        let ops: Value = serde_json::from_slice(&addition.patch).unwrap();
+        let ops: Value = serde_json::from_slice(&addition.to_json()).unwrap();
         assert_eq!(
             ops,
             json!([{ "op": "add", "path": "/spec/imagePullSecrets", "value": [{"name": "a"}, {"name": "b"}] }])
@@ -147,9 +166,9 @@ mod tests {
         let mut pod = json!({ "spec": { "imagePullSecrets": [{ "name": "own" }, { "name": "b" }] } });
         let wanted = vec!["a".to_string(), "b".to_string(), "a".to_string()];
         let addition = build(Target::Pod, Some(&["own", "b"]), &wanted, false, None).unwrap();
-        let ops: Value = serde_json::from_slice(&addition.patch).unwrap();
+        let ops: Value = serde_json::from_slice(&addition.to_json()).unwrap();
         assert!(ops.as_array().unwrap().iter().all(|op| op["op"] == "add"));
-        apply(&mut pod, &addition.patch);
+        apply(&mut pod, &addition.operations);
         assert_eq!(names(&pod["spec"]["imagePullSecrets"]), ["own", "b", "a"]);
         assert_eq!(build(Target::Pod, Some(&["own", "b", "a"]), &wanted, false, None), None);
     }
@@ -159,13 +178,13 @@ mod tests {
         let mut sa = json!({ "metadata": { "name": "op" }, "imagePullSecrets": [{ "name": "x" }] });
         let wanted = vec!["x".to_string(), "y".to_string()];
         let addition = build(Target::ServiceAccount, Some(&["x"]), &wanted, false, None).unwrap();
-        apply(&mut sa, &addition.patch);
+        apply(&mut sa, &addition.operations);
         assert_eq!(names(&sa["imagePullSecrets"]), ["x", "y"]);
         assert_eq!(sa["metadata"]["annotations"][INJECTED_ANNOTATION], "y");
 
         let mut sa = json!({ "metadata": { "annotations": { "keep": "1", INJECTED_ANNOTATION: "old" } } });
         let addition = build(Target::ServiceAccount, None, &wanted, true, Some("old")).unwrap();
-        apply(&mut sa, &addition.patch);
+        apply(&mut sa, &addition.operations);
         assert_eq!(names(&sa["imagePullSecrets"]), ["x", "y"]);
         assert_eq!(sa["metadata"]["annotations"][INJECTED_ANNOTATION], "old,x,y");
         assert_eq!(sa["metadata"]["annotations"]["keep"], "1");
@@ -200,7 +219,6 @@ mod tests {
             "imagePullSecrets": [{ "name": "new-first" }, { "name": "ours" }]
         });
         let patch = removal(&["ours"], "ours", &["ours"]).unwrap();
-        let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
         assert!(json_patch::patch(&mut sa, &patch).is_err());
         assert_eq!(names(&sa["imagePullSecrets"]), ["new-first", "ours"]);
     }

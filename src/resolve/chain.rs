@@ -5,23 +5,14 @@
 
 use std::collections::BTreeMap;
 
+use super::owners::{OwnerQuery, Owners, builtin_plural};
+use super::{Kind, Subject};
 use crate::error::Error;
-use crate::index::Index;
-use crate::olm;
-use crate::owners::{OwnerRef, Owners, builtin_plural};
+use crate::state::index::Index;
+use crate::state::olm;
 
 /// Owner chains longer than this are dropped (Pod → ReplicaSet → Deployment → CR is 3).
 pub const MAX_DEPTH: usize = 8;
-
-/// The object being admitted.
-pub struct Subject<'a> {
-    pub kind: &'a str,
-    pub namespace: &'a str,
-    /// Empty for a Pod that only has a generateName.
-    pub name: &'a str,
-    pub owner_references: Vec<OwnerRef>,
-    pub namespace_labels: &'a BTreeMap<String, String>,
-}
 
 /// A catalog the object resolved to, with the path that led there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,14 +22,15 @@ pub struct Found {
     pub chain: String,
 }
 
+/// Every path followed from one object.
 #[derive(Debug, Default)]
-pub struct Resolution {
+pub struct Chains {
     pub found: Vec<Found>,
     /// Why paths were dropped, for the decision log.
     pub dropped: Vec<String>,
 }
 
-impl Resolution {
+impl Chains {
     /// The secrets of every catalog found, deduplicated, as (catalog namespace, secret name).
     pub fn secrets<'i>(&self, index: &'i Index) -> Vec<(&'i str, &'i str)> {
         let mut out: Vec<(&str, &str)> = Vec::new();
@@ -56,42 +48,56 @@ impl Resolution {
 }
 
 struct Step {
-    owner: OwnerRef,
+    owner: super::owners::OwnerRef,
     path: String,
     depth: usize,
     seen: Vec<String>,
 }
 
-pub async fn resolve(index: &Index, owners: &Owners, subject: &Subject<'_>) -> Result<Resolution, Error> {
+/// A CSV a path ended at, with the path up to and including it.
+struct Anchor {
+    csv_namespace: String,
+    csv_name: String,
+    path: String,
+}
+
+/// Walks the object's verified owners up to CSVs, and the CSVs to their catalogs.
+pub async fn follow(
+    index: &Index,
+    owners: &Owners,
+    subject: &Subject<'_>,
+    namespace_labels: &BTreeMap<String, String>,
+) -> Result<Chains, Error> {
     let ns = subject.namespace;
-    let mut resolution = Resolution::default();
-    // (CSV namespace, CSV name, path up to and including the CSV)
-    let mut anchors: Vec<(String, String, String)> = Vec::new();
+    let mut chains = Chains::default();
+    let mut anchors: Vec<Anchor> = Vec::new();
     let mut stack: Vec<Step> = subject
         .owner_references
         .iter()
-        .map(|r| Step { owner: r.clone(), path: subject.kind.to_string(), depth: 1, seen: Vec::new() })
+        .map(|r| Step { owner: r.clone(), path: subject.kind.as_str().to_string(), depth: 1, seen: Vec::new() })
         .collect();
 
     while let Some(Step { owner, path, depth, mut seen }) = stack.pop() {
         let here = format!("{path}<-{}/{}", owner.kind, owner.name);
         if depth > MAX_DEPTH {
-            resolution.dropped.push(format!("{here}: deeper than {MAX_DEPTH}"));
+            chains.dropped.push(format!("{here}: deeper than {MAX_DEPTH}"));
             continue;
         }
         if seen.contains(&owner.uid) {
-            resolution.dropped.push(format!("{here}: ownership cycle"));
+            chains.dropped.push(format!("{here}: ownership cycle"));
             continue;
         }
         let group = owner.api_version.split_once('/').map_or("", |(g, _)| g);
 
         if group == olm::GROUP && owner.kind == "ClusterServiceVersion" {
             match index.csv(ns, &owner.name) {
-                Some(csv) if csv.uid == owner.uid => {
-                    anchors.push((ns.to_string(), owner.name.clone(), format!("{path}<-CSV/{}", owner.name)));
-                }
-                Some(_) => resolution.dropped.push(format!("{here}: UID does not match the CSV")),
-                None => resolution.dropped.push(format!("{here}: no such CSV")),
+                Some(csv) if csv.uid == owner.uid => anchors.push(Anchor {
+                    csv_namespace: ns.to_string(),
+                    csv_name: owner.name.clone(),
+                    path: format!("{path}<-CSV/{}", owner.name),
+                }),
+                Some(_) => chains.dropped.push(format!("{here}: UID does not match the CSV")),
+                None => chains.dropped.push(format!("{here}: no such CSV")),
             }
             continue;
         }
@@ -100,59 +106,59 @@ pub async fn resolve(index: &Index, owners: &Owners, subject: &Subject<'_>) -> R
         if !crd_owners.is_empty() {
             let in_scope: Vec<_> = crd_owners.iter().filter(|o| index.in_scope(&o.csv_namespace, ns)).collect();
             if in_scope.is_empty() {
-                resolution.dropped.push(format!("{here}: no operator owning {} reaches namespace {ns}", owner.kind));
+                chains.dropped.push(format!("{here}: no operator owning {} reaches namespace {ns}", owner.kind));
                 continue;
             }
-            let plural = &in_scope[0].plural;
-            match owners.verified(&owner.api_version, &owner.kind, plural, ns, &owner.name, &owner.uid).await? {
+            let query = query(&owner, &in_scope[0].plural, ns);
+            match owners.verified(query, &owner.uid).await? {
                 Some(_) => {
                     for o in in_scope {
-                        anchors.push((
-                            o.csv_namespace.clone(),
-                            o.csv_name.clone(),
-                            format!("{here}<-CSV/{}", o.csv_name),
-                        ));
+                        anchors.push(Anchor {
+                            csv_namespace: o.csv_namespace.clone(),
+                            csv_name: o.csv_name.clone(),
+                            path: format!("{here}<-CSV/{}", o.csv_name),
+                        });
                     }
                 }
-                None => resolution.dropped.push(format!("{here}: owner not found with that UID")),
+                None => chains.dropped.push(format!("{here}: owner not found with that UID")),
             }
             continue;
         }
 
         let Some(plural) = builtin_plural(&owner.api_version, &owner.kind) else {
-            resolution.dropped.push(format!("{here}: owner kind not followed"));
+            chains.dropped.push(format!("{here}: owner kind not followed"));
             continue;
         };
-        match owners.verified(&owner.api_version, &owner.kind, plural, ns, &owner.name, &owner.uid).await? {
+        match owners.verified(query(&owner, plural, ns), &owner.uid).await? {
             Some(meta) => {
                 seen.push(owner.uid.clone());
                 if meta.owner_references.is_empty() {
-                    resolution.dropped.push(format!("{here}: no operator above"));
+                    chains.dropped.push(format!("{here}: no operator above"));
                 }
                 for next in &meta.owner_references {
                     stack.push(Step { owner: next.clone(), path: here.clone(), depth: depth + 1, seen: seen.clone() });
                 }
             }
-            None => resolution.dropped.push(format!("{here}: owner not found with that UID")),
+            None => chains.dropped.push(format!("{here}: owner not found with that UID")),
         }
     }
 
     // A service account with no usable owner: the install strategy of a CSV in its namespace
     // (written by OLM from the bundle) may name it.
-    if subject.kind == "ServiceAccount" && anchors.is_empty() && !subject.name.is_empty() {
+    if subject.kind == Kind::ServiceAccount && anchors.is_empty() && !subject.name.is_empty() {
         for csv in index.csvs_naming_service_account(ns, subject.name) {
-            anchors.push((
-                ns.to_string(),
-                csv.to_string(),
-                format!("ServiceAccount/{}<-CSV/{csv}(install strategy)", subject.name),
-            ));
+            anchors.push(Anchor {
+                csv_namespace: ns.to_string(),
+                csv_name: csv.to_string(),
+                path: format!("ServiceAccount/{}<-CSV/{csv}(install strategy)", subject.name),
+            });
         }
     }
 
-    for (csv_ns, csv_name, path) in anchors {
-        let links = index.catalogs_of(&csv_ns, &csv_name);
+    for Anchor { csv_namespace, csv_name, path } in anchors {
+        let links = index.catalogs_of(&csv_namespace, &csv_name);
         if links.is_empty() {
-            resolution.dropped.push(format!("{path}: no Subscription reports this CSV"));
+            chains.dropped.push(format!("{path}: no Subscription reports this CSV"));
         }
         for link in links {
             let chain = format!(
@@ -160,9 +166,9 @@ pub async fn resolve(index: &Index, owners: &Owners, subject: &Subject<'_>) -> R
                 link.subscription, link.catalog_namespace, link.catalog_name
             );
             match index.catalog(&link.catalog_namespace, &link.catalog_name) {
-                None => resolution.dropped.push(format!("{chain}: catalog has no secrets or is disabled")),
-                Some(catalog) if !catalog.admits(subject.namespace_labels) => {
-                    resolution.dropped.push(format!("{chain}: namespace not selected by the catalog"))
+                None => chains.dropped.push(format!("{chain}: catalog has no secrets or is disabled")),
+                Some(catalog) if !catalog.admits(namespace_labels) => {
+                    chains.dropped.push(format!("{chain}: namespace not selected by the catalog"))
                 }
                 Some(_) => {
                     let found = Found {
@@ -170,12 +176,16 @@ pub async fn resolve(index: &Index, owners: &Owners, subject: &Subject<'_>) -> R
                         catalog_name: link.catalog_name.clone(),
                         chain,
                     };
-                    if !resolution.found.contains(&found) {
-                        resolution.found.push(found);
+                    if !chains.found.contains(&found) {
+                        chains.found.push(found);
                     }
                 }
             }
         }
     }
-    Ok(resolution)
+    Ok(chains)
+}
+
+fn query<'a>(owner: &'a super::owners::OwnerRef, plural: &'a str, namespace: &'a str) -> OwnerQuery<'a> {
+    OwnerQuery { api_version: &owner.api_version, kind: &owner.kind, plural, namespace, name: &owner.name }
 }

@@ -2,7 +2,26 @@
 //! Production installs use the OpenShift service CA, cert-manager or the chart's own pair.
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct CertsArgs {
+    /// Output directory for ca.crt, tls.crt and tls.key.
+    #[arg(long, default_value = "certs")]
+    pub dir: PathBuf,
+    /// DNS names of the serving certificate.
+    #[arg(long = "dns-name", default_values_t = ["olm-pullsecret-injector.olm-pullsecret-injector.svc".to_string(), "localhost".to_string()])]
+    pub dns_names: Vec<String>,
+    /// IP addresses of the serving certificate.
+    #[arg(long = "ip", default_values_t = [IpAddr::from([127, 0, 0, 1])])]
+    pub ips: Vec<IpAddr>,
+}
+
+pub fn run(args: CertsArgs) -> anyhow::Result<()> {
+    write(&args.dir, &generate(&args.dns_names, &args.ips)?)?;
+    println!("wrote {}/ca.crt, tls.crt and tls.key", args.dir.display());
+    Ok(())
+}
 
 pub struct DevCerts {
     pub ca_pem: String,

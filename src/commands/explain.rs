@@ -1,18 +1,18 @@
 //! `explain pod/<ns>/<name>` and `explain sa/<ns>/<name>`: against a live cluster, the chain the
 //! webhook follows for an object, the catalogs and secrets that apply, and what exists and what
-//! is missing. Uses the same caches and resolution as the webhook itself.
+//! is missing. It asks the same resolver as the webhook, over the same caches.
 
-use std::collections::BTreeMap;
-
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
-use kube::api::Api;
+use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
 use serde::Serialize;
 
-use crate::SOURCE_ANNOTATION;
-use crate::caches::Caches;
-use crate::chain::{self, Subject};
-use crate::owners::{OwnerRef, Owners};
+use crate::inject::copies::copies_of;
+use crate::resolve::owners::{ApiOwners, Owners};
+use crate::resolve::{Kind, NamespaceRules, Provision, Resolver, Subject};
+use crate::state::caches::Caches;
+use crate::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 #[derive(clap::Args, Debug)]
 pub struct ExplainArgs {
@@ -21,11 +21,19 @@ pub struct ExplainArgs {
     /// Output format.
     #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
     pub output: String,
+    /// The webhook's own namespace (never mutated), as `serve --namespace`.
+    #[arg(long, env = "POD_NAMESPACE", default_value = crate::runtime::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Namespaces `serve` leaves alone, as `serve --exclude-namespace`.
+    #[arg(long, env = "PSI_EXCLUDE_NAMESPACE", value_delimiter = ',')]
+    pub exclude_namespace: Vec<String>,
 }
 
 #[derive(Serialize, Debug)]
 pub struct Report {
     pub object: String,
+    /// The namespace rule that leaves the object alone, if one does.
+    pub skipped: Option<String>,
     /// The trusted paths from the object to a catalog with secrets.
     pub chains: Vec<String>,
     /// Paths that were followed and dropped, and why.
@@ -48,7 +56,8 @@ pub struct SecretState {
 }
 
 pub async fn run(client: kube::Client, args: ExplainArgs) -> anyhow::Result<()> {
-    let report = explain(client, &args.target).await?;
+    let rules = NamespaceRules { own_namespace: args.namespace, excluded_namespaces: args.exclude_namespace };
+    let report = explain(client, &args.target, rules).await?;
     if args.output == "json" {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -76,7 +85,7 @@ pub async fn run(client: kube::Client, args: ExplainArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub async fn explain(client: kube::Client, target: &str) -> anyhow::Result<Report> {
+pub async fn explain(client: kube::Client, target: &str, rules: NamespaceRules) -> anyhow::Result<Report> {
     let mut parts = target.splitn(3, '/');
     let (Some(kind), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
         bail!("expected pod/<namespace>/<name> or sa/<namespace>/<name>, got {target:?}");
@@ -89,7 +98,7 @@ pub async fn explain(client: kube::Client, target: &str) -> anyhow::Result<Repor
                 .with_context(|| format!("reading pod {ns}/{name}"))?;
             let listed =
                 pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()).map(|r| r.name.clone()).collect();
-            ("Pod", pod.metadata, listed)
+            (Kind::Pod, pod.metadata, listed)
         }
         "sa" | "serviceaccount" | "serviceaccounts" => {
             let sa = Api::<ServiceAccount>::namespaced(client.clone(), ns)
@@ -97,7 +106,7 @@ pub async fn explain(client: kube::Client, target: &str) -> anyhow::Result<Repor
                 .await
                 .with_context(|| format!("reading service account {ns}/{name}"))?;
             let listed = sa.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect();
-            ("ServiceAccount", sa.metadata, listed)
+            (Kind::ServiceAccount, sa.metadata, listed)
         }
         other => bail!("unsupported kind {other:?}: use pod or sa"),
     };
@@ -107,38 +116,48 @@ pub async fn explain(client: kube::Client, target: &str) -> anyhow::Result<Repor
     tokio::time::timeout(std::time::Duration::from_secs(60), caches.wait_synced())
         .await
         .context("the watch caches did not sync within 60 s")?;
-    let index = caches.index();
-    let namespace = caches.namespace(ns);
-    let empty = BTreeMap::new();
-    let subject = Subject {
-        kind,
-        namespace: ns,
-        name,
-        owner_references: meta.owner_references.unwrap_or_default().into_iter().map(OwnerRef::from).collect(),
-        namespace_labels: namespace.as_ref().and_then(|n| n.metadata.labels.as_ref()).unwrap_or(&empty),
-    };
-    let resolution = chain::resolve(&index, &Owners::new(client.clone()), &subject).await?;
+    let resolver = Resolver::new(rules, caches, Owners::new(ApiOwners(client.clone())));
+    let subject = Subject::of(kind, ns, name, meta.owner_references.as_deref().unwrap_or_default());
+    let object = format!("{} {ns}/{name}", kind.as_str());
+    if let Some(skip) = resolver.skip(ns) {
+        return Ok(Report {
+            object,
+            skipped: Some(skip.reason().to_string()),
+            chains: Vec::new(),
+            dropped: Vec::new(),
+            catalogs: Vec::new(),
+            secrets: Vec::new(),
+            verdict: format!("not injected: {}", skip.reason()),
+        });
+    }
+    let resolution = resolver.resolve(&subject).await?;
 
+    // Our copies are found by their label and source annotation, as the reconciler finds them.
+    let copies_here: Vec<std::sync::Arc<PartialObjectMeta<Secret>>> = Api::<Secret>::namespaced(client.clone(), ns)
+        .list_metadata(&ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")))
+        .await
+        .context("listing the managed copies")?
+        .items
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect();
     let secrets_here: Api<Secret> = Api::namespaced(client.clone(), ns);
     let mut secrets = Vec::new();
-    for (source_ns, source_name) in resolution.secrets(&index) {
-        let source = caches.source_secret(source_ns, source_name).await;
-        let source_exists = crate::copies::unusable(source.as_deref()).is_none();
-        let name = if !source_exists {
-            None
-        } else if source_ns == ns {
-            Some(source_name.to_string())
-        } else {
-            our_copy(&secrets_here, source_ns, source_name).await?
+    for need in &resolution.needs {
+        let source = need.source_ref();
+        let name = match &need.provision {
+            Provision::Unusable(_) => None,
+            Provision::Original => Some(need.source_name.clone()),
+            Provision::Copy(_) => copies_of(&copies_here, &source).next().map(str::to_string),
         };
         let exists_in_namespace = match &name {
-            Some(n) => secrets_here.get_opt(n).await?.is_some(),
+            Some(n) => secrets_here.get_metadata_opt(n).await?.is_some(),
             None => false,
         };
         let listed_in_object = name.as_ref().is_some_and(|n| listed.contains(n));
         secrets.push(SecretState {
-            source: format!("{source_ns}/{source_name}"),
-            source_exists,
+            source,
+            source_exists: !matches!(need.provision, Provision::Unusable(_)),
             name,
             exists_in_namespace,
             listed_in_object,
@@ -150,7 +169,7 @@ pub async fn explain(client: kube::Client, target: &str) -> anyhow::Result<Repor
         .filter(|s| s.source_exists && !(s.exists_in_namespace && s.listed_in_object))
         .map(|s| s.source.as_str())
         .collect();
-    let verdict = if resolution.found.is_empty() {
+    let verdict = if resolution.found().is_empty() {
         "not injected: no trusted chain leads from this object to a catalog with pull secrets".to_string()
     } else if missing.is_empty() {
         "ok: it has every pull secret its catalogs provide".to_string()
@@ -158,29 +177,12 @@ pub async fn explain(client: kube::Client, target: &str) -> anyhow::Result<Repor
         format!("missing: {} (a Pod gets them when recreated; a ServiceAccount is backfilled)", missing.join(", "))
     };
     Ok(Report {
-        object: format!("{kind} {ns}/{name}"),
-        chains: resolution.found.iter().map(|f| f.chain.clone()).collect(),
-        dropped: resolution.dropped,
-        catalogs: resolution.found.iter().map(|f| format!("{}/{}", f.catalog_namespace, f.catalog_name)).collect(),
+        object,
+        skipped: None,
+        catalogs: resolution.catalogs(),
+        chains: resolution.chain_texts(),
+        dropped: resolution.chains.dropped,
         secrets,
         verdict,
     })
-}
-
-/// The name our copy of the source has in the namespace: its own name, else the hashed one.
-async fn our_copy(api: &Api<Secret>, source_ns: &str, source_name: &str) -> anyhow::Result<Option<String>> {
-    let source = format!("{source_ns}/{source_name}");
-    let fallback = crate::copies::fallback_name(source_ns, source_name);
-    for candidate in [source_name, fallback.as_str()] {
-        match api.get_opt(candidate).await? {
-            Some(secret)
-                if secret.metadata.annotations.as_ref().and_then(|a| a.get(SOURCE_ANNOTATION)) == Some(&source) =>
-            {
-                return Ok(Some(candidate.to_string()));
-            }
-            Some(_) => continue,
-            None => return Ok(Some(candidate.to_string())),
-        }
-    }
-    Ok(None)
 }

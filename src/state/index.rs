@@ -7,7 +7,7 @@ use kube::core::{Selector, SelectorExt};
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
-use crate::olm::{CatalogSource, ClusterServiceVersion, OperatorGroup, Subscription};
+use crate::state::olm::{CatalogSource, ClusterServiceVersion, OperatorGroup, Subscription};
 use crate::{INJECT_ANNOTATION, NAMESPACE_SELECTOR_ANNOTATION};
 
 type ByNamespace<V> = HashMap<String, HashMap<String, V>>;

@@ -21,11 +21,60 @@ pub struct ActionLabels {
     pub action: &'static str,
 }
 
+/// How a review was answered: the `decision` of the log line and of the admissions metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Patched,
+    Unchanged,
+    Skipped,
+    Denied,
+    Error,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 5] = [Outcome::Patched, Outcome::Unchanged, Outcome::Skipped, Outcome::Denied, Outcome::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Patched => "patched",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Skipped => "skipped",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// What the reconciler did: the `action` label of `reconcile_actions`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    CopySynced,
+    CopyReplaced,
+    CopyRemoved,
+    ServiceAccountBackfilled,
+    ServiceAccountEntriesRemoved,
+    PodMissingPullSecret,
+    PodHealed,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::CopySynced => "copy_synced",
+            Action::CopyReplaced => "copy_replaced",
+            Action::CopyRemoved => "copy_removed",
+            Action::ServiceAccountBackfilled => "service_account_backfilled",
+            Action::ServiceAccountEntriesRemoved => "service_account_entries_removed",
+            Action::PodMissingPullSecret => "pod_missing_pull_secret",
+            Action::PodHealed => "pod_healed",
+        }
+    }
+}
+
 /// Label values of `admissions`: kinds and operations the webhook does not handle are counted as
 /// `other`, so a caller cannot grow the label set.
 const KINDS: [&str; 3] = ["Pod", "ServiceAccount", "other"];
 const OPERATIONS: [&str; 3] = ["CREATE", "UPDATE", "other"];
-const DECISIONS: [&str; 5] = ["patched", "unchanged", "skipped", "denied", "error"];
 
 struct Metrics {
     registry: Registry,
@@ -50,8 +99,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let mut admissions = Vec::new();
     for kind in KINDS {
         for operation in OPERATIONS {
-            for decision in DECISIONS {
-                admissions.push(family.get_or_create(&AdmissionLabels { kind, operation, decision }).clone());
+            for outcome in Outcome::ALL {
+                let labels = AdmissionLabels { kind, operation, decision: outcome.as_str() };
+                admissions.push(family.get_or_create(&labels).clone());
             }
         }
     }
@@ -106,12 +156,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
 
 /// Counts one review. Kinds and operations other than those the webhook handles are counted as
 /// `other`, so a caller cannot grow the label set.
-pub fn admission(kind: &str, operation: &str, decision: &'static str, seconds: f64) {
+pub fn admission(kind: &str, operation: &str, outcome: Outcome, seconds: f64) {
     let position = |set: &[&str], value: &str| set.iter().position(|v| *v == value);
     let kind = position(&KINDS, kind).unwrap_or(KINDS.len() - 1);
     let operation = position(&OPERATIONS, operation).unwrap_or(OPERATIONS.len() - 1);
-    let decision = position(&DECISIONS, decision).expect("a known decision");
-    METRICS.admissions[(kind * OPERATIONS.len() + operation) * DECISIONS.len() + decision].inc();
+    // `ALL` lists the variants in declaration order.
+    METRICS.admissions[(kind * OPERATIONS.len() + operation) * Outcome::ALL.len() + outcome as usize].inc();
     METRICS.duration.observe(seconds);
 }
 
@@ -127,8 +177,8 @@ pub fn copy_conflict() {
 pub fn copy_deleted() {
     METRICS.copies_deleted.inc();
 }
-pub fn reconcile_action(action: &'static str) {
-    METRICS.reconcile_actions.get_or_create(&ActionLabels { action }).inc();
+pub fn reconcile_action(action: Action) {
+    METRICS.reconcile_actions.get_or_create(&ActionLabels { action: action.as_str() }).inc();
 }
 pub fn reconcile_error() {
     METRICS.reconcile_errors.inc();
@@ -163,9 +213,9 @@ mod tests {
         let pod = r#"pullsecret_injector_admissions_total{kind="Pod",operation="CREATE",decision="patched"}"#;
         let other = r#"pullsecret_injector_admissions_total{kind="other",operation="other",decision="skipped"}"#;
         let (pods, others) = (count(pod), count(other));
-        admission("Pod", "CREATE", "patched", 0.001);
-        admission("Node", "CONNECT", "skipped", 0.001);
-        admission("Secret", "DELETE", "skipped", 0.001);
+        admission("Pod", "CREATE", Outcome::Patched, 0.001);
+        admission("Node", "CONNECT", Outcome::Skipped, 0.001);
+        admission("Secret", "DELETE", Outcome::Skipped, 0.001);
         assert_eq!(count(pod), pods + 1);
         assert_eq!(count(other), others + 2);
         assert_eq!(
@@ -173,5 +223,8 @@ mod tests {
             45,
             "every label set is known up front"
         );
+        for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome as usize, i, "ALL is in declaration order");
+        }
     }
 }

@@ -121,18 +121,18 @@ mod tests {
     fn a_new_pair_is_served_and_a_mismatched_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let localhost = [std::net::Ipv4Addr::LOCALHOST.into()];
-        let first = crate::certs::generate(&[], &localhost).unwrap();
+        let first = crate::commands::certs::generate(&[], &localhost).unwrap();
         write_pair(dir.path(), &first.cert_pem, &first.key_pem);
         let reloader = CertReloader::load(dir.path().join("tls.crt"), dir.path().join("tls.key")).unwrap();
         assert_eq!(serving_der(&reloader), pem_der(&first.cert_pem));
 
-        let second = crate::certs::generate(&[], &localhost).unwrap();
+        let second = crate::commands::certs::generate(&[], &localhost).unwrap();
         write_pair(dir.path(), &second.cert_pem, &second.key_pem);
         reloader.reload();
         assert_eq!(serving_der(&reloader), pem_der(&second.cert_pem));
 
         // A certificate with somebody else's key, then a half-written key: both refused.
-        let third = crate::certs::generate(&[], &localhost).unwrap();
+        let third = crate::commands::certs::generate(&[], &localhost).unwrap();
         write_pair(dir.path(), &third.cert_pem, &first.key_pem);
         reloader.reload();
         assert_eq!(serving_der(&reloader), pem_der(&second.cert_pem));

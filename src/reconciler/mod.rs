@@ -1,0 +1,169 @@
+//! The reconciler keeps the copies true after admission, on the one replica that holds the
+//! [`lease`]. Each pass works from watch caches and acts only where something is off, one sweep
+//! per file:
+//!
+//! - [`copies`]: a changed source reaches every copy (content hash); a copy whose source is no
+//!   longer offered to its namespace is deleted after the grace period, unless a live Pod still
+//!   names it, and the names we recorded on service accounts are removed with it;
+//! - [`service_accounts`]: those that resolve to a catalog but lack its secrets are backfilled;
+//! - [`pods`]: those admitted without the secrets they need are reported, and with `--heal-pods`
+//!   the controller-owned ones are deleted so their controller recreates them through the webhook.
+//!
+//! Every sweep asks the same resolver as the webhook what an object needs.
+
+mod copies;
+pub(crate) mod lease;
+mod pods;
+mod service_accounts;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use kube::api::{Api, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::{Notify, watch};
+use tracing::warn;
+
+use crate::context::Context;
+use crate::serving::lifecycle::Pending;
+use crate::state::caches::{reflect, wake};
+use crate::state::index::Index;
+use crate::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How long a copy stays after its source stopped being offered to its namespace: covers
+    /// in-flight admissions and Pods rejected after mutation.
+    pub cleanup_grace: Duration,
+    pub heal_pods: bool,
+}
+
+/// A pass runs at least this often (grace periods expire without any event).
+const RESYNC: Duration = Duration::from_secs(10);
+
+pub(crate) struct Reconciler {
+    ctx: Arc<Context>,
+    options: Options,
+    pods: Store<Pod>,
+    service_accounts: Store<ServiceAccount>,
+    /// Our copies, metadata only, found by their managed-by label.
+    managed: Store<PartialObjectMeta<Secret>>,
+    changed: Arc<Notify>,
+    started: Instant,
+}
+
+/// What one leader term remembers between passes.
+#[derive(Default)]
+struct Memory {
+    unwanted_since: HashMap<String, Instant>,
+    /// ServiceAccount uid → the version and caches generation it was last found complete at.
+    service_accounts_done: HashMap<String, Checked>,
+    /// Pod uid → caches generation it was last checked at.
+    pods_checked: HashMap<String, u64>,
+    pods_reported: HashSet<String>,
+    healed_controllers: HashMap<String, Instant>,
+}
+
+#[derive(PartialEq, Eq)]
+struct Checked {
+    resource_version: String,
+    generation: u64,
+}
+
+/// What one pass works from.
+struct Pass<'a> {
+    index: Arc<Index>,
+    generation: u64,
+    leading: &'a watch::Receiver<bool>,
+}
+
+impl Pass<'_> {
+    /// A pass stops as soon as leadership is lost, so two replicas never act at once.
+    fn lost_lead(&self) -> bool {
+        !*self.leading.borrow()
+    }
+}
+
+impl Reconciler {
+    /// Starts the watches the reconciler needs (on every replica, so a takeover is immediate).
+    pub fn start(ctx: Arc<Context>, options: Options) -> Arc<Reconciler> {
+        let client = ctx.client.clone();
+        let changed = Arc::new(Notify::new());
+        let (pods, pods_w) = reflector::store();
+        let stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).modify(pods::trim);
+        tokio::spawn(reflect(stream, pods_w, "pods", wake(&changed)));
+        let (service_accounts, sas_w) = reflector::store();
+        let stream = watcher(Api::<ServiceAccount>::all(client.clone()), watcher::Config::default())
+            .modify(|sa: &mut ServiceAccount| sa.secrets = None);
+        tokio::spawn(reflect(stream, sas_w, "serviceaccounts", wake(&changed)));
+        let (managed, managed_w) = reflector::store();
+        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
+        let copies_api = Api::<PartialObjectMeta<Secret>>::all(client);
+        let stream = watcher(copies_api, watcher::Config::default().labels(&selector));
+        tokio::spawn(reflect(stream, managed_w, "managed copies", wake(&changed)));
+        Arc::new(Reconciler { ctx, options, pods, service_accounts, managed, changed, started: Instant::now() })
+    }
+
+    /// Reconciles while `leading` says so, once every watch of the reconciler has listed (then
+    /// `synced` is marked ready); passes run on changes and at least every 10 s. Returns when
+    /// the election ends.
+    pub async fn run(self: Arc<Self>, mut leading: watch::Receiver<bool>, synced: Pending) {
+        // A store's readiness wakes one waiter only: this task is the one.
+        let _ = self.pods.wait_until_ready().await;
+        let _ = self.service_accounts.wait_until_ready().await;
+        let _ = self.managed.wait_until_ready().await;
+        synced.ready();
+        loop {
+            if leading.wait_for(|l| *l).await.is_err() {
+                return;
+            }
+            crate::telemetry::metrics::set_leader(true);
+            // A new term: what the previous leader did is only known from the caches.
+            let mut memory = Memory::default();
+            while *leading.borrow() {
+                let caches = self.ctx.caches();
+                let pass = Pass { index: caches.index_snapshot(), generation: caches.generation(), leading: &leading };
+                self.copies_sweep(&pass, &mut memory).await;
+                self.service_accounts_sweep(&pass, &mut memory).await;
+                self.pods_sweep(&pass, &mut memory).await;
+                let generation = pass.generation;
+                tokio::select! {
+                    _ = self.changed.notified() => {
+                        // Coalesce a burst of watch events into one pass.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    _ = self.wait_generation_change(generation) => {}
+                    _ = tokio::time::sleep(RESYNC) => {}
+                    _ = leading.changed() => {}
+                }
+            }
+            crate::telemetry::metrics::set_leader(false);
+        }
+    }
+
+    async fn wait_generation_change(&self, seen: u64) {
+        while self.ctx.caches().generation() == seen {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Counts and logs an action that failed; the next pass tries again.
+fn failed(what: &str, namespace: &str, name: &str, error: impl Display) {
+    crate::telemetry::metrics::reconcile_error();
+    warn!(%namespace, %name, %error, "could not {what}");
+}
+
+/// Forgets what was remembered of objects that are gone.
+fn forget_gone<V>(memory: &mut HashMap<String, V>, live: &HashSet<String>) {
+    memory.retain(|uid, _| live.contains(uid));
+}
+
+fn write_params() -> PatchParams {
+    PatchParams { field_manager: Some(crate::FIELD_MANAGER.into()), ..Default::default() }
+}

@@ -1,0 +1,121 @@
+//! Owner lookups for the trusted chain. An ownerReference is only believed when the object it
+//! names exists with the same UID. Answers are cached (keyed by the UID they were verified
+//! against), so a warm admission makes no API call; a freshly created owner that is not yet known
+//! costs one metadata-only GET through an [`OwnerSource`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use kube::api::{Api, DynamicObject};
+use kube::core::{ApiResource, GroupVersionKind};
+
+use crate::error::Error;
+use crate::state::ttl::TtlMap;
+
+/// What the chain needs of an owner: its identity and its own owners.
+#[derive(Debug, Clone)]
+pub struct OwnerMeta {
+    pub uid: String,
+    pub owner_references: Vec<OwnerRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRef {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl From<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> for OwnerRef {
+    fn from(r: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference) -> Self {
+        OwnerRef { api_version: r.api_version, kind: r.kind, name: r.name, uid: r.uid }
+    }
+}
+
+/// One object to look up: `plural` comes from the CSV that owns the kind, or is a built-in.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnerQuery<'a> {
+    pub api_version: &'a str,
+    pub kind: &'a str,
+    pub plural: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
+/// Where owners are read from: the API server in production, a map in tests.
+pub trait OwnerSource: Send + Sync + 'static {
+    /// The object's metadata, or `None` when it does not exist.
+    fn get<'a>(&'a self, query: OwnerQuery<'a>) -> BoxFuture<'a, Result<Option<OwnerMeta>, kube::Error>>;
+}
+
+/// Metadata-only GETs against the API server.
+pub struct ApiOwners(pub kube::Client);
+
+impl OwnerSource for ApiOwners {
+    fn get<'a>(&'a self, q: OwnerQuery<'a>) -> BoxFuture<'a, Result<Option<OwnerMeta>, kube::Error>> {
+        Box::pin(async move {
+            let (group, version) = q.api_version.split_once('/').unwrap_or(("", q.api_version));
+            let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, q.kind), q.plural);
+            let api: Api<DynamicObject> = Api::namespaced_with(self.0.clone(), q.namespace, &resource);
+            Ok(api.get_metadata_opt(q.name).await?.map(|found| OwnerMeta {
+                uid: found.metadata.uid.unwrap_or_default(),
+                owner_references: found
+                    .metadata
+                    .owner_references
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(OwnerRef::from)
+                    .collect(),
+            }))
+        })
+    }
+}
+
+/// Workload kinds whose plural is known without discovery.
+pub fn builtin_plural(api_version: &str, kind: &str) -> Option<&'static str> {
+    Some(match (api_version, kind) {
+        ("apps/v1", "ReplicaSet") => "replicasets",
+        ("apps/v1", "Deployment") => "deployments",
+        ("apps/v1", "StatefulSet") => "statefulsets",
+        ("apps/v1", "DaemonSet") => "daemonsets",
+        ("batch/v1", "Job") => "jobs",
+        ("batch/v1", "CronJob") => "cronjobs",
+        _ => return None,
+    })
+}
+
+/// Entries are re-verified after this long, so a changed ownerReference on an owner is seen.
+const TTL: Duration = Duration::from_secs(300);
+const MAX_ENTRIES: usize = 100_000;
+
+/// Verified owner lookups, cached.
+pub struct Owners {
+    source: Box<dyn OwnerSource>,
+    cache: TtlMap<String, Arc<OwnerMeta>>,
+}
+
+impl Owners {
+    pub fn new(source: impl OwnerSource) -> Self {
+        Owners { source: Box::new(source), cache: TtlMap::new(TTL, MAX_ENTRIES) }
+    }
+
+    /// The owner if it exists with `uid`; `None` when it does not (a forged or stale reference).
+    pub async fn verified(&self, query: OwnerQuery<'_>, uid: &str) -> Result<Option<Arc<OwnerMeta>>, Error> {
+        let key = format!("{}/{}/{}/{}", query.api_version, query.kind, query.namespace, query.name);
+        if let Some(meta) = self.cache.get(&key)
+            && meta.uid == uid
+        {
+            crate::telemetry::metrics::cache_hit();
+            return Ok(Some(meta));
+        }
+        crate::telemetry::metrics::cache_miss();
+        let Some(meta) = self.source.get(query).await.map_err(Error::OwnerLookup)? else {
+            return Ok(None);
+        };
+        let meta = Arc::new(meta);
+        self.cache.insert(key, meta.clone());
+        Ok((meta.uid == uid).then_some(meta))
+    }
+}

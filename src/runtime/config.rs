@@ -1,0 +1,86 @@
+//! Everything a running process is configured with, as plain values: `cli` fills it from flags
+//! and environment, `dev`, the tests and the benches build it directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::resolve::NamespaceRules;
+use crate::webhook::{OnCopyFailure, Settings};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// HTTPS address for admission reviews (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Plain-HTTP address for /healthz, /readyz and /metrics.
+    pub admin_listen: SocketAddr,
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+    /// After shutdown begins, keep serving this long while readiness reports false.
+    pub drain_delay: Duration,
+    pub namespaces: NamespaceRules,
+    pub admission: Settings,
+    pub reconciler: ReconcilerConfig,
+    /// This replica's name in the Lease and in the Events it publishes.
+    pub identity: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReconcilerConfig {
+    /// The Lease (in the webhook's own namespace) that picks the one replica reconciling.
+    pub lease_name: String,
+    pub lease_duration: Duration,
+    pub cleanup_grace: Duration,
+    pub heal_pods: bool,
+}
+
+pub const DEFAULT_NAMESPACE: &str = "olm-pullsecret-injector";
+
+impl Default for Config {
+    /// The defaults the flags document.
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            tls_cert_file: "/etc/webhook/certs/tls.crt".into(),
+            tls_key_file: "/etc/webhook/certs/tls.key".into(),
+            drain_delay: Duration::from_secs(5),
+            namespaces: NamespaceRules { own_namespace: DEFAULT_NAMESPACE.into(), excluded_namespaces: Vec::new() },
+            admission: Settings { on_copy_failure: OnCopyFailure::Deny, deadline: Duration::from_secs(3) },
+            reconciler: ReconcilerConfig {
+                lease_name: "olm-pullsecret-injector".into(),
+                lease_duration: Duration::from_secs(15),
+                cleanup_grace: Duration::from_secs(600),
+                heal_pods: false,
+            },
+            identity: default_identity(),
+        }
+    }
+}
+
+impl Config {
+    /// The defaults with both ports on loopback, any free port, the pair in `cert_dir` and no
+    /// drain delay: for `dev`, tests and benches.
+    pub fn local(cert_dir: &std::path::Path) -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Config {
+            listen: loopback,
+            admin_listen: loopback,
+            tls_cert_file: cert_dir.join("tls.crt"),
+            tls_key_file: cert_dir.join("tls.key"),
+            drain_delay: Duration::ZERO,
+            ..Config::default()
+        }
+    }
+}
+
+/// POD_NAME or the host name, with the process id: unique per replica and per restart.
+pub fn default_identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
+        .unwrap_or_else(|| "olm-pullsecret-injector".into());
+    format!("{host}_{}", std::process::id())
+}

@@ -1,0 +1,141 @@
+//! One running process, wired from a [`Config`]: watch caches, the resolver, the webhook, the
+//! reconciler and its lease, the admin port and the HTTPS listener, with one readiness that turns
+//! true once every part is ready and one shutdown signal that every part obeys. `serve`, `dev`,
+//! the tests and the benches all start it here.
+
+mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tracing::info;
+
+pub use config::{Config, DEFAULT_NAMESPACE, ReconcilerConfig, default_identity};
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::reconciler::lease::{self, LeaseSettings};
+use crate::reconciler::{self, Reconciler};
+use crate::resolve::owners::{ApiOwners, Owners};
+use crate::serving::lifecycle::{Readiness, Shutdown};
+use crate::serving::tls::CertReloader;
+use crate::state::caches::Caches;
+use crate::webhook::{DecisionRecord, Webhook};
+
+/// How often the certificate files are checked for a new pair.
+const TLS_POLL: Duration = Duration::from_secs(2);
+
+/// A started process.
+pub struct Running {
+    pub webhook_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    shutdown: Shutdown,
+    webhook: Arc<Webhook>,
+    serving: JoinHandle<()>,
+    election: JoinHandle<()>,
+    admin_server: JoinHandle<()>,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind { what, addr, source })
+}
+
+/// Starts every part. The admin port answers at once (not ready); the HTTPS listener is bound and
+/// served once the admission caches have synced, so that no review is answered from empty caches.
+pub async fn start(client: kube::Client, config: Config) -> Result<Running, Error> {
+    let readiness = Readiness::default();
+    let shutdown = Shutdown::default();
+    let tls = CertReloader::load(config.tls_cert_file.clone(), config.tls_key_file.clone())?;
+    tokio::spawn(until(shutdown.clone(), tls.clone().watch(TLS_POLL)));
+
+    let admin = bind("the admin port", config.admin_listen).await?;
+    let admin_addr = admin.local_addr().map_err(|source| Error::Bind {
+        what: "the admin port",
+        addr: config.admin_listen,
+        source,
+    })?;
+    info!(addr = %admin_addr, "admin server listening");
+    let admin_router = crate::serving::admin::router(readiness.clone());
+    // The admin port outlives the drain (readiness must read false meanwhile): `stopped` ends it.
+    let admin_server = tokio::spawn(async move {
+        let _ = axum::serve(admin, admin_router).await;
+    });
+
+    let caches_synced = readiness.pending("admission caches");
+    let reconciler_synced = readiness.pending("reconciler caches");
+    let listening = readiness.pending("https listener");
+
+    let caches = Caches::start(client.clone());
+    let owners = Owners::new(ApiOwners(client.clone()));
+    let ctx = Context::new(client.clone(), caches.clone(), owners, config.namespaces.clone(), &config.identity);
+    let webhook = Arc::new(Webhook::new(ctx.clone(), config.admission.clone()));
+
+    let options =
+        reconciler::Options { cleanup_grace: config.reconciler.cleanup_grace, heal_pods: config.reconciler.heal_pods };
+    let reconciler = Reconciler::start(ctx, options);
+    let (leading_tx, leading) = watch::channel(false);
+    tokio::spawn(reconciler.run(leading, reconciler_synced));
+    let lease = LeaseSettings {
+        namespace: config.namespaces.own_namespace.clone(),
+        name: config.reconciler.lease_name.clone(),
+        identity: config.identity.clone(),
+        duration: config.reconciler.lease_duration,
+    };
+    let election = tokio::spawn(lease::run(client, lease, leading_tx, {
+        let shutdown = shutdown.clone();
+        async move { shutdown.begun().await }
+    }));
+
+    caches.wait_synced().await;
+    caches_synced.ready();
+    let listener = bind("--listen", config.listen).await?;
+    let webhook_addr =
+        listener.local_addr().map_err(|source| Error::Bind { what: "--listen", addr: config.listen, source })?;
+    info!(addr = %webhook_addr, "webhook listening");
+    listening.ready();
+
+    let drain = {
+        let (shutdown, readiness, drain_delay) = (shutdown.clone(), readiness.clone(), config.drain_delay);
+        async move {
+            shutdown.begun().await;
+            info!(?drain_delay, "shutdown requested: readiness off, draining");
+            readiness.start_draining();
+            tokio::time::sleep(drain_delay).await;
+        }
+    };
+    let router = crate::router(webhook.clone());
+    let serving = tokio::spawn(crate::serving::https::serve_tls(listener, tls.server_config(), router, drain));
+    Ok(Running { webhook_addr, admin_addr, shutdown, webhook, serving, election, admin_server })
+}
+
+/// Runs `task` until shutdown begins.
+async fn until(shutdown: Shutdown, task: impl Future<Output = ()>) {
+    tokio::select! {
+        () = task => {}
+        () = shutdown.begun() => {}
+    }
+}
+
+impl Running {
+    /// The one signal: readiness turns false, the lease is released, the HTTPS listener drains.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Every decision from now on, as logged.
+    pub fn decisions(&self) -> broadcast::Receiver<Arc<DecisionRecord>> {
+        self.webhook.follow_decisions()
+    }
+
+    /// Resolves once the process has stopped: in-flight reviews finished, the lease released.
+    pub async fn stopped(self) {
+        let _ = self.serving.await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.election).await;
+        self.admin_server.abort();
+        info!("stopped");
+    }
+}

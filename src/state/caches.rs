@@ -1,0 +1,351 @@
+//! Watch-fed caches shared by the webhook and the reconciler: OLM's objects (projected),
+//! namespace metadata and the source secrets in catalog namespaces. Every change rebuilds the
+//! [`Index`], which is swapped in atomically; admissions never wait on a watch.
+//!
+//! [`Caches::from_fixture`] fills the same stores from given objects instead of watches, so the
+//! resolver and the webhook can be driven in process by tests and benches.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use crate::state::index::Index;
+use crate::state::olm::{CatalogSource, ClusterServiceVersion, OperatorGroup, Subscription};
+
+pub struct Caches {
+    /// `None` for caches filled from a fixture: nothing is watched.
+    client: Option<kube::Client>,
+    index: ArcSwap<Index>,
+    catalogs: Store<CatalogSource>,
+    subscriptions: Store<Subscription>,
+    csvs: Store<ClusterServiceVersion>,
+    operator_groups: Store<OperatorGroup>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Catalog namespace → its secrets, watched from the first time a catalog there has secrets.
+    sources: Mutex<HashMap<String, SourceWatch>>,
+    changed: Arc<Notify>,
+    /// Bumped whenever the index or a source secret changes: decisions remembered under an older
+    /// generation are stale.
+    generation: Arc<AtomicU64>,
+}
+
+/// The secrets of one catalog namespace. A store's own readiness wakes a single waiter, and the
+/// webhook, the reconciler and start-up may all wait for a new namespace at once: `listed` is
+/// the readiness every one of them can wait for.
+#[derive(Clone)]
+struct SourceWatch {
+    store: Store<Secret>,
+    listed: watch::Receiver<bool>,
+}
+
+impl SourceWatch {
+    async fn wait_listed(&self) {
+        let _ = self.listed.clone().wait_for(|listed| *listed).await;
+    }
+}
+
+/// An `on_change` for [`reflect`] that wakes whoever waits on `changed`.
+pub(crate) fn wake<K>(changed: &Arc<Notify>) -> impl Fn(&watcher::Event<K>) + Send + 'static {
+    let changed = changed.clone();
+    move |_| changed.notify_one()
+}
+
+/// Runs a reflector into `writer` (managedFields dropped), calling `on_change` with every event.
+pub(crate) fn reflect<K, S>(
+    stream: S,
+    writer: reflector::store::Writer<K>,
+    what: &'static str,
+    on_change: impl Fn(&watcher::Event<K>) + Send + 'static,
+) -> impl Future<Output = ()> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    stream.default_backoff().modify(|o: &mut K| o.managed_fields_mut().clear()).reflect(writer).for_each(move |event| {
+        match event {
+            Ok(event) => on_change(&event),
+            Err(e) => warn!(watch = what, error = %e, "watch failed; retrying"),
+        }
+        futures::future::ready(())
+    })
+}
+
+impl Caches {
+    /// Starts every watch. [`Caches::wait_synced`] resolves once they have all listed.
+    pub fn start(client: kube::Client) -> Arc<Caches> {
+        let (catalogs, catalogs_w) = reflector::store();
+        let (subscriptions, subscriptions_w) = reflector::store();
+        let (csvs, csvs_w) = reflector::store();
+        let (operator_groups, operator_groups_w) = reflector::store();
+        let (namespaces, namespaces_w) = reflector::store();
+        let caches = Arc::new(Caches::new(
+            Some(client.clone()),
+            Stores { catalogs, subscriptions, csvs, operator_groups, namespaces },
+        ));
+        let cfg = watcher::Config::default;
+        let catalogs = watcher(Api::<CatalogSource>::all(client.clone()), cfg());
+        tokio::spawn(reflect(catalogs, catalogs_w, "catalogsources", wake(&caches.changed)));
+        let subscriptions = watcher(Api::<Subscription>::all(client.clone()), cfg());
+        tokio::spawn(reflect(subscriptions, subscriptions_w, "subscriptions", wake(&caches.changed)));
+        let csvs = watcher(Api::<ClusterServiceVersion>::all(client.clone()), cfg());
+        tokio::spawn(reflect(csvs, csvs_w, "clusterserviceversions", wake(&caches.changed)));
+        let operator_groups = watcher(Api::<OperatorGroup>::all(client.clone()), cfg());
+        tokio::spawn(reflect(operator_groups, operator_groups_w, "operatorgroups", wake(&caches.changed)));
+        let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client), cfg());
+        tokio::spawn(reflect(namespaces, namespaces_w, "namespaces", wake(&caches.changed)));
+        tokio::spawn(caches.clone().rebuild_on_change());
+        caches
+    }
+
+    fn new(client: Option<kube::Client>, stores: Stores) -> Caches {
+        Caches {
+            client,
+            index: ArcSwap::from_pointee(Index::default()),
+            catalogs: stores.catalogs,
+            subscriptions: stores.subscriptions,
+            csvs: stores.csvs,
+            operator_groups: stores.operator_groups,
+            namespaces: stores.namespaces,
+            sources: Mutex::new(HashMap::new()),
+            changed: Arc::new(Notify::new()),
+            generation: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Caches holding `fixture`'s objects, synced, with no watch and no API server; the
+    /// [`Feed`] changes them afterwards as watch events would.
+    pub fn from_fixture(fixture: Fixture) -> Feed {
+        let (catalogs, catalogs_w) = reflector::store();
+        let (subscriptions, subscriptions_w) = reflector::store();
+        let (csvs, csvs_w) = reflector::store();
+        let (operator_groups, operator_groups_w) = reflector::store();
+        let (namespaces, namespaces_w) = reflector::store();
+        let caches = Arc::new(Caches::new(None, Stores { catalogs, subscriptions, csvs, operator_groups, namespaces }));
+        let mut feed = Feed {
+            caches,
+            catalogs: catalogs_w,
+            subscriptions: subscriptions_w,
+            csvs: csvs_w,
+            operator_groups: operator_groups_w,
+            namespaces: namespaces_w,
+            secrets: HashMap::new(),
+        };
+        fn listed<K: Resource<DynamicType = ()> + Clone>(writer: &mut Writer<K>, objects: Vec<K>) {
+            writer.apply_watcher_event(&watcher::Event::Init);
+            for object in objects {
+                writer.apply_watcher_event(&watcher::Event::InitApply(object));
+            }
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+        }
+        listed(&mut feed.catalogs, fixture.catalogs);
+        listed(&mut feed.subscriptions, fixture.subscriptions);
+        listed(&mut feed.csvs, fixture.csvs);
+        listed(&mut feed.operator_groups, fixture.operator_groups);
+        listed(&mut feed.namespaces, fixture.namespaces);
+        for secret in fixture.secrets {
+            feed.apply(secret);
+        }
+        feed.caches.rebuild();
+        feed
+    }
+
+    /// Resolves when every watch has listed once and the first index is built.
+    pub async fn wait_synced(&self) {
+        let _ = self.catalogs.wait_until_ready().await;
+        let _ = self.subscriptions.wait_until_ready().await;
+        let _ = self.csvs.wait_until_ready().await;
+        let _ = self.operator_groups.wait_until_ready().await;
+        let _ = self.namespaces.wait_until_ready().await;
+        self.rebuild();
+        let sources: Vec<SourceWatch> = self.sources.lock().expect("sources").values().cloned().collect();
+        for source in sources {
+            source.wait_listed().await;
+        }
+        info!(
+            catalogs = self.catalogs.len(),
+            csvs = self.csvs.len(),
+            namespaces = self.namespaces.len(),
+            "caches synced"
+        );
+    }
+
+    /// Changes whenever anything a decision depends on may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    pub fn index(&self) -> arc_swap::Guard<Arc<Index>> {
+        self.index.load()
+    }
+
+    /// The current index, to hold across awaits.
+    pub fn index_snapshot(&self) -> Arc<Index> {
+        self.index.load_full()
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<Arc<PartialObjectMeta<Namespace>>> {
+        self.namespaces.get(&ObjectRef::new(name))
+    }
+
+    /// A source secret from the catalog namespace's watch (waiting for its first list if the
+    /// namespace only just gained a catalog with secrets).
+    pub async fn source_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        let source = self.watch_sources(namespace);
+        if tokio::time::timeout(Duration::from_secs(2), source.wait_listed()).await.is_err() {
+            warn!(namespace, "secrets of the catalog namespace are not listed yet");
+        }
+        source.store.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    fn watch_sources(&self, namespace: &str) -> SourceWatch {
+        let mut sources = self.sources.lock().expect("sources");
+        if let Some(source) = sources.get(namespace) {
+            return source.clone();
+        }
+        let (store, writer) = reflector::store();
+        let Some(client) = &self.client else {
+            // A fixture without secrets in this namespace: it is listed, and empty.
+            let source = SourceWatch { store, listed: watch::channel(true).1 };
+            sources.insert(namespace.to_string(), source.clone());
+            return source;
+        };
+        let (listed_tx, listed) = watch::channel(false);
+        let source = SourceWatch { store, listed };
+        sources.insert(namespace.to_string(), source.clone());
+        let api = Api::<Secret>::namespaced(client.clone(), namespace);
+        // A source secret changed: decisions (which copies hold which content) are stale.
+        let generation = self.generation.clone();
+        let on_change = move |event: &watcher::Event<Secret>| {
+            if matches!(event, watcher::Event::InitDone) {
+                listed_tx.send_replace(true);
+            }
+            generation.fetch_add(1, Ordering::SeqCst);
+        };
+        tokio::spawn(reflect(watcher(api, watcher::Config::default()), writer, "catalog-namespace secrets", on_change));
+        source
+    }
+
+    async fn rebuild_on_change(self: Arc<Self>) {
+        loop {
+            self.changed.notified().await;
+            // Coalesce bursts (an initial list, an operator upgrade) into one rebuild.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.rebuild();
+        }
+    }
+
+    fn rebuild(&self) {
+        let index = Index::build(
+            &self.catalogs.state(),
+            &self.subscriptions.state(),
+            &self.csvs.state(),
+            &self.operator_groups.state(),
+        );
+        for catalog in self.catalogs.state() {
+            if let Some(ns) = catalog.namespace()
+                && !catalog.spec.secrets.is_empty()
+            {
+                self.watch_sources(&ns);
+            }
+        }
+        self.index.store(Arc::new(index));
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct Stores {
+    catalogs: Store<CatalogSource>,
+    subscriptions: Store<Subscription>,
+    csvs: Store<ClusterServiceVersion>,
+    operator_groups: Store<OperatorGroup>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+}
+
+/// The objects a fixture starts with.
+#[derive(Default)]
+pub struct Fixture {
+    pub catalogs: Vec<CatalogSource>,
+    pub subscriptions: Vec<Subscription>,
+    pub csvs: Vec<ClusterServiceVersion>,
+    pub operator_groups: Vec<OperatorGroup>,
+    pub namespaces: Vec<PartialObjectMeta<Namespace>>,
+    /// Source secrets, in their catalog namespaces.
+    pub secrets: Vec<Secret>,
+}
+
+/// Changes fixture caches the way watch events change watched ones: the index is rebuilt and the
+/// generation bumped at once.
+pub struct Feed {
+    caches: Arc<Caches>,
+    catalogs: Writer<CatalogSource>,
+    subscriptions: Writer<Subscription>,
+    csvs: Writer<ClusterServiceVersion>,
+    operator_groups: Writer<OperatorGroup>,
+    namespaces: Writer<PartialObjectMeta<Namespace>>,
+    secrets: HashMap<String, Writer<Secret>>,
+}
+
+impl Feed {
+    pub fn caches(&self) -> &Arc<Caches> {
+        &self.caches
+    }
+
+    /// The object was created or changed.
+    pub fn apply<K: Fed>(&mut self, object: K) {
+        K::writer(self, &object).apply_watcher_event(&watcher::Event::Apply(object));
+        self.caches.rebuild();
+    }
+
+    /// The object was deleted.
+    pub fn delete<K: Fed>(&mut self, object: K) {
+        K::writer(self, &object).apply_watcher_event(&watcher::Event::Delete(object));
+        self.caches.rebuild();
+    }
+}
+
+/// The kinds a [`Feed`] can change.
+pub trait Fed: Resource<DynamicType = ()> + Clone + Sized + 'static {
+    fn writer<'f>(feed: &'f mut Feed, object: &Self) -> &'f mut Writer<Self>;
+}
+
+macro_rules! fed {
+    ($ty:ty, $field:ident) => {
+        impl Fed for $ty {
+            fn writer<'f>(feed: &'f mut Feed, _: &Self) -> &'f mut Writer<Self> {
+                &mut feed.$field
+            }
+        }
+    };
+}
+fed!(CatalogSource, catalogs);
+fed!(Subscription, subscriptions);
+fed!(ClusterServiceVersion, csvs);
+fed!(OperatorGroup, operator_groups);
+fed!(PartialObjectMeta<Namespace>, namespaces);
+
+impl Fed for Secret {
+    fn writer<'f>(feed: &'f mut Feed, secret: &Self) -> &'f mut Writer<Self> {
+        let namespace = secret.namespace().unwrap_or_default();
+        let caches = &feed.caches;
+        feed.secrets.entry(namespace.clone()).or_insert_with(|| {
+            let (store, writer) = reflector::store();
+            let source = SourceWatch { store, listed: watch::channel(true).1 };
+            caches.sources.lock().expect("sources").insert(namespace, source);
+            writer
+        })
+    }
+}

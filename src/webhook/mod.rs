@@ -1,0 +1,300 @@
+//! The admission webhook: HTTP in ([`http`]), the AdmissionReview wire format ([`review`]), one
+//! decision per review (the resolver's answer, remembered in the [`memo`]), the patch, the
+//! failure behaviour, and the one log line that explains it.
+
+pub mod http;
+pub(crate) mod memo;
+pub mod review;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use crate::context::Context;
+use crate::error::{Error, ReviewError};
+use crate::inject::patch::{self, Target};
+use crate::resolve::owners::OwnerRef;
+use crate::resolve::{Kind, Provision, Subject};
+use crate::telemetry::metrics::{self, Outcome};
+use memo::{Answer, Memo, Patched};
+use review::{Request, Verdict};
+
+/// What to do with a Pod whose secrets could not be ensured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnCopyFailure {
+    /// Deny with a retryable 503: the Pod's controller tries again.
+    Deny,
+    /// Admit the Pod without the secrets.
+    Allow,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub on_copy_failure: OnCopyFailure,
+    /// Owner lookups and copies must finish within this; below the registered timeoutSeconds.
+    pub deadline: Duration,
+}
+
+pub struct Webhook {
+    ctx: Arc<Context>,
+    settings: Settings,
+    memo: Memo,
+    /// Followers of decisions; a record is built only while someone follows.
+    decisions: tokio::sync::broadcast::Sender<Arc<DecisionRecord>>,
+}
+
+/// A decision as logged, for whoever asked to follow them (`dev` prints the one for its Pod).
+#[derive(Debug, Clone)]
+pub struct DecisionRecord {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub outcome: Outcome,
+    pub chain: Vec<String>,
+    pub secrets: Vec<String>,
+}
+
+/// The outcome of one review, as logged and counted.
+struct Decision {
+    outcome: Outcome,
+    reason: String,
+    patch: Option<Arc<Patched>>,
+    deny: Option<String>,
+    answer: Option<Arc<Answer>>,
+    /// The namespace is reached by some operator from a catalog with secrets.
+    relevant: bool,
+}
+
+impl Decision {
+    fn new(outcome: Outcome, reason: impl Into<String>, relevant: bool) -> Self {
+        Decision { outcome, reason: reason.into(), patch: None, deny: None, answer: None, relevant }
+    }
+}
+
+impl Webhook {
+    pub fn new(ctx: Arc<Context>, settings: Settings) -> Self {
+        Webhook { ctx, settings, memo: Memo::new(), decisions: tokio::sync::broadcast::channel(256).0 }
+    }
+
+    /// Every decision from now on, as logged.
+    pub fn follow_decisions(&self) -> tokio::sync::broadcast::Receiver<Arc<DecisionRecord>> {
+        self.decisions.subscribe()
+    }
+
+    /// Answers one AdmissionReview body; an error means the body was not a review (HTTP 400).
+    pub async fn review(&self, body: &[u8]) -> Result<Vec<u8>, ReviewError> {
+        let started = Instant::now();
+        let req = review::parse(body)?;
+        let d = self.decide(&req).await;
+        let verdict = match &d.deny {
+            Some(message) => Verdict::Deny { code: 503, message },
+            None => Verdict::Allow {
+                patch: d.patch.as_ref().map(|p| p.json.as_slice()),
+                warnings: d.answer.as_ref().map_or(&[], |a| &a.warnings),
+            },
+        };
+        let response = review::respond(&req.uid, &verdict);
+        let elapsed = started.elapsed();
+        metrics::admission(&req.kind.kind, &req.operation, d.outcome, elapsed.as_secs_f64());
+        self.log(&req, &d, elapsed);
+        if self.decisions.receiver_count() > 0 {
+            let answer = d.answer.as_deref();
+            let _ = self.decisions.send(Arc::new(DecisionRecord {
+                kind: req.kind.kind.to_string(),
+                namespace: req.namespace.as_deref().unwrap_or("").to_string(),
+                name: req.display_name().to_string(),
+                outcome: d.outcome,
+                chain: answer.map_or_else(Vec::new, |a| a.chain.clone()),
+                secrets: answer.map_or_else(Vec::new, |a| a.wanted.clone()),
+            }));
+        }
+        Ok(response)
+    }
+
+    fn log(&self, req: &Request<'_>, d: &Decision, elapsed: Duration) {
+        let answer = d.answer.as_deref();
+        macro_rules! line {
+            ($level:ident) => {
+                $level!(
+                    uid = %req.uid,
+                    kind = %req.kind.kind,
+                    operation = %req.operation,
+                    namespace = req.namespace.as_deref().unwrap_or(""),
+                    name = req.display_name(),
+                    dry_run = req.dry_run.unwrap_or(false),
+                    decision = d.outcome.as_str(),
+                    reason = %d.reason,
+                    catalogs = %Joined(answer.map_or(&[], |a| &a.catalogs), ","),
+                    secrets = %Joined(answer.map_or(&[], |a| &a.wanted), ","),
+                    chain = %Joined(answer.map_or(&[], |a| &a.chain), " | "),
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    "admission decision"
+                )
+            };
+        }
+        if d.relevant || matches!(d.outcome, Outcome::Patched | Outcome::Denied | Outcome::Error) {
+            line!(info);
+        } else {
+            line!(debug);
+        }
+    }
+
+    async fn decide(&self, req: &Request<'_>) -> Decision {
+        let kind = match (
+            req.kind.group.as_ref(),
+            req.kind.version.as_ref(),
+            req.kind.kind.as_ref(),
+            req.operation.as_ref(),
+        ) {
+            ("", "v1", "Pod", "CREATE") => Kind::Pod,
+            ("", "v1", "ServiceAccount", "CREATE" | "UPDATE") => Kind::ServiceAccount,
+            _ => return Decision::new(Outcome::Skipped, "kind or operation not handled", false),
+        };
+        let Some(ns) = req.namespace.as_deref().filter(|n| !n.is_empty()) else {
+            return Decision::new(Outcome::Skipped, "not namespaced", false);
+        };
+        if let Some(skip) = self.ctx.resolver.skip(ns) {
+            return Decision::new(Outcome::Skipped, skip.reason(), false);
+        }
+        let Some(object) = req.object.as_ref() else {
+            return Decision::new(Outcome::Skipped, "review carries no object", true);
+        };
+
+        let dry_run = req.dry_run.unwrap_or(false);
+        let generation = self.ctx.caches().generation();
+        let key = memo::key(req, ns, object);
+        let answer = match self.memo.get(&key, generation) {
+            Some(answer) => answer,
+            None => {
+                // Only this path calls the API server, so only it runs against the deadline: a
+                // warm admission arms no timer.
+                let answer = tokio::time::timeout(self.settings.deadline, self.answer(req, kind, ns, object, dry_run));
+                match answer.await.unwrap_or(Err(Error::Deadline(self.settings.deadline))) {
+                    Ok(answer) => {
+                        let answer = Arc::new(answer);
+                        // A dry run created no copies: its answer is not one to remember.
+                        if !dry_run {
+                            self.memo.insert(key, generation, answer.clone());
+                        }
+                        answer
+                    }
+                    Err(e) => return self.failed(kind, e),
+                }
+            }
+        };
+        let mut d = Decision::new(Outcome::Unchanged, "", true);
+        d.answer = Some(answer.clone());
+        if let Some(reason) = &answer.none_reason {
+            d.reason = reason.clone();
+            return d;
+        }
+
+        let existing = req.image_pull_secrets();
+        let annotations = object.metadata.annotations.as_ref();
+        let target = match kind {
+            Kind::Pod => Target::Pod,
+            Kind::ServiceAccount => Target::ServiceAccount,
+        };
+        let build = || {
+            patch::build(
+                target,
+                existing.as_deref(),
+                &answer.wanted,
+                annotations.is_some_and(|a| a.present),
+                annotations.and_then(|a| a.injected.as_deref()),
+            )
+            .map(|addition| {
+                Arc::new(Patched { json: addition.to_json(), reason: format!("added {}", addition.added.join(",")) })
+            })
+        };
+        let patched = match (kind, &existing) {
+            (Kind::Pod, None) => answer.pod_patch.get_or_init(build).clone(),
+            _ => build(),
+        };
+        match patched {
+            Some(patched) => {
+                d.outcome = Outcome::Patched;
+                d.reason.clone_from(&patched.reason);
+                d.patch = Some(patched);
+            }
+            None => d.reason = "already has every pull secret".into(),
+        }
+        d
+    }
+
+    /// The resolver's answer for the object, with its copies ensured.
+    async fn answer(
+        &self,
+        req: &Request<'_>,
+        kind: Kind,
+        ns: &str,
+        object: &review::Object<'_>,
+        dry_run: bool,
+    ) -> Result<Answer, Error> {
+        let subject = Subject {
+            kind,
+            namespace: ns,
+            name: req.name.as_deref().or(object.metadata.name.as_deref()).unwrap_or(""),
+            owner_references: object
+                .metadata
+                .owner_references
+                .iter()
+                .map(|r| OwnerRef {
+                    api_version: r.api_version.to_string(),
+                    kind: r.kind.to_string(),
+                    name: r.name.to_string(),
+                    uid: r.uid.to_string(),
+                })
+                .collect(),
+        };
+        let resolution = self.ctx.resolver.resolve(&subject).await?;
+        let mut answer =
+            Answer { chain: resolution.chain_texts(), catalogs: resolution.catalogs(), ..Default::default() };
+        if resolution.found().is_empty() {
+            let dropped = &resolution.chains.dropped;
+            answer.none_reason =
+                Some(if dropped.is_empty() { "no owner leads to an operator".into() } else { dropped.join("; ") });
+            return Ok(answer);
+        }
+        for need in &resolution.needs {
+            if let Provision::Unusable(why) = need.provision {
+                let source = need.source_ref();
+                let warning = format!("pull secret {source} of the catalog {why}; not injected");
+                warn!(namespace = ns, %source, "{warning}");
+                answer.warnings.push(warning);
+            }
+        }
+        answer.wanted = self.ctx.copies.ensure_all(ns, &resolution.needs, dry_run).await?;
+        Ok(answer)
+    }
+
+    /// Pods that need secrets we could not ensure are denied (retryable) unless configured
+    /// otherwise; ServiceAccounts are admitted as they are.
+    fn failed(&self, kind: Kind, error: Error) -> Decision {
+        if kind == Kind::Pod && self.settings.on_copy_failure == OnCopyFailure::Deny {
+            let mut d = Decision::new(Outcome::Denied, error.to_string(), true);
+            d.deny = Some(format!(
+                "olm-pullsecret-injector could not ensure the pull secrets this Pod needs ({error}); retry"
+            ));
+            d
+        } else {
+            Decision::new(Outcome::Error, error.to_string(), true)
+        }
+    }
+}
+
+/// Lists written straight into the log line, without building a joined String first.
+struct Joined<'a>(&'a [String], &'static str);
+
+impl std::fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, item) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(self.1)?;
+            }
+            f.write_str(item)?;
+        }
+        Ok(())
+    }
+}
