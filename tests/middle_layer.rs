@@ -1,0 +1,424 @@
+//! The middle layer (no control plane): the resolver and the webhook's router driven in process
+//! over caches filled from fixture CatalogSources, Subscriptions, CSVs and OperatorGroups, owners
+//! from an in-memory map and copies written to an in-memory API. Each test takes milliseconds;
+//! the end-to-end tests prove the same behaviour against the real API server.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+
+use olm_pullsecret_injector::resolve::owners::OwnerRef;
+use olm_pullsecret_injector::resolve::{Kind, Provision, Resolution, Skip, Subject};
+use olm_pullsecret_injector::state::caches::Fixture;
+use olm_pullsecret_injector::telemetry::metrics::Outcome;
+use olm_pullsecret_injector::webhook::OnCopyFailure;
+use serde_json::{Value, json};
+use support::fixtures::*;
+
+const WIDGET: (&str, &str, &str) = ("example.com", "Widget", "widgets");
+
+/// A private catalog in the marketplace with the pull secret `creds`; an operator installed from
+/// it in `ops` for `ops` and `tenant`, owning Widgets; and in `tenant` the operand chain
+/// Widget/prod <- Deployment/web <- ReplicaSet/web-1.
+fn fixture() -> Fixture {
+    Fixture {
+        catalogs: vec![catalog(MARKETPLACE, "private", &["creds"], json!({}))],
+        subscriptions: vec![subscription("ops", MARKETPLACE, "private", "op.v1", "op.v1")],
+        csvs: vec![csv("ops", "op.v1", &[WIDGET], &["op-sa"])],
+        operator_groups: vec![operator_group("ops", &["ops", "tenant"])],
+        namespaces: ["ops", "tenant", "other", MARKETPLACE]
+            .iter()
+            .map(|n| namespace(n, json!({}), json!({})))
+            .collect(),
+        secrets: vec![pull_secret(MARKETPLACE, "creds")],
+    }
+}
+
+fn widget(name: &str, uid: &str) -> OwnerRef {
+    owner("example.com/v1", "Widget", name, uid)
+}
+
+fn replica_set(name: &str, uid: &str) -> OwnerRef {
+    owner("apps/v1", "ReplicaSet", name, uid)
+}
+
+fn deployment(name: &str, uid: &str) -> OwnerRef {
+    owner("apps/v1", "Deployment", name, uid)
+}
+
+/// The fixture world with the operand chain's owners in `tenant`.
+fn world() -> World {
+    let world = World::new(fixture());
+    world.owners.insert("tenant", "Widget", "prod", "w-1", vec![]);
+    world.owners.insert("tenant", "Deployment", "web", "d-1", vec![widget("prod", "w-1")]);
+    world.owners.insert("tenant", "ReplicaSet", "web-1", "r-1", vec![deployment("web", "d-1")]);
+    world
+}
+
+async fn resolve(world: &World, kind: Kind, ns: &str, name: &str, owners: Vec<OwnerRef>) -> Resolution {
+    let subject = Subject { kind, namespace: ns, name, owner_references: owners };
+    world.ctx.resolver.resolve(&subject).await.unwrap()
+}
+
+fn dropped(resolution: &Resolution) -> String {
+    resolution.chains.dropped.join("; ")
+}
+
+fn names(patch: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for op in patch.as_array().unwrap() {
+        match &op["value"] {
+            Value::Array(list) => out.extend(list.iter().map(|e| e["name"].as_str().unwrap().to_string())),
+            Value::Object(entry) if entry.contains_key("name") => out.push(entry["name"].as_str().unwrap().to_string()),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_operand_pod_gets_a_copy_through_the_router_and_the_decision_names_its_chain() {
+    let world = world();
+    let webhook = world.webhook(OnCopyFailure::Deny);
+    let mut decisions = webhook.follow_decisions();
+    let router = olm_pullsecret_injector::router(webhook);
+    let (status, answer) =
+        post(&router, review("Pod", "CREATE", "tenant", pod(&[replica_set("web-1", "r-1")], None))).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["uid"], "uid-Pod-tenant");
+    assert_eq!(
+        patch_of(&answer).unwrap(),
+        json!([{ "op": "add", "path": "/spec/imagePullSecrets", "value": [{ "name": "creds" }] }])
+    );
+    let copy = world.api.secret("tenant", "creds").expect("the copy was created");
+    assert_eq!(copy["metadata"]["labels"]["app.kubernetes.io/managed-by"], "olm-pullsecret-injector");
+    assert_eq!(copy["metadata"]["annotations"]["pullsecret-injector.io/source"], "openshift-marketplace/creds");
+
+    let decision = decisions.recv().await.unwrap();
+    assert_eq!(decision.outcome, Outcome::Patched);
+    assert_eq!(
+        decision.chain,
+        [
+            "Pod<-ReplicaSet/web-1<-Deployment/web<-Widget/prod<-CSV/op.v1<-Subscription/sub-private<-CatalogSource/openshift-marketplace/private"
+        ]
+    );
+    assert_eq!(decision.secrets, ["creds"]);
+}
+
+#[tokio::test]
+async fn a_warm_review_makes_no_lookup_and_no_write() {
+    let world = world();
+    let router = world.router(OnCopyFailure::Deny);
+    let body = review("Pod", "CREATE", "tenant", pod(&[replica_set("web-1", "r-1")], None));
+    post(&router, body.clone()).await;
+    let (lookups, requests) = (world.owners.lookups(), world.api.requests().len());
+    assert_eq!(lookups, 3, "ReplicaSet, Deployment, Widget: one lookup each");
+    for _ in 0..10 {
+        let (_, answer) = post(&router, body.clone()).await;
+        assert!(patch_of(&answer).is_some());
+    }
+    assert_eq!(world.owners.lookups(), lookups);
+    assert_eq!(world.api.requests().len(), requests, "{:?}", world.api.requests());
+
+    // A Pod that already lists the copy (our own output, reinvoked) gets no patch.
+    let (_, answer) =
+        post(&router, review("Pod", "CREATE", "tenant", pod(&[replica_set("web-1", "r-1")], Some(&["own", "creds"]))))
+            .await;
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(patch_of(&answer).is_none(), "{answer}");
+}
+
+#[tokio::test]
+async fn an_owner_whose_uid_does_not_match_is_not_believed() {
+    let world = world();
+    let forged = resolve(&world, Kind::Pod, "tenant", "", vec![replica_set("web-1", "forged")]).await;
+    assert!(forged.found().is_empty());
+    assert!(dropped(&forged).contains("ReplicaSet/web-1: owner not found with that UID"), "{}", dropped(&forged));
+    let forged_csv = resolve(
+        &world,
+        Kind::Pod,
+        "ops",
+        "",
+        vec![owner("operators.coreos.com/v1alpha1", "ClusterServiceVersion", "op.v1", "forged")],
+    )
+    .await;
+    assert!(dropped(&forged_csv).contains("UID does not match the CSV"), "{}", dropped(&forged_csv));
+
+    let router = world.router(OnCopyFailure::Deny);
+    let (_, answer) =
+        post(&router, review("Pod", "CREATE", "tenant", pod(&[replica_set("web-1", "forged")], None))).await;
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(patch_of(&answer).is_none());
+    assert_eq!(world.api.secret_creates(), 0, "nothing copied for a forged owner");
+}
+
+#[tokio::test]
+async fn an_ownership_cycle_ends_the_path() {
+    let world = world();
+    world.owners.insert("tenant", "ReplicaSet", "a", "ra", vec![deployment("b", "db")]);
+    world.owners.insert("tenant", "Deployment", "b", "db", vec![replica_set("a", "ra")]);
+    let resolution = resolve(&world, Kind::Pod, "tenant", "", vec![replica_set("a", "ra")]).await;
+    assert!(resolution.found().is_empty());
+    assert!(dropped(&resolution).contains("ownership cycle"), "{}", dropped(&resolution));
+}
+
+#[tokio::test]
+async fn chains_deeper_than_the_limit_are_dropped() {
+    let world = world();
+    // rs-0 <- rs-1 <- ... <- rs-9 <- Widget/prod: ten owners above the Pod.
+    for i in 0..10 {
+        let above =
+            if i == 9 { widget("prod", "w-1") } else { replica_set(&format!("rs-{}", i + 1), &format!("u-{}", i + 1)) };
+        world.owners.insert("tenant", "ReplicaSet", &format!("rs-{i}"), &format!("u-{i}"), vec![above]);
+    }
+    let resolution = resolve(&world, Kind::Pod, "tenant", "", vec![replica_set("rs-0", "u-0")]).await;
+    assert!(resolution.found().is_empty());
+    assert!(dropped(&resolution).contains("deeper than 8"), "{}", dropped(&resolution));
+
+    // Within the limit the same kind of chain resolves.
+    let short = resolve(&world, Kind::Pod, "tenant", "", vec![replica_set("rs-5", "u-5")]).await;
+    assert_eq!(short.catalogs(), ["openshift-marketplace/private"]);
+}
+
+#[tokio::test]
+async fn a_custom_resource_of_an_operator_that_does_not_reach_the_namespace_gives_nothing() {
+    let world = world();
+    world.owners.insert("other", "Widget", "prod", "w-9", vec![]);
+    let resolution = resolve(&world, Kind::Pod, "other", "", vec![widget("prod", "w-9")]).await;
+    assert!(resolution.found().is_empty());
+    assert!(
+        dropped(&resolution).contains("no operator owning Widget reaches namespace other"),
+        "{}",
+        dropped(&resolution)
+    );
+    assert_eq!(world.owners.lookups(), 0, "an out-of-scope kind is not even looked up");
+    assert_eq!(world.ctx.resolver.skip("other"), Some(Skip::NotReached));
+}
+
+#[tokio::test]
+async fn a_service_account_named_by_the_install_strategy_gets_the_secret_and_the_record() {
+    let world = world();
+    let router = world.router(OnCopyFailure::Deny);
+    let sa =
+        json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": "op-sa", "namespace": "ops" } });
+    let (_, answer) = post(&router, review("ServiceAccount", "CREATE", "ops", sa)).await;
+    let patch = patch_of(&answer).expect("patched");
+    assert_eq!(names(&patch), ["creds"]);
+    assert_eq!(patch[1]["value"]["pullsecret-injector.io/injected"], "creds", "{patch}");
+    let resolution = resolve(&world, Kind::ServiceAccount, "ops", "op-sa", vec![]).await;
+    assert_eq!(
+        resolution.chain_texts(),
+        [
+            "ServiceAccount/op-sa<-CSV/op.v1(install strategy)<-Subscription/sub-private<-CatalogSource/openshift-marketplace/private"
+        ]
+    );
+
+    let unnamed = resolve(&world, Kind::ServiceAccount, "ops", "default", vec![]).await;
+    assert!(unnamed.found().is_empty());
+}
+
+#[tokio::test]
+async fn the_catalogs_namespace_selector_decides_where_its_secrets_go() {
+    let mut fixture = fixture();
+    fixture.catalogs = vec![catalog(
+        MARKETPLACE,
+        "private",
+        &["creds"],
+        json!({ "pullsecret-injector.io/namespace-selector": "tier=prod" }),
+    )];
+    fixture.namespaces.push(namespace("tenant", json!({ "tier": "dev" }), json!({})));
+    let mut world = World::new(fixture);
+    world.owners.insert("tenant", "Widget", "prod", "w-1", vec![]);
+    let dev = resolve(&world, Kind::Pod, "tenant", "", vec![widget("prod", "w-1")]).await;
+    assert!(dev.found().is_empty());
+    assert!(dropped(&dev).contains("namespace not selected by the catalog"), "{}", dropped(&dev));
+
+    world.feed.apply(namespace("tenant", json!({ "tier": "prod" }), json!({})));
+    let prod = resolve(&world, Kind::Pod, "tenant", "", vec![widget("prod", "w-1")]).await;
+    assert_eq!(prod.catalogs(), ["openshift-marketplace/private"]);
+}
+
+#[tokio::test]
+async fn copied_csvs_are_never_anchors() {
+    let mut fixture = fixture();
+    fixture.csvs.push(copied_csv("tenant", "op.v1", "ops"));
+    let world = World::new(fixture);
+    let resolution = resolve(&world, Kind::Pod, "tenant", "", vec![csv_owner("tenant", "op.v1")]).await;
+    assert!(resolution.found().is_empty());
+    assert!(dropped(&resolution).contains("no such CSV"), "{}", dropped(&resolution));
+}
+
+#[tokio::test]
+async fn both_csvs_of_an_upgrade_lead_to_the_catalog() {
+    let mut fixture = fixture();
+    fixture.subscriptions = vec![subscription("ops", MARKETPLACE, "private", "op.v1", "op.v2")];
+    fixture.csvs.push(csv("ops", "op.v2", &[WIDGET], &[]));
+    let world = World::new(fixture);
+    for version in ["op.v1", "op.v2"] {
+        let resolution = resolve(&world, Kind::Pod, "ops", "", vec![csv_owner("ops", version)]).await;
+        assert_eq!(resolution.catalogs(), ["openshift-marketplace/private"], "{version}");
+        assert!(matches!(resolution.needs[0].provision, Provision::Copy(_)));
+    }
+    let unknown = resolve(&world, Kind::Pod, "ops", "", vec![csv_owner("ops", "op.v3")]).await;
+    assert!(dropped(&unknown).contains("no such CSV"));
+}
+
+#[tokio::test]
+async fn an_all_namespaces_operator_reaches_every_namespace_but_the_platforms() {
+    let mut fixture = fixture();
+    fixture.subscriptions.push(subscription("openshift-operators", MARKETPLACE, "private", "global.v1", "global.v1"));
+    fixture.csvs.push(csv("openshift-operators", "global.v1", &[("global.example.com", "Gizmo", "gizmos")], &[]));
+    fixture.operator_groups.push(operator_group("openshift-operators", &[""]));
+    fixture.namespaces.push(namespace("opted-out", json!({}), json!({ "pullsecret-injector.io/inject": "false" })));
+    let world = World::new(fixture);
+    world.owners.insert("anywhere", "Gizmo", "g", "g-1", vec![]);
+    let router = world.router(OnCopyFailure::Deny);
+    let gizmo = owner("global.example.com/v1", "Gizmo", "g", "g-1");
+    let (_, answer) = post(&router, review("Pod", "CREATE", "anywhere", pod(std::slice::from_ref(&gizmo), None))).await;
+    assert_eq!(names(&patch_of(&answer).unwrap()), ["creds"]);
+
+    let resolver = &world.ctx.resolver;
+    assert_eq!(resolver.skip("openshift-operators"), None, "the home of all-namespaces operators");
+    assert_eq!(resolver.skip("kube-system"), Some(Skip::KubeNamespace));
+    assert_eq!(resolver.skip("openshift-monitoring"), Some(Skip::OpenshiftNamespace));
+    assert_eq!(resolver.skip(OWN_NAMESPACE), Some(Skip::OwnNamespace));
+    assert_eq!(resolver.skip("excluded"), Some(Skip::ExcludedNamespace));
+    assert_eq!(resolver.skip("opted-out"), Some(Skip::OptedOut));
+    let (_, answer) = post(&router, review("Pod", "CREATE", "opted-out", pod(&[gizmo], None))).await;
+    assert!(patch_of(&answer).is_none());
+}
+
+#[tokio::test]
+async fn a_pod_whose_copy_fails_is_denied_or_admitted_as_configured() {
+    let world = world();
+    world.api.failing.store(true, Ordering::SeqCst);
+    let body = review("Pod", "CREATE", "tenant", pod(&[replica_set("web-1", "r-1")], None));
+    let (status, denied) = post(&world.router(OnCopyFailure::Deny), body.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(denied["response"]["allowed"], false);
+    assert_eq!(denied["response"]["status"]["code"], 503);
+    assert!(denied["response"]["status"]["message"].as_str().unwrap().contains("retry"));
+
+    let (_, allowed) = post(&world.router(OnCopyFailure::Allow), body).await;
+    assert_eq!(allowed["response"]["allowed"], true);
+    assert!(patch_of(&allowed).is_none());
+
+    // A ServiceAccount is admitted as it is: the reconciler backfills it.
+    let sa =
+        json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": "op-sa", "namespace": "ops" } });
+    let (_, sa_answer) = post(&world.router(OnCopyFailure::Deny), review("ServiceAccount", "CREATE", "ops", sa)).await;
+    assert_eq!(sa_answer["response"]["allowed"], true);
+    assert!(patch_of(&sa_answer).is_none());
+
+    // Once the API works again, the next review (not a remembered failure) gets its copy.
+    world.api.failing.store(false, Ordering::SeqCst);
+    let (_, answer) = post(
+        &world.router(OnCopyFailure::Deny),
+        review("Pod", "CREATE", "tenant", pod(&[replica_set("web-1", "r-1")], None)),
+    )
+    .await;
+    assert_eq!(names(&patch_of(&answer).unwrap()), ["creds"]);
+}
+
+#[tokio::test]
+async fn a_cache_change_invalidates_remembered_decisions() {
+    let mut world = world();
+    let router = world.router(OnCopyFailure::Deny);
+    let body = review("Pod", "CREATE", "tenant", pod(&[replica_set("web-1", "r-1")], None));
+    let (_, before) = post(&router, body.clone()).await;
+    assert_eq!(names(&patch_of(&before).unwrap()), ["creds"]);
+
+    world.feed.apply(pull_secret(MARKETPLACE, "more"));
+    world.feed.apply(catalog(MARKETPLACE, "private", &["creds", "more"], json!({})));
+    let (_, after) = post(&router, body.clone()).await;
+    assert_eq!(names(&patch_of(&after).unwrap()), ["creds", "more"]);
+
+    // The operator's catalog turned injection off: the same review now gets nothing.
+    world.feed.apply(catalog(
+        MARKETPLACE,
+        "private",
+        &["creds", "more"],
+        json!({ "pullsecret-injector.io/inject": "false" }),
+    ));
+    let (_, off) = post(&router, body).await;
+    assert!(patch_of(&off).is_none(), "{off}");
+}
+
+#[tokio::test]
+async fn concurrent_reviews_of_one_namespace_make_one_copy() {
+    let world = world();
+    let router = world.router(OnCopyFailure::Deny);
+    let reviews = (0..16).map(|i| {
+        let router = router.clone();
+        // Distinct ReplicaSets of the same Deployment: no shared memo entry.
+        let rs = format!("web-{i}");
+        world.owners.insert("tenant", "ReplicaSet", &rs, &format!("r-{i}"), vec![deployment("web", "d-1")]);
+        let body = review("Pod", "CREATE", "tenant", pod(&[replica_set(&rs, &format!("r-{i}"))], None));
+        tokio::spawn(async move { post(&router, body).await })
+    });
+    for answer in futures::future::join_all(reviews).await {
+        assert_eq!(names(&patch_of(&answer.unwrap().1).unwrap()), ["creds"]);
+    }
+    assert_eq!(world.api.secret_creates(), 1, "{:?}", world.api.requests());
+}
+
+#[tokio::test]
+async fn a_name_the_tenant_holds_is_left_alone_and_the_copy_takes_the_hashed_name() {
+    let world = world();
+    world.api.tenant_secret("tenant", "creds");
+    let router = world.router(OnCopyFailure::Deny);
+    let (_, answer) = post(&router, review("Pod", "CREATE", "tenant", pod(&[replica_set("web-1", "r-1")], None))).await;
+    let hashed = olm_pullsecret_injector::inject::copies::fallback_name(MARKETPLACE, "creds");
+    assert_eq!(names(&patch_of(&answer).unwrap()), std::slice::from_ref(&hashed));
+    assert_eq!(world.api.secret("tenant", "creds").unwrap()["type"], "Opaque", "the tenant's secret is untouched");
+    assert!(world.api.secret("tenant", &hashed).is_some());
+}
+
+#[tokio::test]
+async fn a_dry_run_is_answered_alike_and_creates_nothing() {
+    let world = world();
+    let router = world.router(OnCopyFailure::Deny);
+    let mut body: Value =
+        serde_json::from_slice(&review("Pod", "CREATE", "tenant", pod(&[replica_set("web-1", "r-1")], None))).unwrap();
+    body["request"]["dryRun"] = json!(true);
+    let (_, answer) = post(&router, serde_json::to_vec(&body).unwrap()).await;
+    assert_eq!(names(&patch_of(&answer).unwrap()), ["creds"]);
+    assert!(world.api.secret("tenant", "creds").is_none());
+    // Not remembered: the real admission that follows creates the copy.
+    body["request"]["dryRun"] = json!(false);
+    post(&router, serde_json::to_vec(&body).unwrap()).await;
+    assert!(world.api.secret("tenant", "creds").is_some());
+}
+
+#[tokio::test]
+async fn the_catalogs_own_namespace_gets_the_original_and_no_copy() {
+    let mut fixture = fixture();
+    fixture.catalogs.push(catalog("ops", "local", &["local-creds"], json!({})));
+    fixture.subscriptions = vec![subscription("ops", "ops", "local", "op.v1", "op.v1")];
+    fixture.secrets.push(pull_secret("ops", "local-creds"));
+    let world = World::new(fixture);
+    let resolution = resolve(&world, Kind::Pod, "ops", "", vec![csv_owner("ops", "op.v1")]).await;
+    assert!(matches!(resolution.needs[0].provision, Provision::Original));
+    let router = world.router(OnCopyFailure::Deny);
+    let (_, answer) = post(&router, review("Pod", "CREATE", "ops", pod(&[csv_owner("ops", "op.v1")], None))).await;
+    assert_eq!(names(&patch_of(&answer).unwrap()), ["local-creds"]);
+    assert_eq!(world.api.secret_creates(), 0);
+}
+
+#[tokio::test]
+async fn a_missing_or_wrongly_typed_source_is_warned_about_and_never_listed() {
+    let mut fixture = fixture();
+    fixture.catalogs = vec![catalog(MARKETPLACE, "private", &["creds", "absent"], json!({}))];
+    let mut opaque = pull_secret(MARKETPLACE, "opaque");
+    opaque.type_ = Some("Opaque".into());
+    fixture.secrets.push(opaque);
+    fixture.catalogs[0].spec.secrets.push("opaque".into());
+    let world = World::new(fixture);
+    world.owners.insert("tenant", "Widget", "prod", "w-1", vec![]);
+    let router = world.router(OnCopyFailure::Deny);
+    let (_, answer) = post(&router, review("Pod", "CREATE", "tenant", pod(&[widget("prod", "w-1")], None))).await;
+    assert_eq!(names(&patch_of(&answer).unwrap()), ["creds"]);
+    let warnings = answer["response"]["warnings"].to_string();
+    assert!(warnings.contains("absent of the catalog does not exist"), "{warnings}");
+    assert!(warnings.contains("opaque of the catalog is not a pull secret"), "{warnings}");
+}
