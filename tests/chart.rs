@@ -99,8 +99,13 @@ fn the_default_render_has_the_properties_of_the_design() {
     // The webhook configuration: two webhooks, as the one the e2e tests used to build by hand.
     let config = find(&objects, "MutatingWebhookConfiguration", name);
     let hooks = config["webhooks"].as_array().unwrap();
-    let reference =
-        olm_pullsecret_injector::dev::webhook_configuration("reference", "https://x/mutate", "", "Ignore", NS);
+    let reference = olm_pullsecret_injector::commands::dev::webhook_configuration(
+        "reference",
+        "https://x/mutate",
+        "",
+        "Ignore",
+        NS,
+    );
     let names: Vec<&str> = hooks.iter().map(|h| h["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["pods.pullsecret-injector.io", "serviceaccounts.pullsecret-injector.io"]);
     for (hook, reference) in hooks.iter().zip(reference["webhooks"].as_array().unwrap()) {
@@ -509,4 +514,33 @@ async fn self_signed_pair_is_kept_when_the_secret_exists() {
     assert!(secret_of(&upgraded)["data"] == installed["data"], "the pair is kept");
     assert_eq!(ca_bundles(&upgraded), vec![installed["data"]["ca.crt"].clone(); 2], "the caBundle is the kept CA");
     assert_eq!(find(&upgraded, "Deployment", name)["spec"]["replicas"], 3);
+}
+
+/// `dev` registers the configuration the chart renders: every field of every webhook equal,
+/// except `clientConfig` (a URL to the local process instead of the chart's Service).
+#[test]
+fn dev_registers_the_charts_webhook_configuration() {
+    let objects = Helm::shared().template("psi", NS, &json!({ "failurePolicy": "Fail" }));
+    let chart = find(&objects, "MutatingWebhookConfiguration", "psi-olm-pullsecret-injector");
+    let dev = olm_pullsecret_injector::commands::dev::webhook_configuration(
+        "psi",
+        "https://127.0.0.1:1/mutate",
+        "ca",
+        "Fail",
+        NS,
+    );
+    let (chart_hooks, dev_hooks) = (chart["webhooks"].as_array().unwrap(), dev["webhooks"].as_array().unwrap());
+    assert_eq!(chart_hooks.len(), dev_hooks.len());
+    for (chart_hook, dev_hook) in chart_hooks.iter().zip(dev_hooks) {
+        let fields = |hook: &Value| -> Vec<String> {
+            let mut keys: Vec<String> = hook.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(fields(chart_hook), fields(dev_hook), "the same fields in {}", chart_hook["name"]);
+        for field in fields(chart_hook).iter().filter(|f| *f != "clientConfig") {
+            assert_eq!(chart_hook[field], dev_hook[field], "{field} of {}", chart_hook["name"]);
+        }
+        assert_eq!(dev_hook["clientConfig"]["url"], "https://127.0.0.1:1/mutate");
+    }
 }
