@@ -422,3 +422,35 @@ async fn a_missing_or_wrongly_typed_source_is_warned_about_and_never_listed() {
     assert!(warnings.contains("absent of the catalog does not exist"), "{warnings}");
     assert!(warnings.contains("opaque of the catalog is not a pull secret"), "{warnings}");
 }
+
+#[tokio::test]
+async fn an_owner_the_webhook_may_not_read_drops_its_path_and_never_denies() {
+    let world = world();
+    world.owners.forbid("Widget");
+    // Deployment/both is owned by a Widget (not readable) and by the operator's CSV's Widget-free
+    // path: a CSV in the same namespace.
+    world.owners.insert("ops", "Widget", "w", "w-2", vec![]);
+    world.owners.insert("ops", "Deployment", "both", "d-2", vec![widget("w", "w-2"), csv_owner("ops", "op.v1")]);
+    world.owners.insert("ops", "Deployment", "only", "d-3", vec![widget("w", "w-2")]);
+    let router = world.router(OnCopyFailure::Deny);
+
+    let both = pod(&[deployment("both", "d-2")], None);
+    let (_, answer) = post(&router, review("Pod", "CREATE", "ops", both)).await;
+    assert_eq!(names(&patch_of(&answer).expect("patched through the CSV path")), ["creds"]);
+
+    let only = pod(&[deployment("only", "d-3")], None);
+    let (_, answer) = post(&router, review("Pod", "CREATE", "ops", only)).await;
+    assert_eq!(answer["response"]["allowed"], true, "a refused lookup never denies: {answer}");
+    assert!(patch_of(&answer).is_none());
+    let resolution = resolve(&world, Kind::Pod, "ops", "", vec![deployment("only", "d-3")]).await;
+    assert!(
+        dropped(&resolution).contains("Widget/w: not allowed to get widgets.example.com"),
+        "{}",
+        dropped(&resolution)
+    );
+    let metrics = olm_pullsecret_injector::telemetry::metrics::encode();
+    assert!(
+        metrics.contains(r#"pullsecret_injector_owner_lookups_forbidden_total{resource="widgets.example.com"}"#),
+        "{metrics}"
+    );
+}

@@ -509,3 +509,48 @@ async fn explain_shows_the_chain_of_an_operand_and_why_others_get_nothing() {
     assert!(report["verdict"].as_str().unwrap().starts_with("not injected"), "{report}");
     assert_eq!(report["chains"], json!([]), "labels are never believed: {report}");
 }
+
+/// With the chart's default values no operand kind is granted. A Pod whose only path runs through
+/// an operand the webhook may not read is admitted, not denied; a Pod with another path is
+/// patched through it; the refusal is counted by resource and logged once.
+#[tokio::test]
+async fn an_owner_the_webhook_may_not_read_drops_that_path_and_never_denies_the_pod() {
+    let (client, webhook) = setup().await;
+    let (_catalog, op, mut tenants) = private_operator(&client, &["ungranted"]).await;
+    let tenant = tenants.remove(0);
+    create_crd(&client, DOOHICKEY).await;
+    create_csv(&client, &op.namespace, "doohickey-operator.v1.0.0", DOOHICKEY, &[]).await;
+    let doohickey = create_operand(&client, DOOHICKEY, &tenant, "d").await;
+    let widget = create_operand(&client, WIDGET, &tenant, "w").await;
+
+    // Once the webhook indexed the CSV owning Doohickeys, it looks the owner up (and is refused).
+    let pods = Api::<Pod>::namespaced(client.clone(), &tenant);
+    let probe = bare_pod(json!({ "generateName": "probe-", "ownerReferences": [doohickey.clone()] }));
+    let dry_run = PostParams { dry_run: true, ..Default::default() };
+    support::eventually("the webhook to look a Doohickey up", std::time::Duration::from_secs(30), || async {
+        let _ = pods.create(&dry_run, &probe).await;
+        webhook.decisions(&tenant).iter().any(|d| d.to_string().contains("doohickeys")).then_some(())
+    })
+    .await;
+
+    create_deployment(&client, &tenant, "doohickey-only", Some(doohickey.clone()), 1, json!({})).await;
+    let only = pods_of(&client, &tenant, "doohickey-only", 1).await.remove(0);
+    assert!(pull_secret_names(&only).is_empty(), "no trusted path, nothing injected");
+    let both = bare_pod(json!({ "name": "both", "ownerReferences": [doohickey, widget] }));
+    let both = pods.create(&PostParams::default(), &both).await.unwrap();
+    assert_eq!(pull_secret_names(&both), ["registry-creds"], "patched through the Widget path");
+
+    let resource = format!("doohickeys.{WIDGET_GROUP}");
+    let line = webhook
+        .decisions(&tenant)
+        .into_iter()
+        .find(|d| d["kind"] == "Pod" && d["decision"] == "unchanged" && d["dry_run"] == false)
+        .expect("the decision for the Doohickey's Pod");
+    assert!(line["reason"].as_str().unwrap().contains(&format!("not allowed to get {resource}")), "{line}");
+    let admin = format!("127.0.0.1:{}", webhook.admin_port);
+    let (_, metrics) = support::webhook::http_get(&admin, "/metrics").unwrap();
+    let counted = format!("pullsecret_injector_owner_lookups_forbidden_total{{resource=\"{resource}\"}}");
+    assert!(metrics.contains(&counted), "{metrics}");
+    let warnings = webhook.logs().lines().filter(|l| l.contains(&format!("may not get {resource}"))).count();
+    assert_eq!(warnings, 1, "logged once per resource");
+}

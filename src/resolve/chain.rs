@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::owners::{OwnerQuery, Owners, builtin_plural};
+use super::owners::{OwnerQuery, Owners, Verified, builtin_plural};
 use super::{Kind, Subject};
 use crate::error::Error;
 use crate::state::index::Index;
@@ -111,7 +111,7 @@ pub async fn follow(
             }
             let query = query(&owner, &in_scope[0].plural, ns);
             match owners.verified(query, &owner.uid).await? {
-                Some(_) => {
+                Verified::Owner(_) => {
                     for o in in_scope {
                         anchors.push(Anchor {
                             csv_namespace: o.csv_namespace.clone(),
@@ -120,7 +120,8 @@ pub async fn follow(
                         });
                     }
                 }
-                None => chains.dropped.push(format!("{here}: owner not found with that UID")),
+                Verified::NotFound => chains.dropped.push(format!("{here}: owner not found with that UID")),
+                Verified::Forbidden { resource } => chains.dropped.push(not_allowed(&here, &resource)),
             }
             continue;
         }
@@ -130,7 +131,7 @@ pub async fn follow(
             continue;
         };
         match owners.verified(query(&owner, plural, ns), &owner.uid).await? {
-            Some(meta) => {
+            Verified::Owner(meta) => {
                 seen.push(owner.uid.clone());
                 if meta.owner_references.is_empty() {
                     chains.dropped.push(format!("{here}: no operator above"));
@@ -139,7 +140,8 @@ pub async fn follow(
                     stack.push(Step { owner: next.clone(), path: here.clone(), depth: depth + 1, seen: seen.clone() });
                 }
             }
-            None => chains.dropped.push(format!("{here}: owner not found with that UID")),
+            Verified::NotFound => chains.dropped.push(format!("{here}: owner not found with that UID")),
+            Verified::Forbidden { resource } => chains.dropped.push(not_allowed(&here, &resource)),
         }
     }
 
@@ -188,4 +190,8 @@ pub async fn follow(
 
 fn query<'a>(owner: &'a super::owners::OwnerRef, plural: &'a str, namespace: &'a str) -> OwnerQuery<'a> {
     OwnerQuery { api_version: &owner.api_version, kind: &owner.kind, plural, namespace, name: &owner.name }
+}
+
+fn not_allowed(path: &str, resource: &str) -> String {
+    format!("{path}: not allowed to get {resource} (grant it through the chart value operandOwnerRules)")
 }

@@ -3,15 +3,19 @@
 //! against), so a warm admission makes no API call; a freshly created owner that is not yet known
 //! costs one metadata-only GET through an [`OwnerSource`].
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, GroupVersionKind};
 
+use tracing::warn;
+
 use crate::error::Error;
 use crate::state::ttl::TtlMap;
+use crate::telemetry::metrics;
 
 /// What the chain needs of an owner: its identity and its own owners.
 #[derive(Debug, Clone)]
@@ -90,32 +94,63 @@ pub fn builtin_plural(api_version: &str, kind: &str) -> Option<&'static str> {
 const TTL: Duration = Duration::from_secs(300);
 const MAX_ENTRIES: usize = 100_000;
 
+/// What a lookup established about an ownerReference.
+#[derive(Debug)]
+pub enum Verified {
+    /// The owner exists with the referenced UID.
+    Owner(Arc<OwnerMeta>),
+    /// No such owner with that UID: a forged or stale reference.
+    NotFound,
+    /// The API server refused the lookup (403): this webhook may not read `resource`.
+    Forbidden { resource: String },
+}
+
 /// Verified owner lookups, cached.
 pub struct Owners {
     source: Box<dyn OwnerSource>,
     cache: TtlMap<String, Arc<OwnerMeta>>,
+    /// Resources whose refusal was logged already: once per resource, not per review.
+    forbidden_logged: Mutex<HashSet<String>>,
 }
 
 impl Owners {
     pub fn new(source: impl OwnerSource) -> Self {
-        Owners { source: Box::new(source), cache: TtlMap::new(TTL, MAX_ENTRIES) }
+        let cache = TtlMap::new(TTL, MAX_ENTRIES);
+        Owners { source: Box::new(source), cache, forbidden_logged: Mutex::default() }
     }
 
-    /// The owner if it exists with `uid`; `None` when it does not (a forged or stale reference).
-    pub async fn verified(&self, query: OwnerQuery<'_>, uid: &str) -> Result<Option<Arc<OwnerMeta>>, Error> {
+    /// Whether the owner named by `query` exists with `uid`. A refused lookup is an answer (the
+    /// path it was on is dropped), never an error that would deny the object.
+    pub async fn verified(&self, query: OwnerQuery<'_>, uid: &str) -> Result<Verified, Error> {
         let key = format!("{}/{}/{}/{}", query.api_version, query.kind, query.namespace, query.name);
         if let Some(meta) = self.cache.get(&key)
             && meta.uid == uid
         {
-            crate::telemetry::metrics::cache_hit();
-            return Ok(Some(meta));
+            metrics::cache_hit();
+            return Ok(Verified::Owner(meta));
         }
-        crate::telemetry::metrics::cache_miss();
-        let Some(meta) = self.source.get(query).await.map_err(Error::OwnerLookup)? else {
-            return Ok(None);
+        metrics::cache_miss();
+        let meta = match self.source.get(query).await {
+            Ok(Some(meta)) => Arc::new(meta),
+            Ok(None) => return Ok(Verified::NotFound),
+            Err(kube::Error::Api(status)) if status.code == 403 => return Ok(self.forbidden(query)),
+            Err(e) => return Err(Error::OwnerLookup(e)),
         };
-        let meta = Arc::new(meta);
         self.cache.insert(key, meta.clone());
-        Ok((meta.uid == uid).then_some(meta))
+        Ok(if meta.uid == uid { Verified::Owner(meta) } else { Verified::NotFound })
+    }
+
+    fn forbidden(&self, query: OwnerQuery<'_>) -> Verified {
+        let group = query.api_version.split_once('/').map_or("", |(group, _)| group);
+        let resource = if group.is_empty() { query.plural.to_string() } else { format!("{}.{group}", query.plural) };
+        metrics::owner_lookup_forbidden(&resource);
+        if self.forbidden_logged.lock().expect("forbidden set").insert(resource.clone()) {
+            warn!(
+                %resource,
+                "may not get {resource}: paths through such owners are dropped; grant `get` on it (chart value \
+                 operandOwnerRules, or a ClusterRole labelled pullsecret-injector.io/aggregate-to-operand-owners)"
+            );
+        }
+        Verified::Forbidden { resource }
     }
 }

@@ -21,6 +21,12 @@ pub struct ActionLabels {
     pub action: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    /// `<plural>.<group>` of a kind the webhook may not read.
+    pub resource: String,
+}
+
 /// How a review was answered: the `decision` of the log line and of the admissions metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -90,6 +96,7 @@ struct Metrics {
     leader: Gauge,
     cache_hits: Counter,
     cache_misses: Counter,
+    owner_lookups_forbidden: Family<ResourceLabels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -138,6 +145,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     registry.register("owner_cache_hits", "Owner lookups answered from memory", cache_hits.clone());
     let cache_misses = Counter::default();
     registry.register("owner_cache_misses", "Owner lookups that needed the API server", cache_misses.clone());
+    let owner_lookups_forbidden = Family::<ResourceLabels, Counter>::default();
+    registry.register(
+        "owner_lookups_forbidden",
+        "Owner lookups the API server refused (403), by resource: that path was dropped; grant `get` on it",
+        owner_lookups_forbidden.clone(),
+    );
     Metrics {
         registry,
         admissions,
@@ -151,6 +164,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         leader,
         cache_hits,
         cache_misses,
+        owner_lookups_forbidden,
     }
 });
 
@@ -188,6 +202,10 @@ pub fn set_leader(leading: bool) {
 }
 pub fn cache_hit() {
     METRICS.cache_hits.inc();
+}
+/// `resource` comes from a CSV's owned CRDs or the built-in workload kinds: a bounded set.
+pub fn owner_lookup_forbidden(resource: &str) {
+    METRICS.owner_lookups_forbidden.get_or_create(&ResourceLabels { resource: resource.to_string() }).inc();
 }
 pub fn cache_miss() {
     METRICS.cache_misses.inc();

@@ -95,6 +95,8 @@ type OwnerKey = (String, String, String);
 #[derive(Clone, Default)]
 pub struct MemoryOwners {
     objects: Arc<Mutex<HashMap<OwnerKey, OwnerMeta>>>,
+    /// Kinds whose lookups the API server refuses (403), as without a grant.
+    forbidden: Arc<Mutex<Vec<String>>>,
     lookups: Arc<AtomicUsize>,
 }
 
@@ -102,6 +104,10 @@ impl MemoryOwners {
     pub fn insert(&self, ns: &str, kind: &str, name: &str, uid: &str, owners: Vec<OwnerRef>) {
         let meta = OwnerMeta { uid: uid.into(), owner_references: owners };
         self.objects.lock().unwrap().insert((ns.into(), kind.into(), name.into()), meta);
+    }
+
+    pub fn forbid(&self, kind: &str) {
+        self.forbidden.lock().unwrap().push(kind.into());
     }
 
     pub fn lookups(&self) -> usize {
@@ -112,6 +118,11 @@ impl MemoryOwners {
 impl OwnerSource for MemoryOwners {
     fn get<'a>(&'a self, q: OwnerQuery<'a>) -> BoxFuture<'a, Result<Option<OwnerMeta>, kube::Error>> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
+        if self.forbidden.lock().unwrap().iter().any(|k| k == q.kind) {
+            let mut status = kube::core::Status::failure(&format!("cannot get resource {:?}", q.plural), "Forbidden");
+            status.code = 403;
+            return Box::pin(async move { Err(kube::Error::Api(Box::new(status))) });
+        }
         let key = (q.namespace.to_string(), q.kind.to_string(), q.name.to_string());
         let found = self.objects.lock().unwrap().get(&key).cloned();
         Box::pin(async move { Ok(found) })

@@ -26,6 +26,8 @@ pub struct Kind {
 
 pub const WIDGET: Kind = Kind { kind: "Widget", plural: "widgets" };
 pub const GADGET: Kind = Kind { kind: "Gadget", plural: "gadgets" };
+/// A kind whose `get` the webhook is never granted (the chart's default `operandOwnerRules: []`).
+pub const DOOHICKEY: Kind = Kind { kind: "Doohickey", plural: "doohickeys" };
 
 impl Kind {
     pub fn crd_name(&self) -> String {
@@ -135,6 +137,12 @@ pub async fn create_subscription(client: &kube::Client, ns: &str, catalog_ns: &s
 
 /// The CRD of an operand kind (idempotent), and `get` on it for the webhook.
 pub async fn ensure_crd(client: &kube::Client, kind: Kind) {
+    create_crd(client, kind).await;
+    super::webhook::grant_operand_owner_read(client, WIDGET_GROUP, kind.plural).await;
+}
+
+/// The CRD of an operand kind (idempotent), established; the webhook gets no right on it.
+pub async fn create_crd(client: &kube::Client, kind: Kind) {
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
     let name = kind.crd_name();
     let crd = json!({
@@ -152,7 +160,6 @@ pub async fn ensure_crd(client: &kube::Client, kind: Kind) {
         established.then_some(())
     })
     .await;
-    super::webhook::grant_operand_owner_read(client, WIDGET_GROUP, kind.plural).await;
 }
 
 /// A custom resource of `kind`, and the ownerReference that points at it.
