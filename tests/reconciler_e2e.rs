@@ -238,3 +238,50 @@ async fn a_service_account_created_before_its_operator_is_backfilled() {
     })
     .await;
 }
+
+/// A namespace selector in the text grammar of Kubernetes (here `!=`) decides where the catalog's
+/// secret goes; one that does not parse sends it nowhere and is reported on the CatalogSource.
+#[tokio::test]
+async fn namespace_selectors_follow_the_kubernetes_grammar_and_a_broken_one_is_reported() {
+    let (client, _webhook) = setup().await;
+    let (catalog, _op, tenants) = private_operator(&client, &["sel-dev", "sel-prod"]).await;
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    for (tenant, env) in tenants.iter().zip(["dev", "prod"]) {
+        let labels = json!({ "metadata": { "labels": { "env": env } } });
+        namespaces.patch(tenant, &PatchParams::default(), &Patch::Merge(&labels)).await.unwrap();
+    }
+    let catalogs = catalog_api(&client, &catalog.namespace);
+    let annotate = |selector: &'static str| json!({ "metadata": { "annotations": { "pullsecret-injector.io/namespace-selector": selector } } });
+    catalogs.patch(&catalog.name, &PatchParams::default(), &Patch::Merge(&annotate("env!=prod"))).await.unwrap();
+
+    let mut owners = Vec::new();
+    for tenant in &tenants {
+        owners.push(create_operand(&client, WIDGET, tenant, "prod").await);
+    }
+    // What a Pod of each tenant's operand would get (dry run: nothing is created).
+    let would_get = |i: usize| {
+        let (client, tenant, owner) = (client.clone(), tenants[i].clone(), owners[i].clone());
+        async move {
+            let pod = bare_pod(json!({ "generateName": "probe-", "ownerReferences": [owner] }));
+            let dry_run = PostParams { dry_run: true, ..Default::default() };
+            let created = Api::<Pod>::namespaced(client, &tenant).create(&dry_run, &pod).await.unwrap();
+            pull_secret_names(&created)
+        }
+    };
+    eventually("env!=prod to select the dev tenant only", Duration::from_secs(30), || async {
+        (would_get(0).await == ["registry-creds"] && would_get(1).await.is_empty()).then_some(())
+    })
+    .await;
+
+    catalogs.patch(&catalog.name, &PatchParams::default(), &Patch::Merge(&annotate("env notin prod"))).await.unwrap();
+    eventually("a broken selector to select nothing", Duration::from_secs(30), || async {
+        would_get(0).await.is_empty().then_some(())
+    })
+    .await;
+    let event = eventually("an InvalidNamespaceSelector event on the catalog", Duration::from_secs(30), || async {
+        events_for(&client, &catalog.namespace, &catalog.name, "InvalidNamespaceSelector").await.pop()
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(event.note.as_deref().unwrap_or("").contains("env notin prod"), "{event:?}");
+}

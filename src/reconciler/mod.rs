@@ -6,11 +6,13 @@
 //!   longer offered to its namespace is deleted after the grace period, unless a live Pod still
 //!   names it, and the names we recorded on service accounts are removed with it;
 //! - [`service_accounts`]: those that resolve to a catalog but lack its secrets are backfilled;
+//! - [`catalogs`]: a namespace selector that does not parse is reported (log, Warning Event);
 //! - [`pods`]: those admitted without the secrets they need are reported, and with `--heal-pods`
 //!   the controller-owned ones are deleted so their controller recreates them through the webhook.
 //!
 //! Every sweep asks the same resolver as the webhook what an object needs.
 
+mod catalogs;
 mod copies;
 pub(crate) mod lease;
 mod pods;
@@ -67,6 +69,8 @@ struct Memory {
     pods_checked: HashMap<String, u64>,
     pods_reported: HashSet<String>,
     healed_controllers: HashMap<String, Instant>,
+    /// (CatalogSource uid, selector text) already reported as invalid.
+    selectors_reported: HashSet<(String, String)>,
 }
 
 #[derive(PartialEq, Eq)]
@@ -128,6 +132,7 @@ impl Reconciler {
             while *leading.borrow() {
                 let caches = self.ctx.caches();
                 let pass = Pass { index: caches.index_snapshot(), generation: caches.generation(), leading: &leading };
+                self.report_invalid_selectors(&pass, &mut memory);
                 self.copies_sweep(&pass, &mut memory).await;
                 self.service_accounts_sweep(&pass, &mut memory).await;
                 self.pods_sweep(&pass, &mut memory).await;

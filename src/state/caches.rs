@@ -262,6 +262,7 @@ impl Caches {
                 self.watch_sources(&ns);
             }
         }
+        crate::telemetry::metrics::set_invalid_namespace_selectors(index.invalid_selectors().len());
         self.index.store(Arc::new(index));
         self.generation.fetch_add(1, Ordering::SeqCst);
     }

@@ -10,6 +10,7 @@ pub const COPIED: &str = "PullSecretCopied";
 pub const SYNCED: &str = "PullSecretSynced";
 pub const REMOVED: &str = "PullSecretRemoved";
 pub const POD_MISSING: &str = "PodMissingPullSecret";
+pub const INVALID_SELECTOR: &str = "InvalidNamespaceSelector";
 
 #[derive(Clone)]
 pub struct Events {
@@ -45,8 +46,17 @@ impl Events {
 
 /// A reference to a namespaced core/v1 object.
 pub fn reference(kind: &str, namespace: &str, name: &str, uid: Option<&str>) -> ObjectReference {
+    ObjectReference { api_version: Some("v1".into()), ..reference_to(kind, namespace, name, uid) }
+}
+
+/// A reference to a CatalogSource.
+pub fn catalog_reference(namespace: &str, name: &str, uid: &str) -> ObjectReference {
+    let api_version = format!("{}/v1alpha1", crate::state::olm::GROUP);
+    ObjectReference { api_version: Some(api_version), ..reference_to("CatalogSource", namespace, name, Some(uid)) }
+}
+
+fn reference_to(kind: &str, namespace: &str, name: &str, uid: Option<&str>) -> ObjectReference {
     ObjectReference {
-        api_version: Some("v1".into()),
         kind: Some(kind.into()),
         namespace: Some(namespace.into()),
         name: Some(name.into()),

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kube::core::{Selector, SelectorExt};
 use kube::{Resource, ResourceExt};
-use tracing::warn;
 
 use crate::state::olm::{CatalogSource, ClusterServiceVersion, OperatorGroup, Subscription};
 use crate::{INJECT_ANNOTATION, NAMESPACE_SELECTOR_ANNOTATION};
@@ -75,6 +74,17 @@ pub struct Index {
     /// Fast path: namespaces reached by some operator whose catalog has secrets.
     reached: HashSet<String>,
     reaches_all: bool,
+    invalid_selectors: Vec<InvalidSelector>,
+}
+
+/// A CatalogSource whose namespace-selector annotation does not parse: its secrets go nowhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidSelector {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub selector: String,
+    pub error: String,
 }
 
 impl Index {
@@ -93,11 +103,18 @@ impl Index {
             }
             let namespace_selector = match annotations.get(NAMESPACE_SELECTOR_ANNOTATION) {
                 None => None,
-                Some(text) => match parse_selector(text) {
+                Some(text) => match super::selector::parse(text) {
                     Ok(selector) => Some(selector),
-                    Err(e) => {
-                        // Fail closed: a selector we cannot read must not widen where secrets go.
-                        warn!(catalog = %format!("{ns}/{name}"), error = %e, "invalid namespace-selector annotation; catalog ignored");
+                    Err(error) => {
+                        // Fail closed: a selector we cannot read matches nothing; the reconciler
+                        // reports it (log, Event on the CatalogSource).
+                        index.invalid_selectors.push(InvalidSelector {
+                            namespace: ns,
+                            name,
+                            uid: cat.meta().uid.clone().unwrap_or_default(),
+                            selector: text.clone(),
+                            error,
+                        });
                         continue;
                     }
                 },
@@ -237,6 +254,11 @@ impl Index {
         })
     }
 
+    /// Catalogs ignored because their namespace selector does not parse.
+    pub fn invalid_selectors(&self) -> &[InvalidSelector] {
+        &self.invalid_selectors
+    }
+
     /// Whether some catalog (with injection on) in `source_namespace` lists `secret`.
     pub fn lists_secret(&self, source_namespace: &str, secret: &str) -> bool {
         self.catalogs
@@ -267,23 +289,6 @@ impl Index {
             .filter(move |(_, csv)| csv.service_accounts.iter().any(|sa| sa == service_account))
             .map(|(name, _)| name.as_str())
     }
-}
-
-/// Parses a label selector written as JSON (`{"matchLabels": ..., "matchExpressions": ...}`) or
-/// in the `key=value,key in (a,b)` text form.
-fn parse_selector(text: &str) -> Result<Selector, String> {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-    if text.trim_start().starts_with('{') {
-        let selector: LabelSelector = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        return Selector::try_from(selector).map_err(|e| e.to_string());
-    }
-    let mut match_labels = BTreeMap::new();
-    for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let (key, value) = term.split_once('=').ok_or_else(|| format!("unsupported selector term {term:?}"))?;
-        match_labels
-            .insert(key.trim().trim_end_matches('=').to_string(), value.trim().trim_start_matches('=').to_string());
-    }
-    Ok(match_labels.into_iter().collect())
 }
 
 #[cfg(test)]
@@ -412,6 +417,11 @@ mod tests {
         assert!(!index.catalog("m", "a").unwrap().admits(&dev));
         assert!(index.catalog("m", "b").unwrap().admits(&dev));
         assert!(index.catalog("m", "c").is_none());
+        assert_eq!(index.invalid_selectors().len(), 1);
+        assert_eq!(
+            (index.invalid_selectors()[0].name.as_str(), index.invalid_selectors()[0].selector.as_str()),
+            ("c", "{broken")
+        );
         assert!(index.catalog("m", "d").is_none());
     }
 }

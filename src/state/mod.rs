@@ -6,4 +6,5 @@ pub mod caches;
 pub(crate) mod events;
 pub mod index;
 pub mod olm;
+pub mod selector;
 pub(crate) mod ttl;

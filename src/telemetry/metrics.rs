@@ -97,6 +97,7 @@ struct Metrics {
     cache_hits: Counter,
     cache_misses: Counter,
     owner_lookups_forbidden: Family<ResourceLabels, Counter>,
+    invalid_namespace_selectors: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -151,6 +152,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Owner lookups the API server refused (403), by resource: that path was dropped; grant `get` on it",
         owner_lookups_forbidden.clone(),
     );
+    let invalid_namespace_selectors = Gauge::default();
+    registry.register(
+        "invalid_namespace_selectors",
+        "CatalogSources whose namespace-selector annotation does not parse (their secrets go nowhere)",
+        invalid_namespace_selectors.clone(),
+    );
     Metrics {
         registry,
         admissions,
@@ -165,6 +172,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         cache_hits,
         cache_misses,
         owner_lookups_forbidden,
+        invalid_namespace_selectors,
     }
 });
 
@@ -206,6 +214,9 @@ pub fn cache_hit() {
 /// `resource` comes from a CSV's owned CRDs or the built-in workload kinds: a bounded set.
 pub fn owner_lookup_forbidden(resource: &str) {
     METRICS.owner_lookups_forbidden.get_or_create(&ResourceLabels { resource: resource.to_string() }).inc();
+}
+pub fn set_invalid_namespace_selectors(count: usize) {
+    METRICS.invalid_namespace_selectors.set(i64::try_from(count).unwrap_or(i64::MAX));
 }
 pub fn cache_miss() {
     METRICS.cache_misses.inc();
