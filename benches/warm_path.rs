@@ -134,8 +134,9 @@ async fn start_noop(dir: &std::path::Path) -> anyhow::Result<std::net::SocketAdd
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tokio::spawn(olm_pullsecret_injector::serving::https::serve_tls(
         listener,
-        tls.server_config(),
+        tls.server_config(None),
         app,
+        Default::default(),
         std::future::pending(),
     ));
     Ok(listen)

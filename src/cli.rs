@@ -59,6 +59,10 @@ pub struct ServerArgs {
     /// PEM private key, reloaded when it changes.
     #[arg(long, env = "PSI_TLS_KEY_FILE", default_value = "/etc/webhook/certs/tls.key")]
     pub tls_key_file: PathBuf,
+    /// PEM CA bundle of the API server's client certificate: when set, callers without a
+    /// certificate it signed are refused during the TLS handshake.
+    #[arg(long, env = "PSI_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
     /// After SIGTERM, keep serving this long while readiness reports false.
     #[arg(long, env = "PSI_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub drain_delay: Duration,
@@ -115,6 +119,9 @@ impl ServeArgs {
             admin_listen: self.admin.admin_listen,
             tls_cert_file: self.server.tls_cert_file,
             tls_key_file: self.server.tls_key_file,
+            client_ca_file: self.server.client_ca_file,
+            connections: Default::default(),
+            requests: Default::default(),
             drain_delay: self.server.drain_delay,
             namespaces: NamespaceRules {
                 own_namespace: self.webhook.namespace,

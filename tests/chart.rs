@@ -29,6 +29,8 @@ fn non_default_values(catalogs: [&str; 2]) -> Value {
         "logFormat": "text",
         "image": { "repository": "registry.example.com/psi", "tag": "1.2.3" },
         "imagePullSecrets": [{ "name": "registry-login" }],
+        "clientCA": { "configMapName": "apiserver-client-ca", "key": "ca.crt" },
+        "networkPolicy": { "apiServerCIDRs": ["10.0.0.0/24"], "metricsNamespaceLabels": { "name": "monitoring" } },
     })
 }
 
@@ -543,4 +545,31 @@ fn dev_registers_the_charts_webhook_configuration() {
         }
         assert_eq!(dev_hook["clientConfig"]["url"], "https://127.0.0.1:1/mutate");
     }
+}
+
+/// The front door in the chart: with a client CA the binary verifies the API server's certificate
+/// from the mounted ConfigMap; the NetworkPolicy opens only the webhook port (to the API server's
+/// ranges when given) and the admin port (to the metrics namespaces).
+#[test]
+fn the_client_ca_and_the_network_policy_render() {
+    let name = "psi-olm-pullsecret-injector";
+    let objects = Helm::shared().template("psi", NS, &non_default_values(["catalogs-a", "catalogs-b"]));
+    assert!(args(&objects, name).contains(&"--client-ca-file=/etc/webhook/client-ca/ca.crt".to_string()));
+    let pod = &find(&objects, "Deployment", name)["spec"]["template"]["spec"];
+    assert!(pod["volumes"].as_array().unwrap().iter().any(|v| v["configMap"]["name"] == "apiserver-client-ca"));
+    let policy = find(&objects, "NetworkPolicy", name);
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 2);
+    assert_eq!(ingress[0]["ports"], json!([{ "port": 8443, "protocol": "TCP" }]));
+    assert_eq!(ingress[0]["from"], json!([{ "ipBlock": { "cidr": "10.0.0.0/24" } }]));
+    assert_eq!(ingress[1]["ports"], json!([{ "port": 8080, "protocol": "TCP" }]));
+    assert_eq!(ingress[1]["from"], json!([{ "namespaceSelector": { "matchLabels": { "name": "monitoring" } } }]));
+
+    // Defaults: no client CA; the policy is on, the webhook port open to any source.
+    let objects = Helm::shared().template("psi", NS, &json!({}));
+    assert!(!args(&objects, name).iter().any(|a| a.starts_with("--client-ca-file")));
+    let ingress = find(&objects, "NetworkPolicy", name)["spec"]["ingress"].clone();
+    assert!(ingress[0].get("from").is_none(), "{ingress}");
+    assert_eq!(ingress[1]["from"], json!([{ "namespaceSelector": {} }]));
 }

@@ -81,7 +81,7 @@ async fn an_operand_pod_gets_a_copy_through_the_router_and_the_decision_names_it
     let world = world();
     let webhook = world.webhook(OnCopyFailure::Deny);
     let mut decisions = webhook.follow_decisions();
-    let router = olm_pullsecret_injector::router(webhook);
+    let router = olm_pullsecret_injector::router(webhook, Default::default());
     let (status, answer) =
         post(&router, review("Pod", "CREATE", "tenant", pod(&[replica_set("web-1", "r-1")], None))).await;
     assert_eq!(status, 200);

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::resolve::NamespaceRules;
+use crate::serving::https::ConnectionLimits;
+use crate::webhook::http::RequestLimits;
 use crate::webhook::{OnCopyFailure, Settings};
 
 #[derive(Clone, Debug)]
@@ -16,6 +18,11 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub tls_cert_file: PathBuf,
     pub tls_key_file: PathBuf,
+    /// PEM CA bundle: when set, only clients with a certificate it signed (the API server) may
+    /// connect.
+    pub client_ca_file: Option<PathBuf>,
+    pub connections: ConnectionLimits,
+    pub requests: RequestLimits,
     /// After shutdown begins, keep serving this long while readiness reports false.
     pub drain_delay: Duration,
     pub namespaces: NamespaceRules,
@@ -44,6 +51,9 @@ impl Default for Config {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             tls_cert_file: "/etc/webhook/certs/tls.crt".into(),
             tls_key_file: "/etc/webhook/certs/tls.key".into(),
+            client_ca_file: None,
+            connections: ConnectionLimits::default(),
+            requests: RequestLimits::default(),
             drain_delay: Duration::from_secs(5),
             namespaces: NamespaceRules { own_namespace: DEFAULT_NAMESPACE.into(), excluded_namespaces: Vec::new() },
             admission: Settings { on_copy_failure: OnCopyFailure::Deny, deadline: Duration::from_secs(3) },

@@ -107,8 +107,16 @@ pub async fn start(client: kube::Client, config: Config) -> Result<Running, Erro
             tokio::time::sleep(drain_delay).await;
         }
     };
-    let router = crate::router(webhook.clone());
-    let serving = tokio::spawn(crate::serving::https::serve_tls(listener, tls.server_config(), router, drain));
+    let router = crate::router(webhook.clone(), config.requests.clone());
+    let client_roots = config.client_ca_file.as_deref().map(crate::serving::tls::client_roots).transpose()?;
+    let server_config = tls.server_config(client_roots);
+    let serving = tokio::spawn(crate::serving::https::serve_tls(
+        listener,
+        server_config,
+        router,
+        config.connections.clone(),
+        drain,
+    ));
     Ok(Running { webhook_addr, admin_addr, shutdown, webhook, serving, election, admin_server })
 }
 

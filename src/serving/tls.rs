@@ -82,16 +82,42 @@ impl CertReloader {
     }
 
     /// A server configuration that always serves the current pair, HTTP/1.1 only (what the API
-    /// server speaks to webhooks).
-    pub fn server_config(self: &Arc<Self>) -> Arc<rustls::ServerConfig> {
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    /// server speaks to webhooks); with `client_roots`, a client must present a certificate
+    /// they signed.
+    pub fn server_config(
+        self: &Arc<Self>,
+        client_roots: Option<Arc<rustls::RootCertStore>>,
+    ) -> Arc<rustls::ServerConfig> {
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
+            .expect("ring supports the default protocol versions");
+        let builder = match client_roots {
+            None => builder.with_no_client_auth(),
+            Some(roots) => {
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+                    .build()
+                    .expect("a verifier over roots that parsed");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Arc::new(config)
     }
+}
+
+/// The CA bundle that client certificates must chain to (`--client-ca-file`).
+pub fn client_roots(ca_file: &Path) -> Result<Arc<rustls::RootCertStore>, Error> {
+    let pem = std::fs::read(ca_file).map_err(|e| Error::Tls(format!("{}: {e}", ca_file.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| Error::Tls(format!("{}: {e}", ca_file.display())))?;
+        roots.add(cert).map_err(|e| Error::Tls(format!("{}: {e}", ca_file.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Tls(format!("{}: no CA certificate", ca_file.display())));
+    }
+    Ok(Arc::new(roots))
 }
 
 impl ResolvesServerCert for CertReloader {

@@ -98,6 +98,8 @@ struct Metrics {
     cache_misses: Counter,
     owner_lookups_forbidden: Family<ResourceLabels, Counter>,
     invalid_namespace_selectors: Gauge,
+    connections_refused: Counter,
+    reviews_refused: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -158,6 +160,18 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "CatalogSources whose namespace-selector annotation does not parse (their secrets go nowhere)",
         invalid_namespace_selectors.clone(),
     );
+    let connections_refused = Counter::default();
+    registry.register(
+        "connections_refused",
+        "HTTPS connections closed at once because the connection limit was reached",
+        connections_refused.clone(),
+    );
+    let reviews_refused = Counter::default();
+    registry.register(
+        "reviews_refused",
+        "Reviews answered 503 at once because the limit of reviews in flight was reached",
+        reviews_refused.clone(),
+    );
     Metrics {
         registry,
         admissions,
@@ -173,6 +187,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         cache_misses,
         owner_lookups_forbidden,
         invalid_namespace_selectors,
+        connections_refused,
+        reviews_refused,
     }
 });
 
@@ -217,6 +233,12 @@ pub fn owner_lookup_forbidden(resource: &str) {
 }
 pub fn set_invalid_namespace_selectors(count: usize) {
     METRICS.invalid_namespace_selectors.set(i64::try_from(count).unwrap_or(i64::MAX));
+}
+pub fn connection_refused() {
+    METRICS.connections_refused.inc();
+}
+pub fn review_refused() {
+    METRICS.reviews_refused.inc();
 }
 pub fn cache_miss() {
     METRICS.cache_misses.inc();

@@ -256,7 +256,7 @@ impl World {
 
     /// The webhook's router, as `serve` mounts it.
     pub fn router(&self, on_copy_failure: OnCopyFailure) -> axum::Router {
-        olm_pullsecret_injector::router(self.webhook(on_copy_failure))
+        olm_pullsecret_injector::router(self.webhook(on_copy_failure), Default::default())
     }
 }
 
