@@ -23,8 +23,10 @@ pub enum ReviewError {
 pub enum Error {
     #[error("looking up an owner failed: {0}")]
     OwnerLookup(#[source] kube::Error),
-    #[error("writing a managed pull-secret copy failed: {0}")]
-    Copy(#[source] kube::Error),
+    #[error("writing the copy of pull secret {source_secret} failed: {error}")]
+    Copy { source_secret: String, error: kube::Error },
+    #[error("deleting the copy {namespace}/{name} failed: {error}")]
+    CopyDelete { namespace: String, name: String, error: kube::Error },
     #[error("namespace {namespace} already has secrets named like the copy of {source_secret} that are not ours")]
     CopyNameTaken { namespace: String, source_secret: String },
     #[error("reconciler request failed: {0}")]
@@ -35,4 +37,21 @@ pub enum Error {
     Tls(String),
     #[error("binding {what} on {addr}: {source}")]
     Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+impl Error {
+    /// What whoever created the object is told: the secret concerned, never the API server's
+    /// own words (they name identities, resources and policies). The log line has the whole error.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Copy { source_secret, .. } => {
+                format!("could not copy pull secret {source_secret} into this namespace")
+            }
+            Error::CopyNameTaken { .. } | Error::Deadline(_) => self.to_string(),
+            Error::OwnerLookup(_) => "could not verify the owners of the object with the API server".into(),
+            Error::CopyDelete { .. } | Error::Reconcile(_) | Error::Tls(_) | Error::Bind { .. } => {
+                "internal error".into()
+            }
+        }
+    }
 }

@@ -297,7 +297,9 @@ async fn a_pod_whose_copy_fails_is_denied_or_admitted_as_configured() {
     assert_eq!(status, 200);
     assert_eq!(denied["response"]["allowed"], false);
     assert_eq!(denied["response"]["status"]["code"], 503);
-    assert!(denied["response"]["status"]["message"].as_str().unwrap().contains("retry"));
+    let message = denied["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("retry") && message.contains("pull secret openshift-marketplace/creds"), "{message}");
+    assert!(!message.contains("the API server is failing"), "the API server's words stay in the log: {message}");
 
     let (_, allowed) = post(&world.router(OnCopyFailure::Allow), body).await;
     assert_eq!(allowed["response"]["allowed"], true);

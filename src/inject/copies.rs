@@ -38,16 +38,16 @@ pub fn fallback_name(source_namespace: &str, source_name: &str) -> String {
     format!("{}-{suffix}", &source_name[..keep])
 }
 
-/// A digest of what a copy must contain: its type and data.
-pub fn content_hash(secret: &Secret) -> String {
+/// What a copy's content-hash annotation records: which version of its source it holds. It is
+/// derived from the source's UID and resourceVersion, never from the credential, so the
+/// annotation (readable in every tenant namespace) cannot confirm a guessed credential. Every
+/// change of the source's content changes its resourceVersion.
+pub fn content_hash(source: &Secret) -> String {
     let mut hash = Sha256::new();
-    hash.update(secret.type_.as_deref().unwrap_or("").as_bytes());
-    for (key, value) in secret.data.iter().flatten() {
-        hash.update([0]);
-        hash.update(key.as_bytes());
-        hash.update([0]);
-        hash.update(&value.0);
-    }
+    hash.update(b"source-version\0");
+    hash.update(source.metadata.uid.as_deref().unwrap_or("").as_bytes());
+    hash.update([0]);
+    hash.update(source.metadata.resource_version.as_deref().unwrap_or("").as_bytes());
     hex::encode(hash.finalize())
 }
 
@@ -195,7 +195,7 @@ impl Copies {
                 return Ok(Some(Ensured::Created(name.to_string())));
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(e) => return Err(Error::Copy(e)),
+            Err(error) => return Err(Error::Copy { source_secret: source_ref(source), error }),
         }
 
         // The name exists: update it only if it is our copy of the same source.
@@ -239,7 +239,7 @@ impl Copies {
                 crate::telemetry::metrics::copy_conflict();
                 Ok(false)
             }
-            Err(e) => Err(Error::Copy(e)),
+            Err(error) => Err(Error::Copy { source_secret: source_ref(source), error }),
         }
     }
 
@@ -261,7 +261,7 @@ impl Copies {
                 Ok(())
             }
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(e) => Err(Error::Copy(e)),
+            Err(error) => Err(Error::CopyDelete { namespace: namespace.into(), name: name.into(), error }),
         }
     }
 }
@@ -322,11 +322,18 @@ mod tests {
     }
 
     #[test]
-    fn content_hash_follows_type_and_data() {
-        let base = content_hash(&secret("kubernetes.io/dockerconfigjson", b"{}"));
-        assert_eq!(base, content_hash(&secret("kubernetes.io/dockerconfigjson", b"{}")));
-        assert_ne!(base, content_hash(&secret("kubernetes.io/dockerconfigjson", b"{\"auths\":{}}")));
-        assert_ne!(base, content_hash(&secret("kubernetes.io/dockercfg", b"{}")));
+    fn content_hash_follows_the_source_version_and_not_the_credential() {
+        let versioned = |uid: &str, version: &str, data: &[u8]| {
+            let mut s = secret("kubernetes.io/dockerconfigjson", data);
+            s.metadata.uid = Some(uid.into());
+            s.metadata.resource_version = Some(version.into());
+            content_hash(&s)
+        };
+        let base = versioned("u", "1", b"{}");
+        assert_eq!(base, versioned("u", "1", b"{}"));
+        assert_ne!(base, versioned("u", "2", b"{}"), "a new version of the source");
+        assert_ne!(base, versioned("other", "1", b"{}"), "another source of the same name");
+        assert_eq!(base, versioned("u", "1", b"guess"), "the credential is not hashed");
     }
 
     #[test]

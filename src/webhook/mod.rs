@@ -275,7 +275,8 @@ impl Webhook {
         if kind == Kind::Pod && self.settings.on_copy_failure == OnCopyFailure::Deny {
             let mut d = Decision::new(Outcome::Denied, error.to_string(), true);
             d.deny = Some(format!(
-                "olm-pullsecret-injector could not ensure the pull secrets this Pod needs ({error}); retry"
+                "olm-pullsecret-injector could not ensure the pull secrets this Pod needs: {}; retry",
+                error.public_message()
             ));
             d
         } else {
