@@ -554,3 +554,33 @@ async fn an_owner_the_webhook_may_not_read_drops_that_path_and_never_denies_the_
     let warnings = webhook.logs().lines().filter(|l| l.contains(&format!("may not get {resource}"))).count();
     assert_eq!(warnings, 1, "logged once per resource");
 }
+
+/// A copy someone else deleted is not listed by name while it does not exist: the webhook follows
+/// its copies, so the next Pod gets a copy that exists.
+#[tokio::test]
+async fn a_pod_admitted_after_its_copy_was_deleted_gets_a_copy_that_exists() {
+    let (client, _webhook) = setup().await;
+    let (_catalog, op, _) = private_operator(&client, &[]).await;
+    let ns = op.namespace.clone();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let first = bare_pod(json!({ "name": "first", "ownerReferences": [op.csv_owner()] }));
+    let first = pods.create(&PostParams::default(), &first).await.unwrap();
+    assert_eq!(pull_secret_names(&first), ["registry-creds"]);
+    secrets.delete("registry-creds", &Default::default()).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    support::eventually("a Pod admitted with a copy that exists", std::time::Duration::from_secs(10), || {
+        n += 1;
+        let (pods, secrets, owner) = (pods.clone(), secrets.clone(), op.csv_owner());
+        async move {
+            let pod = bare_pod(json!({ "name": format!("after-delete-{n}"), "ownerReferences": [owner] }));
+            let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
+            assert_eq!(pull_secret_names(&pod), ["registry-creds"]);
+            secrets.get_opt("registry-creds").await.unwrap().map(|_| ())
+        }
+    })
+    .await;
+    println!("a deleted copy was made again by the next admission within {:?} ({n} Pods)", started.elapsed());
+}

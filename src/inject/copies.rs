@@ -243,6 +243,26 @@ impl Copies {
         }
     }
 
+    /// Forgets that a copy was ensured once the cluster says otherwise: it was deleted, or holds
+    /// another version than the one remembered. `None` for `content_hash` forgets it whatever it
+    /// holds. True when something was forgotten (remembered decisions that list it are stale).
+    pub fn forget(&self, namespace: &str, name: &str, content_hash: Option<&str>) -> bool {
+        let mut forgot = false;
+        self.ensured.retain(|_, copy| {
+            let stale = copy.name == name
+                && copy.namespace == namespace
+                && content_hash.is_none_or(|hash| hash != copy.content_hash);
+            forgot |= stale;
+            !stale
+        });
+        forgot
+    }
+
+    /// Forgets every ensured copy (the watch of our copies lists them anew after a gap).
+    pub fn forget_all(&self) {
+        self.ensured.retain(|_, _| false);
+    }
+
     /// Deletes our copy, only in the version that was read (uid and resourceVersion
     /// preconditions): a copy changed in between is looked at again on the next pass.
     pub async fn delete(&self, namespace: &str, name: &str, uid: &str, resource_version: &str) -> Result<(), Error> {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use kube::ResourceExt;
 use kube::api::{Api, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
@@ -35,7 +36,7 @@ use crate::context::Context;
 use crate::serving::lifecycle::Pending;
 use crate::state::caches::{reflect, wake};
 use crate::state::index::Index;
-use crate::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::{CONTENT_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -109,7 +110,7 @@ impl Reconciler {
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
         let copies_api = Api::<PartialObjectMeta<Secret>>::all(client);
         let stream = watcher(copies_api, watcher::Config::default().labels(&selector));
-        tokio::spawn(reflect(stream, managed_w, "managed copies", wake(&changed)));
+        tokio::spawn(reflect(stream, managed_w, "managed copies", copies_followed(&ctx, &changed)));
         Arc::new(Reconciler { ctx, options, pods, service_accounts, managed, changed, started: Instant::now() })
     }
 
@@ -156,6 +157,40 @@ impl Reconciler {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// The watch of our copies runs on every replica: what admission remembers of ensured copies
+/// follows it, so a copy deleted or changed behind our back is made again by the next admission
+/// rather than listed by name while it does not exist.
+fn copies_followed(
+    ctx: &Arc<Context>,
+    changed: &Arc<Notify>,
+) -> impl Fn(&watcher::Event<PartialObjectMeta<Secret>>) + Send + 'static {
+    let (ctx, changed) = (ctx.clone(), changed.clone());
+    move |event| {
+        let forgot = match event {
+            watcher::Event::Delete(copy) => forget(&ctx, copy, None),
+            watcher::Event::Apply(copy) => {
+                forget(&ctx, copy, Some(copy.annotations().get(CONTENT_HASH_ANNOTATION).map_or("", String::as_str)))
+            }
+            watcher::Event::Init => {
+                ctx.copies.forget_all();
+                true
+            }
+            watcher::Event::InitApply(_) | watcher::Event::InitDone => false,
+        };
+        if forgot {
+            ctx.caches().invalidate();
+        }
+        changed.notify_one();
+    }
+}
+
+fn forget(ctx: &Context, copy: &PartialObjectMeta<Secret>, content_hash: Option<&str>) -> bool {
+    let (Some(namespace), Some(name)) = (copy.metadata.namespace.as_deref(), copy.metadata.name.as_deref()) else {
+        return false;
+    };
+    ctx.copies.forget(namespace, name, content_hash)
 }
 
 /// Counts and logs an action that failed; the next pass tries again.

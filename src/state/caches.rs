@@ -188,6 +188,12 @@ impl Caches {
         self.generation.load(Ordering::SeqCst)
     }
 
+    /// Marks every remembered decision stale (something they depend on changed outside the
+    /// watched OLM objects, such as a copy deleted behind our back).
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
     pub fn index(&self) -> arc_swap::Guard<Arc<Index>> {
         self.index.load()
     }
