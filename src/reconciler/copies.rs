@@ -61,7 +61,7 @@ impl Reconciler {
                         debug!(namespace = %ns, copy = %name, %pod, "copy kept: a live Pod still names it");
                         continue;
                     }
-                    if let Err(e) = self.remove_copy(&copy, &ns, &name, &reason).await {
+                    if let Err(e) = self.remove_copy(pass, &copy, &ns, &name, &reason).await {
                         failed("remove a copy", &ns, &name, e);
                     }
                 }
@@ -75,6 +75,9 @@ impl Reconciler {
         // Rotation: every stale copy at once, a few requests in flight.
         futures::stream::iter(stale)
             .for_each_concurrent(16, |stale| async move {
+                if pass.lost_lead() {
+                    return;
+                }
                 if let Err(e) = self.sync_copy(&stale).await {
                     failed("update a copy", &stale.copy.namespace().unwrap_or_default(), &stale.copy.name_any(), e);
                 }
@@ -126,6 +129,7 @@ impl Reconciler {
     /// Takes the names we recorded off the namespace's service accounts, then deletes the copy.
     async fn remove_copy(
         &self,
+        pass: &Pass<'_>,
         copy: &PartialObjectMeta<Secret>,
         ns: &str,
         name: &str,
@@ -136,6 +140,9 @@ impl Reconciler {
             let Some(injected) = sa.annotations().get(INJECTED_ANNOTATION) else { continue };
             let existing: Vec<&str> = sa.image_pull_secrets.iter().flatten().map(|r| r.name.as_str()).collect();
             let Some(removal) = patch::removal(&existing, injected, &[name]) else { continue };
+            if pass.lost_lead() {
+                return Ok(());
+            }
             let api: Api<ServiceAccount> = Api::namespaced(self.ctx.client.clone(), ns);
             api.patch(&sa.name_any(), &write_params(), &Patch::<()>::Json(removal)).await.map_err(Error::Reconcile)?;
             metrics::reconcile_action(Action::ServiceAccountEntriesRemoved);
@@ -147,6 +154,9 @@ impl Reconciler {
             );
         }
         let (Some(uid), Some(version)) = (copy.uid(), copy.resource_version()) else { return Ok(()) };
+        if pass.lost_lead() {
+            return Ok(());
+        }
         self.ctx.copies.delete(ns, name, &uid, &version).await?;
         metrics::reconcile_action(Action::CopyRemoved);
         info!(namespace = %ns, copy = %name, %source, %reason, "copy removed after the grace period");

@@ -37,6 +37,7 @@ use crate::serving::lifecycle::Pending;
 use crate::state::caches::{reflect, wake};
 use crate::state::index::Index;
 use crate::{CONTENT_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use lease::{HeldUntil, holds};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -84,13 +85,15 @@ struct Checked {
 struct Pass<'a> {
     index: Arc<Index>,
     generation: u64,
-    leading: &'a watch::Receiver<bool>,
+    leading: &'a watch::Receiver<HeldUntil>,
 }
 
 impl Pass<'_> {
-    /// A pass stops as soon as leadership is lost, so two replicas never act at once.
+    /// Checked before every write: a pass stops as soon as the lease is no longer known to be
+    /// held (by the instant the election published, not only when it says so), so two replicas
+    /// never act at once.
     fn lost_lead(&self) -> bool {
-        !*self.leading.borrow()
+        !holds(&self.leading.borrow())
     }
 }
 
@@ -117,20 +120,20 @@ impl Reconciler {
     /// Reconciles while `leading` says so, once every watch of the reconciler has listed (then
     /// `synced` is marked ready); passes run on changes and at least every 10 s. Returns when
     /// the election ends.
-    pub async fn run(self: Arc<Self>, mut leading: watch::Receiver<bool>, synced: Pending) {
+    pub async fn run(self: Arc<Self>, mut leading: watch::Receiver<HeldUntil>, synced: Pending) {
         // A store's readiness wakes one waiter only: this task is the one.
         let _ = self.pods.wait_until_ready().await;
         let _ = self.service_accounts.wait_until_ready().await;
         let _ = self.managed.wait_until_ready().await;
         synced.ready();
         loop {
-            if leading.wait_for(|l| *l).await.is_err() {
+            if leading.wait_for(holds).await.is_err() {
                 return;
             }
             crate::telemetry::metrics::set_leader(true);
             // A new term: what the previous leader did is only known from the caches.
             let mut memory = Memory::default();
-            while *leading.borrow() {
+            while holds(&leading.borrow()) {
                 let caches = self.ctx.caches();
                 let pass = Pass { index: caches.index_snapshot(), generation: caches.generation(), leading: &leading };
                 self.report_invalid_selectors(&pass, &mut memory);

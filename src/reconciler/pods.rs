@@ -45,7 +45,7 @@ impl Reconciler {
             {
                 continue;
             }
-            match self.check_pod(&pod, &ns, &uid, memory).await {
+            match self.check_pod(pass, &pod, &ns, &uid, memory).await {
                 Ok(Checked::Done) => {
                     memory.pods_checked.insert(uid, pass.generation);
                 }
@@ -79,7 +79,14 @@ impl Reconciler {
     }
 
     /// Reports (once) and heals a Pod that lacks secrets.
-    async fn check_pod(&self, pod: &Pod, ns: &str, uid: &str, memory: &mut Memory) -> Result<Checked, Error> {
+    async fn check_pod(
+        &self,
+        pass: &Pass<'_>,
+        pod: &Pod,
+        ns: &str,
+        uid: &str,
+        memory: &mut Memory,
+    ) -> Result<Checked, Error> {
         let missing = self.missing(pod, ns).await?;
         if missing.is_empty() {
             return Ok(Checked::Done);
@@ -104,7 +111,8 @@ impl Reconciler {
         let Some(controller) = controller.filter(|c| self.options.heal_pods && heals(&c.kind)) else {
             return Ok(Checked::Done);
         };
-        if self.started.elapsed() < HEAL_WARMUP
+        if pass.lost_lead()
+            || self.started.elapsed() < HEAL_WARMUP
             || memory.healed_controllers.get(&controller.uid).is_some_and(|at| at.elapsed() < HEAL_BACKOFF)
         {
             return Ok(Checked::Again);

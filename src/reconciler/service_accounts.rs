@@ -34,7 +34,7 @@ impl Reconciler {
             if memory.service_accounts_done.get(&uid) == Some(&checked) {
                 continue;
             }
-            match self.backfill(&sa, &ns).await {
+            match self.backfill(pass, &sa, &ns).await {
                 Ok(()) => {
                     memory.service_accounts_done.insert(uid, checked);
                 }
@@ -45,10 +45,13 @@ impl Reconciler {
         forget_gone(&mut memory.service_accounts_done, &live);
     }
 
-    async fn backfill(&self, sa: &ServiceAccount, ns: &str) -> Result<(), Error> {
+    async fn backfill(&self, pass: &Pass<'_>, sa: &ServiceAccount, ns: &str) -> Result<(), Error> {
         let name = sa.name_any();
         let subject = Subject::of(Kind::ServiceAccount, ns, &name, sa.owner_references());
         let resolution = self.ctx.resolver.resolve(&subject).await?;
+        if pass.lost_lead() {
+            return Ok(());
+        }
         let wanted = self.ctx.copies.ensure_all(ns, &resolution.needs, false).await?;
         let existing: Option<Vec<&str>> =
             sa.image_pull_secrets.as_ref().map(|list| list.iter().map(|r| r.name.as_str()).collect());
@@ -67,6 +70,9 @@ impl Reconciler {
         let mut operations = addition.operations;
         let version = sa.resource_version().unwrap_or_default();
         operations.0.insert(0, test(pointer(["metadata", "resourceVersion"]), json!(version)));
+        if pass.lost_lead() {
+            return Ok(());
+        }
         let api: Api<ServiceAccount> = Api::namespaced(self.ctx.client.clone(), ns);
         api.patch(&name, &write_params(), &Patch::<()>::Json(operations)).await.map_err(Error::Reconcile)?;
         metrics::reconcile_action(Action::ServiceAccountBackfilled);

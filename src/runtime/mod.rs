@@ -77,7 +77,7 @@ pub async fn start(client: kube::Client, config: Config) -> Result<Running, Erro
     let options =
         reconciler::Options { cleanup_grace: config.reconciler.cleanup_grace, heal_pods: config.reconciler.heal_pods };
     let reconciler = Reconciler::start(ctx, options);
-    let (leading_tx, leading) = watch::channel(false);
+    let (leading_tx, leading) = watch::channel(None);
     tokio::spawn(reconciler.run(leading, reconciler_synced));
     let lease = LeaseSettings {
         namespace: config.namespaces.own_namespace.clone(),
