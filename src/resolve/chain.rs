@@ -13,6 +13,12 @@ use crate::state::olm;
 
 /// Owner chains longer than this are dropped (Pod → ReplicaSet → Deployment → CR is 3).
 pub const MAX_DEPTH: usize = 8;
+/// At most this many ownerReferences of one object are followed (real objects have one or two).
+pub const MAX_OWNER_REFERENCES: usize = 16;
+/// At most this many owners are looked at for one object, however the paths branch.
+pub const MAX_STEPS: usize = 64;
+/// Longer names are not object names: such a reference is dropped without a lookup.
+const MAX_NAME: usize = 253;
 
 /// A catalog the object resolved to, with the path that led there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,13 +77,23 @@ pub async fn follow(
     let ns = subject.namespace;
     let mut chains = Chains::default();
     let mut anchors: Vec<Anchor> = Vec::new();
-    let mut stack: Vec<Step> = subject
-        .owner_references
+    let references = followed(&subject.owner_references, subject.kind.as_str(), &mut chains);
+    let mut stack: Vec<Step> = references
         .iter()
         .map(|r| Step { owner: r.clone(), path: subject.kind.as_str().to_string(), depth: 1, seen: Vec::new() })
         .collect();
 
+    let mut steps = 0;
     while let Some(Step { owner, path, depth, mut seen }) = stack.pop() {
+        steps += 1;
+        if steps > MAX_STEPS {
+            chains.dropped.push(format!("more than {MAX_STEPS} owners to follow: the rest were not"));
+            break;
+        }
+        if owner.name.len() > MAX_NAME || owner.kind.len() > MAX_NAME || owner.api_version.len() > MAX_NAME {
+            chains.dropped.push(format!("{path}<-{}: not a valid object reference", clip(&owner.kind)));
+            continue;
+        }
         let here = format!("{path}<-{}/{}", owner.kind, owner.name);
         if depth > MAX_DEPTH {
             chains.dropped.push(format!("{here}: deeper than {MAX_DEPTH}"));
@@ -136,7 +152,7 @@ pub async fn follow(
                 if meta.owner_references.is_empty() {
                     chains.dropped.push(format!("{here}: no operator above"));
                 }
-                for next in &meta.owner_references {
+                for next in followed(&meta.owner_references, &here, &mut chains) {
                     stack.push(Step { owner: next.clone(), path: here.clone(), depth: depth + 1, seen: seen.clone() });
                 }
             }
@@ -194,4 +210,32 @@ fn query<'a>(owner: &'a super::owners::OwnerRef, plural: &'a str, namespace: &'a
 
 fn not_allowed(path: &str, resource: &str) -> String {
     format!("{path}: not allowed to get {resource} (grant it through the chart value operandOwnerRules)")
+}
+
+/// The ownerReferences of one object that are followed: at most [`MAX_OWNER_REFERENCES`].
+fn followed<'r>(
+    references: &'r [super::owners::OwnerRef],
+    path: &str,
+    chains: &mut Chains,
+) -> &'r [super::owners::OwnerRef] {
+    if references.len() > MAX_OWNER_REFERENCES {
+        chains.dropped.push(format!(
+            "{}: more than {MAX_OWNER_REFERENCES} ownerReferences; the rest were not followed",
+            clip(path)
+        ));
+    }
+    &references[..references.len().min(MAX_OWNER_REFERENCES)]
+}
+
+/// A tenant-supplied text, cut to a bounded length for a reason or a log line.
+pub fn clip(text: &str) -> &str {
+    const MAX: usize = 512;
+    if text.len() <= MAX {
+        return text;
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }

@@ -3,7 +3,7 @@
 //! against), so a warm admission makes no API call; a freshly created owner that is not yet known
 //! costs one metadata-only GET through an [`OwnerSource`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,6 +93,9 @@ pub fn builtin_plural(api_version: &str, kind: &str) -> Option<&'static str> {
 /// Entries are re-verified after this long, so a changed ownerReference on an owner is seen.
 const TTL: Duration = Duration::from_secs(300);
 const MAX_ENTRIES: usize = 100_000;
+/// A lookup that found nothing is remembered this long: a made-up owner costs one GET per
+/// period however many objects name it.
+const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
 /// What a lookup established about an ownerReference.
 #[derive(Debug)]
@@ -109,34 +112,71 @@ pub enum Verified {
 pub struct Owners {
     source: Box<dyn OwnerSource>,
     cache: TtlMap<String, Arc<OwnerMeta>>,
+    /// Owners looked up and not found, briefly.
+    missing: TtlMap<String, ()>,
+    /// One lookup per owner at a time: concurrent reviews of a new ReplicaSet's Pods wait for the
+    /// first one's answer instead of each asking the API server.
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Resources whose refusal was logged already: once per resource, not per review.
     forbidden_logged: Mutex<HashSet<String>>,
 }
 
 impl Owners {
     pub fn new(source: impl OwnerSource) -> Self {
-        let cache = TtlMap::new(TTL, MAX_ENTRIES);
-        Owners { source: Box::new(source), cache, forbidden_logged: Mutex::default() }
+        Owners {
+            source: Box::new(source),
+            cache: TtlMap::new(TTL, MAX_ENTRIES),
+            missing: TtlMap::new(NEGATIVE_TTL, MAX_ENTRIES),
+            in_flight: Mutex::default(),
+            forbidden_logged: Mutex::default(),
+        }
     }
 
     /// Whether the owner named by `query` exists with `uid`. A refused lookup is an answer (the
     /// path it was on is dropped), never an error that would deny the object.
     pub async fn verified(&self, query: OwnerQuery<'_>, uid: &str) -> Result<Verified, Error> {
         let key = format!("{}/{}/{}/{}", query.api_version, query.kind, query.namespace, query.name);
-        if let Some(meta) = self.cache.get(&key)
+        if let Some(known) = self.remembered(&key, uid) {
+            metrics::cache_hit();
+            return Ok(known);
+        }
+        let gate = self.in_flight.lock().expect("in-flight lookups").entry(key.clone()).or_default().clone();
+        let verified = {
+            let _held = gate.lock().await;
+            match self.remembered(&key, uid) {
+                Some(known) => {
+                    metrics::cache_hit();
+                    Ok(known)
+                }
+                None => self.look_up(query, &key, uid).await,
+            }
+        };
+        self.in_flight.lock().expect("in-flight lookups").remove(&key);
+        verified
+    }
+
+    /// The cached answer: the owner if it was found with this UID, or that it was not found.
+    fn remembered(&self, key: &str, uid: &str) -> Option<Verified> {
+        if let Some(meta) = self.cache.get(key)
             && meta.uid == uid
         {
-            metrics::cache_hit();
-            return Ok(Verified::Owner(meta));
+            return Some(Verified::Owner(meta));
         }
+        self.missing.get(key).map(|()| Verified::NotFound)
+    }
+
+    async fn look_up(&self, query: OwnerQuery<'_>, key: &str, uid: &str) -> Result<Verified, Error> {
         metrics::cache_miss();
         let meta = match self.source.get(query).await {
             Ok(Some(meta)) => Arc::new(meta),
-            Ok(None) => return Ok(Verified::NotFound),
+            Ok(None) => {
+                self.missing.insert(key.to_string(), ());
+                return Ok(Verified::NotFound);
+            }
             Err(kube::Error::Api(status)) if status.code == 403 => return Ok(self.forbidden(query)),
             Err(e) => return Err(Error::OwnerLookup(e)),
         };
-        self.cache.insert(key, meta.clone());
+        self.cache.insert(key.to_string(), meta.clone());
         Ok(if meta.uid == uid { Verified::Owner(meta) } else { Verified::NotFound })
     }
 

@@ -2,6 +2,7 @@
 //! anything it depends on changes. Pods of one ReplicaSet share an answer, so a warm admission
 //! makes no API call and arms no timer.
 
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -41,39 +42,52 @@ struct Remembered {
 const TTL: Duration = Duration::from_secs(60);
 const CAPACITY: usize = 50_000;
 
-pub(crate) struct Memo(TtlMap<String, Remembered>);
+/// Answers by a 128-bit keyed hash of what they depend on: the strings in a key come from the
+/// tenant (owner names can be megabytes long), the hash is 16 bytes whatever they are. The hash
+/// keys are random per process, so no tenant can make two objects' keys collide.
+pub(crate) struct Memo {
+    answers: TtlMap<u128, Remembered>,
+    keys: (std::collections::hash_map::RandomState, std::collections::hash_map::RandomState),
+}
 
 impl Memo {
     pub fn new() -> Self {
-        Memo(TtlMap::new(TTL, CAPACITY))
+        Memo { answers: TtlMap::new(TTL, CAPACITY), keys: Default::default() }
     }
 
     /// The answer computed under `generation`, if still fresh.
-    pub fn get(&self, key: &str, generation: u64) -> Option<Arc<Answer>> {
-        self.0.get(key).filter(|r| r.generation == generation).map(|r| r.answer)
+    pub fn get(&self, key: u128, generation: u64) -> Option<Arc<Answer>> {
+        self.answers.get(&key).filter(|r| r.generation == generation).map(|r| r.answer)
     }
 
-    pub fn insert(&self, key: String, generation: u64, answer: Arc<Answer>) {
-        self.0.insert(key, Remembered { generation, answer });
+    pub fn insert(&self, key: u128, generation: u64, answer: Arc<Answer>) {
+        self.answers.insert(key, Remembered { generation, answer });
     }
-}
 
-/// The object's namespace, kind, (ServiceAccount) name and owners: everything a decision reads
-/// apart from the caches' generation.
-pub(crate) fn key(req: &Request<'_>, ns: &str, object: &Object<'_>) -> String {
-    let mut key = String::with_capacity(128);
-    key.push_str(ns);
-    key.push('\0');
-    key.push_str(&req.kind.kind);
-    if req.kind.kind == "ServiceAccount" {
-        key.push('\0');
-        key.push_str(req.name.as_deref().or(object.metadata.name.as_deref()).unwrap_or(""));
-    }
-    for owner in &object.metadata.owner_references {
-        for part in [&owner.api_version, &owner.kind, &owner.name, &owner.uid] {
-            key.push('\0');
-            key.push_str(part);
+    /// The object's namespace, kind, (ServiceAccount) name and owners: everything a decision
+    /// reads apart from the caches' generation. A dry run's answer (its copies were not made) is
+    /// kept apart from a real one.
+    pub fn key(&self, req: &Request<'_>, ns: &str, object: &Object<'_>, dry_run: bool) -> u128 {
+        let mut hashers = (self.keys.0.build_hasher(), self.keys.1.build_hasher());
+        let mut part = |text: &str| {
+            for hasher in [&mut hashers.0, &mut hashers.1] {
+                hasher.write(text.as_bytes());
+                hasher.write_u8(0xff);
+            }
+        };
+        part(ns);
+        part(&req.kind.kind);
+        if req.kind.kind == "ServiceAccount" {
+            part(req.name.as_deref().or(object.metadata.name.as_deref()).unwrap_or(""));
         }
+        for owner in &object.metadata.owner_references {
+            for text in [&owner.api_version, &owner.kind, &owner.name, &owner.uid] {
+                part(text);
+            }
+        }
+        if dry_run {
+            part("dry run");
+        }
+        (u128::from(hashers.0.finish()) << 64) | u128::from(hashers.1.finish())
     }
-    key
 }

@@ -163,8 +163,10 @@ impl Webhook {
 
         let dry_run = req.dry_run.unwrap_or(false);
         let generation = self.ctx.caches().generation();
-        let key = memo::key(req, ns, object);
-        let answer = match self.memo.get(&key, generation) {
+        let key = self.memo.key(req, ns, object, dry_run);
+        // A real answer serves a dry run too (its copies exist).
+        let real = dry_run.then(|| self.memo.key(req, ns, object, false)).and_then(|k| self.memo.get(k, generation));
+        let answer = match real.or_else(|| self.memo.get(key, generation)) {
             Some(answer) => answer,
             None => {
                 // Only this path calls the API server, so only it runs against the deadline: a
@@ -173,10 +175,9 @@ impl Webhook {
                 match answer.await.unwrap_or(Err(Error::Deadline(self.settings.deadline))) {
                     Ok(answer) => {
                         let answer = Arc::new(answer);
-                        // A dry run created no copies: its answer is not one to remember.
-                        if !dry_run {
-                            self.memo.insert(key, generation, answer.clone());
-                        }
+                        // A dry run's answer is kept under its own key: repeated dry runs cost
+                        // nothing more, and a real review still makes its copies.
+                        self.memo.insert(key, generation, answer.clone());
                         answer
                     }
                     Err(e) => return self.failed(kind, e),
@@ -253,8 +254,12 @@ impl Webhook {
             Answer { chain: resolution.chain_texts(), catalogs: resolution.catalogs(), ..Default::default() };
         if resolution.found().is_empty() {
             let dropped = &resolution.chains.dropped;
-            answer.none_reason =
-                Some(if dropped.is_empty() { "no owner leads to an operator".into() } else { dropped.join("; ") });
+            // The reasons carry tenant strings: remembered, they are bounded.
+            answer.none_reason = Some(if dropped.is_empty() {
+                "no owner leads to an operator".into()
+            } else {
+                crate::resolve::chain::clip(&dropped.join("; ")).to_string()
+            });
             return Ok(answer);
         }
         for need in &resolution.needs {

@@ -98,12 +98,18 @@ pub struct MemoryOwners {
     /// Kinds whose lookups the API server refuses (403), as without a grant.
     forbidden: Arc<Mutex<Vec<String>>>,
     lookups: Arc<AtomicUsize>,
+    /// How long each lookup takes, as a round trip to the API server would.
+    latency: Arc<Mutex<std::time::Duration>>,
 }
 
 impl MemoryOwners {
     pub fn insert(&self, ns: &str, kind: &str, name: &str, uid: &str, owners: Vec<OwnerRef>) {
         let meta = OwnerMeta { uid: uid.into(), owner_references: owners };
         self.objects.lock().unwrap().insert((ns.into(), kind.into(), name.into()), meta);
+    }
+
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        *self.latency.lock().unwrap() = latency;
     }
 
     pub fn forbid(&self, kind: &str) {
@@ -125,7 +131,11 @@ impl OwnerSource for MemoryOwners {
         }
         let key = (q.namespace.to_string(), q.kind.to_string(), q.name.to_string());
         let found = self.objects.lock().unwrap().get(&key).cloned();
-        Box::pin(async move { Ok(found) })
+        let latency = *self.latency.lock().unwrap();
+        Box::pin(async move {
+            tokio::time::sleep(latency).await;
+            Ok(found)
+        })
     }
 }
 

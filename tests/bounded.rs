@@ -1,0 +1,116 @@
+//! Memory and API calls stay bounded under forged reviews (in process, over fixtures; a test
+//! binary of its own so that its resident-set figures are its own).
+
+mod support;
+
+use std::time::Duration;
+
+use olm_pullsecret_injector::state::caches::Fixture;
+use olm_pullsecret_injector::webhook::OnCopyFailure;
+use serde_json::{Value, json};
+use support::fixtures::*;
+
+fn fixture() -> Fixture {
+    Fixture {
+        catalogs: vec![catalog(MARKETPLACE, "private", &["creds"], json!({}))],
+        subscriptions: vec![subscription("t", MARKETPLACE, "private", "op.v1", "op.v1")],
+        csvs: vec![csv("t", "op.v1", &[("example.com", "Widget", "widgets")], &[])],
+        operator_groups: vec![operator_group("t", &["t"])],
+        namespaces: vec![namespace("t", json!({}), json!({}))],
+        secrets: vec![pull_secret(MARKETPLACE, "creds")],
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").parse().unwrap()))
+        .unwrap()
+}
+
+fn service_account(name: &str, owner: &OwnerRef) -> Value {
+    json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": name, "namespace": "t",
+        "ownerReferences": [{ "apiVersion": owner.api_version, "kind": owner.kind, "name": owner.name, "uid": owner.uid }] } })
+}
+
+use olm_pullsecret_injector::resolve::owners::OwnerRef;
+
+/// 200 reviews whose owner names are 1 MiB each: nothing of the names is remembered beyond a
+/// bounded reason, and nothing is looked up.
+#[tokio::test]
+async fn reviews_with_megabyte_owner_names_leave_memory_bounded() {
+    let world = World::new(fixture());
+    let router = world.router(OnCopyFailure::Deny);
+    let before = rss_kib();
+    for i in 0..200 {
+        let name = format!("{i}-{}", "x".repeat(1024 * 1024));
+        let owner = owner("apps/v1", "ReplicaSet", &name, &format!("uid-{i}"));
+        let (status, answer) = post(&router, review("Pod", "CREATE", "t", pod(&[owner], None))).await;
+        assert_eq!((status, answer["response"]["allowed"].as_bool()), (200, Some(true)));
+    }
+    let grown = rss_kib().saturating_sub(before);
+    println!("resident set grew by {} KiB over 200 reviews with 1 MiB owner names", grown);
+    assert!(grown < 32 * 1024, "grew by {grown} KiB: 200 MiB of names must not be kept");
+    assert_eq!(world.owners.lookups(), 0, "a name no object can have is not looked up");
+}
+
+/// 1,000 ServiceAccounts, each owned by one of 10 made-up ReplicaSets: one GET per made-up owner.
+#[tokio::test]
+async fn made_up_owners_cost_one_lookup_each() {
+    let world = World::new(fixture());
+    let router = world.router(OnCopyFailure::Deny);
+    for i in 0..1000 {
+        let owner = owner("apps/v1", "ReplicaSet", &format!("made-up-{}", i % 10), &format!("uid-{}", i % 10));
+        let (_, answer) =
+            post(&router, review("ServiceAccount", "CREATE", "t", service_account(&format!("sa-{i}"), &owner))).await;
+        assert_eq!(answer["response"]["allowed"], true);
+    }
+    println!("1,000 reviews naming 10 made-up owners: {} lookups", world.owners.lookups());
+    assert_eq!(world.owners.lookups(), 10);
+}
+
+/// 50 Pods of one new ReplicaSet arrive together (each lookup takes 50 ms): one lookup per owner
+/// on the chain, and one copy.
+#[tokio::test]
+async fn fifty_pods_of_a_new_replica_set_make_one_lookup_per_owner() {
+    let world = World::new(fixture());
+    world.owners.set_latency(Duration::from_millis(50));
+    world.owners.insert("t", "Widget", "w", "w-1", vec![]);
+    world.owners.insert("t", "Deployment", "web", "d-1", vec![owner("example.com/v1", "Widget", "w", "w-1")]);
+    world.owners.insert("t", "ReplicaSet", "web-1", "r-1", vec![owner("apps/v1", "Deployment", "web", "d-1")]);
+    let router = world.router(OnCopyFailure::Deny);
+    let rs = owner("apps/v1", "ReplicaSet", "web-1", "r-1");
+    let reviews = (0..50).map(|_| {
+        let (router, body) = (router.clone(), review("Pod", "CREATE", "t", pod(std::slice::from_ref(&rs), None)));
+        tokio::spawn(async move { post(&router, body).await })
+    });
+    for answer in futures::future::join_all(reviews).await {
+        assert!(patch_of(&answer.unwrap().1).is_some());
+    }
+    assert_eq!(world.owners.lookups(), 3, "ReplicaSet, Deployment, Widget once each");
+    assert_eq!(world.api.secret_creates(), 1);
+}
+
+/// Dry runs are answered like real reviews and cost no more: repeated, they make no new call.
+#[tokio::test]
+async fn repeated_dry_runs_cost_nothing_more() {
+    let world = World::new(fixture());
+    world.owners.insert("t", "Widget", "w", "w-1", vec![]);
+    let router = world.router(OnCopyFailure::Deny);
+    let mut body: Value = serde_json::from_slice(&review(
+        "Pod",
+        "CREATE",
+        "t",
+        pod(&[owner("example.com/v1", "Widget", "w", "w-1")], None),
+    ))
+    .unwrap();
+    body["request"]["dryRun"] = json!(true);
+    for _ in 0..100 {
+        let (_, answer) = post(&router, serde_json::to_vec(&body).unwrap()).await;
+        assert!(patch_of(&answer).is_some());
+    }
+    assert_eq!(world.owners.lookups(), 1);
+    assert_eq!(world.api.secret_creates(), 1, "one dry-run create for 100 dry runs");
+    assert!(world.api.secret("t", "creds").is_none(), "a dry run makes nothing");
+}
