@@ -161,7 +161,11 @@ async fn a_secret_removed_from_the_catalog_is_cleaned_up_and_other_entries_stay(
     assert_eq!(sa_pull_secrets(&sa), ["tenant-own-entry", "registry-creds"]);
     assert_eq!(injected(&sa).as_deref(), Some("registry-creds"));
     assert!(secret_opt(&client, &t.ns, "registry-creds").await.is_some(), "a copy still offered stays");
-    assert!(!events_for(&client, &t.ns, "app", "PullSecretRemoved").await.is_empty());
+    // Events are published in the background, after the change they report.
+    eventually("a PullSecretRemoved event on the service account", Duration::from_secs(10), || async {
+        (!events_for(&client, &t.ns, "app", "PullSecretRemoved").await.is_empty()).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
