@@ -24,6 +24,7 @@ fn fixture() -> Fixture {
     Fixture {
         catalogs: vec![catalog(MARKETPLACE, "private", &["creds"], json!({}))],
         subscriptions: vec![subscription("ops", MARKETPLACE, "private", "op.v1", "op.v1")],
+        install_plans: vec![install_plan("ops", MARKETPLACE, "private", &["op.v1"])],
         csvs: vec![csv("ops", "op.v1", &[WIDGET], &["op-sa"])],
         operator_groups: vec![operator_group("ops", &["ops", "tenant"])],
         namespaces: ["ops", "tenant", "other", MARKETPLACE]
@@ -252,6 +253,7 @@ async fn copied_csvs_are_never_anchors() {
 async fn both_csvs_of_an_upgrade_lead_to_the_catalog() {
     let mut fixture = fixture();
     fixture.subscriptions = vec![subscription("ops", MARKETPLACE, "private", "op.v1", "op.v2")];
+    fixture.install_plans.push(install_plan("ops", MARKETPLACE, "private", &["op.v2"]));
     fixture.csvs.push(csv("ops", "op.v2", &[WIDGET], &[]));
     let world = World::new(fixture);
     for version in ["op.v1", "op.v2"] {
@@ -267,6 +269,7 @@ async fn both_csvs_of_an_upgrade_lead_to_the_catalog() {
 async fn an_all_namespaces_operator_reaches_every_namespace_but_the_platforms() {
     let mut fixture = fixture();
     fixture.subscriptions.push(subscription("openshift-operators", MARKETPLACE, "private", "global.v1", "global.v1"));
+    fixture.install_plans.push(install_plan("openshift-operators", MARKETPLACE, "private", &["global.v1"]));
     fixture.csvs.push(csv("openshift-operators", "global.v1", &[("global.example.com", "Gizmo", "gizmos")], &[]));
     fixture.operator_groups.push(operator_group("openshift-operators", &[""]));
     fixture.namespaces.push(namespace("opted-out", json!({}), json!({ "pullsecret-injector.io/inject": "false" })));
@@ -397,6 +400,7 @@ async fn the_catalogs_own_namespace_gets_the_original_and_no_copy() {
     let mut fixture = fixture();
     fixture.catalogs.push(catalog("ops", "local", &["local-creds"], json!({})));
     fixture.subscriptions = vec![subscription("ops", "ops", "local", "op.v1", "op.v1")];
+    fixture.install_plans = vec![install_plan("ops", "ops", "local", &["op.v1"])];
     fixture.secrets.push(pull_secret("ops", "local-creds"));
     let world = World::new(fixture);
     let resolution = resolve(&world, Kind::Pod, "ops", "", vec![csv_owner("ops", "op.v1")]).await;
@@ -455,4 +459,40 @@ async fn an_owner_the_webhook_may_not_read_drops_its_path_and_never_denies() {
         metrics.contains(r#"pullsecret_injector_owner_lookups_forbidden_total{resource="widgets.example.com"}"#),
         "{metrics}"
     );
+}
+
+/// A namespace admin may edit a Subscription's spec (OLM's aggregate-olm-edit): pointing it at
+/// another team's catalog, or at one in another namespace, links to nothing, because OLM recorded
+/// in the InstallPlan's status the catalog it installed the CSV from.
+#[tokio::test]
+async fn a_subscription_pointed_at_another_catalog_gets_nothing() {
+    let mut fixture = fixture();
+    fixture.catalogs.push(catalog("other-team", "theirs", &["their-creds"], json!({})));
+    fixture.secrets.push(pull_secret("other-team", "their-creds"));
+    fixture.catalogs.push(catalog(MARKETPLACE, "global-other", &["other-creds"], json!({})));
+    fixture.secrets.push(pull_secret(MARKETPLACE, "other-creds"));
+    let mut world = World::new(fixture);
+    let subject = vec![csv_owner("ops", "op.v1")];
+    assert_eq!(
+        resolve(&world, Kind::Pod, "ops", "", subject.clone()).await.catalogs(),
+        ["openshift-marketplace/private"]
+    );
+
+    for (catalog_ns, catalog) in [("other-team", "theirs"), (MARKETPLACE, "global-other")] {
+        // The edit keeps the Subscription's name and OLM-written status.
+        let mut edited = subscription("ops", catalog_ns, catalog, "op.v1", "op.v1");
+        edited.metadata.name = Some("sub-private".into());
+        world.feed.apply(edited);
+        let resolution = resolve(&world, Kind::Pod, "ops", "", subject.clone()).await;
+        assert!(resolution.found().is_empty(), "{catalog_ns}/{catalog}: {:?}", resolution.catalogs());
+        assert!(resolution.needs.is_empty());
+    }
+    // Put back, it links again.
+    world.feed.apply(subscription("ops", MARKETPLACE, "private", "op.v1", "op.v1"));
+    assert_eq!(resolve(&world, Kind::Pod, "ops", "", subject).await.catalogs(), ["openshift-marketplace/private"]);
+
+    // A CSV no InstallPlan records (the Subscription's status alone) links to nothing either.
+    world.feed.delete(install_plan("ops", MARKETPLACE, "private", &["op.v1"]));
+    let resolution = resolve(&world, Kind::Pod, "ops", "", vec![csv_owner("ops", "op.v1")]).await;
+    assert!(resolution.found().is_empty());
 }

@@ -584,3 +584,37 @@ async fn a_pod_admitted_after_its_copy_was_deleted_gets_a_copy_that_exists() {
     .await;
     println!("a deleted copy was made again by the next admission within {:?} ({n} Pods)", started.elapsed());
 }
+
+/// A namespace admin may edit their Subscription (OLM's aggregate-olm-edit). Pointed at another
+/// team's private catalog, it hands out nothing: the catalog comes from what OLM recorded in the
+/// InstallPlan's status, and the spec is only cross-checked.
+#[tokio::test]
+async fn a_subscription_pointed_at_another_teams_catalog_hands_out_nothing() {
+    use kube::api::{DynamicObject, Patch, PatchParams};
+    let (client, _webhook) = setup().await;
+    let (_catalog, op, _) = private_operator(&client, &[]).await;
+    let other = private_catalog(&client, &[]).await;
+    let subs =
+        Api::<DynamicObject>::namespaced_with(client.clone(), &op.namespace, &olm_resource("v1alpha1", "Subscription"));
+    let edit = json!({ "spec": { "source": other.name, "sourceNamespace": other.namespace } });
+    subs.patch("widget-operator", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+
+    let pods = Api::<Pod>::namespaced(client.clone(), &op.namespace);
+    let probe = bare_pod(json!({ "generateName": "probe-", "ownerReferences": [op.csv_owner()] }));
+    let dry_run = PostParams { dry_run: true, ..Default::default() };
+    support::eventually("the webhook to see the edited Subscription", std::time::Duration::from_secs(30), || async {
+        pull_secret_names(&pods.create(&dry_run, &probe).await.unwrap()).is_empty().then_some(())
+    })
+    .await;
+    let pod = bare_pod(json!({ "name": "operator", "ownerReferences": [op.csv_owner()] }));
+    let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
+    assert!(pull_secret_names(&pod).is_empty(), "nothing from the other team's catalog");
+    let stolen = secrets_in(&client, &op.namespace).await.into_values().any(|s| {
+        s.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("pullsecret-injector.io/source")
+            .is_some_and(|src| src.starts_with(&other.namespace))
+    });
+    assert!(!stolen, "no copy of the other team's secret");
+}

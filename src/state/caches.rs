@@ -24,7 +24,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use crate::state::index::Index;
-use crate::state::olm::{CatalogSource, ClusterServiceVersion, OperatorGroup, Subscription};
+use crate::state::olm::{CatalogSource, ClusterServiceVersion, InstallPlan, OperatorGroup, Subscription};
 
 pub struct Caches {
     /// `None` for caches filled from a fixture: nothing is watched.
@@ -32,6 +32,7 @@ pub struct Caches {
     index: ArcSwap<Index>,
     catalogs: Store<CatalogSource>,
     subscriptions: Store<Subscription>,
+    install_plans: Store<InstallPlan>,
     csvs: Store<ClusterServiceVersion>,
     operator_groups: Store<OperatorGroup>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
@@ -89,18 +90,21 @@ impl Caches {
     pub fn start(client: kube::Client) -> Arc<Caches> {
         let (catalogs, catalogs_w) = reflector::store();
         let (subscriptions, subscriptions_w) = reflector::store();
+        let (install_plans, install_plans_w) = reflector::store();
         let (csvs, csvs_w) = reflector::store();
         let (operator_groups, operator_groups_w) = reflector::store();
         let (namespaces, namespaces_w) = reflector::store();
         let caches = Arc::new(Caches::new(
             Some(client.clone()),
-            Stores { catalogs, subscriptions, csvs, operator_groups, namespaces },
+            Stores { catalogs, subscriptions, install_plans, csvs, operator_groups, namespaces },
         ));
         let cfg = watcher::Config::default;
         let catalogs = watcher(Api::<CatalogSource>::all(client.clone()), cfg());
         tokio::spawn(reflect(catalogs, catalogs_w, "catalogsources", wake(&caches.changed)));
         let subscriptions = watcher(Api::<Subscription>::all(client.clone()), cfg());
         tokio::spawn(reflect(subscriptions, subscriptions_w, "subscriptions", wake(&caches.changed)));
+        let install_plans = watcher(Api::<InstallPlan>::all(client.clone()), cfg());
+        tokio::spawn(reflect(install_plans, install_plans_w, "installplans", wake(&caches.changed)));
         let csvs = watcher(Api::<ClusterServiceVersion>::all(client.clone()), cfg());
         tokio::spawn(reflect(csvs, csvs_w, "clusterserviceversions", wake(&caches.changed)));
         let operator_groups = watcher(Api::<OperatorGroup>::all(client.clone()), cfg());
@@ -117,6 +121,7 @@ impl Caches {
             index: ArcSwap::from_pointee(Index::default()),
             catalogs: stores.catalogs,
             subscriptions: stores.subscriptions,
+            install_plans: stores.install_plans,
             csvs: stores.csvs,
             operator_groups: stores.operator_groups,
             namespaces: stores.namespaces,
@@ -131,14 +136,17 @@ impl Caches {
     pub fn from_fixture(fixture: Fixture) -> Feed {
         let (catalogs, catalogs_w) = reflector::store();
         let (subscriptions, subscriptions_w) = reflector::store();
+        let (install_plans, install_plans_w) = reflector::store();
         let (csvs, csvs_w) = reflector::store();
         let (operator_groups, operator_groups_w) = reflector::store();
         let (namespaces, namespaces_w) = reflector::store();
-        let caches = Arc::new(Caches::new(None, Stores { catalogs, subscriptions, csvs, operator_groups, namespaces }));
+        let stores = Stores { catalogs, subscriptions, install_plans, csvs, operator_groups, namespaces };
+        let caches = Arc::new(Caches::new(None, stores));
         let mut feed = Feed {
             caches,
             catalogs: catalogs_w,
             subscriptions: subscriptions_w,
+            install_plans: install_plans_w,
             csvs: csvs_w,
             operator_groups: operator_groups_w,
             namespaces: namespaces_w,
@@ -153,6 +161,7 @@ impl Caches {
         }
         listed(&mut feed.catalogs, fixture.catalogs);
         listed(&mut feed.subscriptions, fixture.subscriptions);
+        listed(&mut feed.install_plans, fixture.install_plans);
         listed(&mut feed.csvs, fixture.csvs);
         listed(&mut feed.operator_groups, fixture.operator_groups);
         listed(&mut feed.namespaces, fixture.namespaces);
@@ -167,6 +176,7 @@ impl Caches {
     pub async fn wait_synced(&self) {
         let _ = self.catalogs.wait_until_ready().await;
         let _ = self.subscriptions.wait_until_ready().await;
+        let _ = self.install_plans.wait_until_ready().await;
         let _ = self.csvs.wait_until_ready().await;
         let _ = self.operator_groups.wait_until_ready().await;
         let _ = self.namespaces.wait_until_ready().await;
@@ -258,6 +268,7 @@ impl Caches {
         let index = Index::build(
             &self.catalogs.state(),
             &self.subscriptions.state(),
+            &self.install_plans.state(),
             &self.csvs.state(),
             &self.operator_groups.state(),
         );
@@ -277,6 +288,7 @@ impl Caches {
 struct Stores {
     catalogs: Store<CatalogSource>,
     subscriptions: Store<Subscription>,
+    install_plans: Store<InstallPlan>,
     csvs: Store<ClusterServiceVersion>,
     operator_groups: Store<OperatorGroup>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
@@ -287,6 +299,7 @@ struct Stores {
 pub struct Fixture {
     pub catalogs: Vec<CatalogSource>,
     pub subscriptions: Vec<Subscription>,
+    pub install_plans: Vec<InstallPlan>,
     pub csvs: Vec<ClusterServiceVersion>,
     pub operator_groups: Vec<OperatorGroup>,
     pub namespaces: Vec<PartialObjectMeta<Namespace>>,
@@ -300,6 +313,7 @@ pub struct Feed {
     caches: Arc<Caches>,
     catalogs: Writer<CatalogSource>,
     subscriptions: Writer<Subscription>,
+    install_plans: Writer<InstallPlan>,
     csvs: Writer<ClusterServiceVersion>,
     operator_groups: Writer<OperatorGroup>,
     namespaces: Writer<PartialObjectMeta<Namespace>>,
@@ -340,6 +354,7 @@ macro_rules! fed {
 }
 fed!(CatalogSource, catalogs);
 fed!(Subscription, subscriptions);
+fed!(InstallPlan, install_plans);
 fed!(ClusterServiceVersion, csvs);
 fed!(OperatorGroup, operator_groups);
 fed!(PartialObjectMeta<Namespace>, namespaces);

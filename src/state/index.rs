@@ -6,10 +6,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use kube::core::{Selector, SelectorExt};
 use kube::{Resource, ResourceExt};
 
-use crate::state::olm::{CatalogSource, ClusterServiceVersion, OperatorGroup, Subscription};
+use crate::state::olm::{CatalogSource, ClusterServiceVersion, InstallPlan, OperatorGroup, Subscription};
 use crate::{INJECT_ANNOTATION, NAMESPACE_SELECTOR_ANNOTATION};
 
 type ByNamespace<V> = HashMap<String, HashMap<String, V>>;
+/// CSV name → the (namespace, name) of the catalogs an InstallPlan installed it from.
+type CatalogsByCsv<'p> = HashMap<&'p str, Vec<(&'p str, &'p str)>>;
 
 fn lookup<'m, V>(map: &'m ByNamespace<V>, namespace: &str, name: &str) -> Option<&'m V> {
     map.get(namespace)?.get(name)
@@ -91,6 +93,7 @@ impl Index {
     pub fn build(
         catalogs: &[impl AsRef<CatalogSource>],
         subscriptions: &[impl AsRef<Subscription>],
+        install_plans: &[impl AsRef<InstallPlan>],
         csvs: &[impl AsRef<ClusterServiceVersion>],
         operator_groups: &[impl AsRef<OperatorGroup>],
     ) -> Index {
@@ -139,19 +142,35 @@ impl Index {
             index.scopes.insert(ns, scope);
         }
 
+        // CSV → catalog, as OLM recorded it in the InstallPlans of the CSV's namespace (status
+        // that tenants cannot write): namespace → CSV → catalogs it was installed from.
+        let mut installed_from: HashMap<String, CatalogsByCsv> = HashMap::new();
+        for plan in install_plans.iter().map(AsRef::as_ref) {
+            let Some(ns) = plan.namespace() else { continue };
+            let by_csv = installed_from.entry(ns).or_default();
+            for step in &plan.status.plan {
+                by_csv.entry(&step.csv).or_default().push((&step.catalog_namespace, &step.catalog_name));
+            }
+        }
         for sub in subscriptions.iter().map(AsRef::as_ref) {
             let Some(ns) = sub.namespace() else { continue };
-            let source_ns =
-                if sub.spec.source_namespace.is_empty() { ns.clone() } else { sub.spec.source_namespace.clone() };
-            let link = CatalogLink {
-                subscription: sub.name_any(),
-                catalog_namespace: source_ns,
-                catalog_name: sub.spec.source.clone(),
-            };
+            // The spec is only a cross-check: a tenant who points it at another catalog gets no
+            // link at all, since OLM installed the CSV from the catalog its InstallPlan records.
+            let spec_ns = if sub.spec.source_namespace.is_empty() { ns.as_str() } else { &sub.spec.source_namespace };
+            let spec_catalog = (spec_ns, sub.spec.source.as_str());
             for csv in [&sub.status.installed_csv, &sub.status.current_csv].into_iter().flatten() {
+                let recorded = installed_from.get(&ns).and_then(|by_csv| by_csv.get(csv.as_str()));
+                if !recorded.is_some_and(|catalogs| catalogs.contains(&spec_catalog)) {
+                    continue;
+                }
+                let link = CatalogLink {
+                    subscription: sub.name_any(),
+                    catalog_namespace: spec_catalog.0.to_string(),
+                    catalog_name: spec_catalog.1.to_string(),
+                };
                 let list = index.catalogs_by_csv.entry(ns.clone()).or_default().entry(csv.clone()).or_default();
                 if !list.contains(&link) {
-                    list.push(link.clone());
+                    list.push(link);
                 }
             }
         }
@@ -328,7 +347,19 @@ mod tests {
         ];
         let ogs: Vec<OperatorGroup> =
             vec![from(json!({"metadata": {"namespace": "ops", "name": "og"}, "status": {"namespaces": og_targets}}))];
-        Index::build(&wrap(catalogs), &wrap(subs), &wrap(csvs), &wrap(ogs))
+        let step = |csv: &str, catalog: &str| {
+            json!({"resolving": csv, "status": "Created", "resource": {"group": "operators.coreos.com", "version": "v1alpha1",
+                "kind": "ClusterServiceVersion", "name": csv, "sourceName": catalog, "sourceNamespace": "openshift-marketplace"}})
+        };
+        let plans: Vec<InstallPlan> = vec![
+            from(json!({"metadata": {"namespace": "ops", "name": "install-1"},
+                "status": {"plan": [step("etcd.v1", "private"), step("etcd.v2", "private"),
+                    {"resolving": "etcd.v1", "status": "Created", "resource": {"kind": "ConfigMap", "name": "c"}}]}})),
+            from(
+                json!({"metadata": {"namespace": "other", "name": "install-x"}, "status": {"plan": [step("x.v1", "public")]}}),
+            ),
+        ];
+        Index::build(&wrap(catalogs), &wrap(subs), &wrap(plans), &wrap(csvs), &wrap(ogs))
     }
 
     fn wrap<T>(v: Vec<T>) -> Vec<std::sync::Arc<T>> {
@@ -361,6 +392,36 @@ mod tests {
             !index.offers("other", &none, "openshift-marketplace", "creds"),
             "operator from a catalog without secrets"
         );
+    }
+
+    #[test]
+    fn the_catalog_is_the_one_the_install_plan_records_and_the_spec_only_cross_checks() {
+        let catalogs: Vec<CatalogSource> = vec![
+            from(json!({"metadata": {"namespace": "m", "name": "a"}, "spec": {"secrets": ["s"]}})),
+            from(json!({"metadata": {"namespace": "m", "name": "b"}, "spec": {"secrets": ["t"]}})),
+        ];
+        let sub = |source: &str| -> Vec<Subscription> {
+            vec![from(
+                json!({"metadata": {"namespace": "ops", "name": "op"}, "spec": {"source": source, "sourceNamespace": "m"},
+                "status": {"installedCSV": "op.v1"}}),
+            )]
+        };
+        let plans: Vec<InstallPlan> = vec![from(
+            json!({"metadata": {"namespace": "ops", "name": "p"}, "status": {"plan": [
+            {"resolving": "op.v1", "status": "Created", "resource": {"group": "operators.coreos.com", "version": "v1alpha1",
+                "kind": "ClusterServiceVersion", "name": "op.v1", "sourceName": "a", "sourceNamespace": "m"}}]}}),
+        )];
+        let csvs: Vec<ClusterServiceVersion> =
+            vec![from(json!({"metadata": {"namespace": "ops", "name": "op.v1", "uid": "u"}}))];
+        let none = Vec::<std::sync::Arc<OperatorGroup>>::new();
+        let (catalogs, plans, csvs) = (wrap(catalogs), wrap(plans), wrap(csvs));
+        let installed = Index::build(&catalogs, &wrap(sub("a")), &plans, &csvs, &none);
+        assert_eq!(installed.catalogs_of("ops", "op.v1")[0].catalog_name, "a");
+        let edited = Index::build(&catalogs, &wrap(sub("b")), &plans, &csvs, &none);
+        assert!(edited.catalogs_of("ops", "op.v1").is_empty(), "a spec pointed elsewhere links to nothing");
+        let unrecorded =
+            Index::build(&catalogs, &wrap(sub("a")), &Vec::<std::sync::Arc<InstallPlan>>::new(), &csvs, &none);
+        assert!(unrecorded.catalogs_of("ops", "op.v1").is_empty(), "no InstallPlan, no link");
     }
 
     #[test]
@@ -408,6 +469,7 @@ mod tests {
         let index = Index::build(
             &wrap(catalogs),
             &none,
+            &Vec::<std::sync::Arc<InstallPlan>>::new(),
             &Vec::<std::sync::Arc<ClusterServiceVersion>>::new(),
             &Vec::<std::sync::Arc<OperatorGroup>>::new(),
         );

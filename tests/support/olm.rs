@@ -131,8 +131,26 @@ pub async fn create_subscription(client: &kube::Client, ns: &str, catalog_ns: &s
         "spec": { "name": "widget-operator", "channel": "stable", "source": catalog, "sourceNamespace": catalog_ns }
     }));
     api.create(&PostParams::default(), &sub).await.unwrap();
+    create_install_plan(client, ns, catalog_ns, catalog, csv).await;
     let status = json!({ "status": { "installedCSV": csv, "currentCSV": csv, "lastUpdated": "2026-01-01T00:00:00Z" } });
     api.patch_status("widget-operator", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+}
+
+/// The InstallPlan that installed `csv` from `catalog_ns/catalog`, with the status OLM writes.
+pub async fn create_install_plan(client: &kube::Client, ns: &str, catalog_ns: &str, catalog: &str, csv: &str) {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "InstallPlan"));
+    let name = format!("install-{csv}");
+    let plan = dynamic(json!({
+        "apiVersion": "operators.coreos.com/v1alpha1", "kind": "InstallPlan",
+        "metadata": { "name": name },
+        "spec": { "approval": "Automatic", "approved": true, "clusterServiceVersionNames": [csv] }
+    }));
+    api.create(&PostParams::default(), &plan).await.unwrap();
+    let status = json!({ "status": { "phase": "Complete", "catalogSources": [catalog], "plan": [{
+        "resolving": csv, "status": "Created",
+        "resource": { "group": "operators.coreos.com", "version": "v1alpha1", "kind": "ClusterServiceVersion",
+            "name": csv, "sourceName": catalog, "sourceNamespace": catalog_ns, "manifest": "{}" } }] } });
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
 }
 
 /// The CRD of an operand kind (idempotent), and `get` on it for the webhook.

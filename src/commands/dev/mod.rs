@@ -224,6 +224,12 @@ async fn install_sample(client: &kube::Client) -> anyhow::Result<()> {
         "metadata": { "name": "demo-operator", "namespace": "demo-operator" },
         "spec": { "name": "demo-operator", "channel": "stable", "source": "private-catalog", "sourceNamespace": "openshift-marketplace" },
         "status": { "installedCSV": "demo-operator.v1.0.0", "currentCSV": "demo-operator.v1.0.0", "lastUpdated": "2026-01-01T00:00:00Z" } })).await?;
+    apply(client, olm, "v1alpha1", "InstallPlan", "installplans", json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "InstallPlan",
+        "metadata": { "name": "install-demo-operator", "namespace": "demo-operator" },
+        "spec": { "approval": "Automatic", "approved": true, "clusterServiceVersionNames": ["demo-operator.v1.0.0"] },
+        "status": { "phase": "Complete", "catalogSources": ["private-catalog"], "plan": [{ "resolving": "demo-operator.v1.0.0", "status": "Created",
+            "resource": { "group": "operators.coreos.com", "version": "v1alpha1", "kind": "ClusterServiceVersion", "name": "demo-operator.v1.0.0",
+                "sourceName": "private-catalog", "sourceNamespace": "openshift-marketplace", "manifest": "{}" } }] } })).await?;
     // The webhook learns these through its watches; give them a moment.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
