@@ -87,10 +87,36 @@ async fn pods_admitted_without_the_webhook_are_reported_then_healed_and_service_
     let pods = Api::<Pod>::namespaced(client.clone(), tenant);
     assert_eq!(pods.get(&name).await.unwrap().metadata.uid.as_deref(), Some(uid.as_str()), "reported, not deleted");
 
-    // The webhook comes back with --heal-pods: the Pod is replaced by one that has the secret.
+    // The webhook comes back with --heal-pods, but a PodDisruptionBudget allows no disruption:
+    // the eviction is refused and the Pod stays.
+    let budgets = Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(client.clone(), tenant);
+    let budget = serde_json::from_value(serde_json::json!({ "metadata": { "name": "operand" },
+        "spec": { "maxUnavailable": 0, "selector": { "matchLabels": { "app": "operand" } } } }))
+    .unwrap();
+    budgets.create(&Default::default(), &budget).await.unwrap();
+    // This control plane has no nodes: the Pod is Pending, and a Pending Pod may always be evicted.
+    // Report it running and ready, as a kubelet would, so that the budget protects it.
+    let running = serde_json::json!({ "status": { "phase": "Running",
+        "conditions": [{ "type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z" }] } });
+    pods.patch_status(&name, &Default::default(), &kube::api::Patch::Merge(&running)).await.unwrap();
+    eventually("the budget to count the Pod", Duration::from_secs(30), || async {
+        let status = budgets.get("operand").await.unwrap().status?;
+        (status.current_healthy == Some(1) && status.disruptions_allowed == Some(0)).then_some(())
+    })
+    .await;
     reporter.signal(libc::SIGTERM);
     let healer = webhook::start(cp, "healer", &["--drain-delay", "0s", "--heal-pods"]);
     webhook::register_with(&client, &healer, "Ignore").await;
+    eventually("the eviction to be refused by the budget", Duration::from_secs(40), || async {
+        let logs = healer.logs();
+        (logs.contains("eviction refused by a PodDisruptionBudget") || logs.contains("eviction not granted within"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(pods.get(&name).await.unwrap().metadata.uid.as_deref(), Some(uid.as_str()), "the budget is respected");
+
+    // Without the budget the Pod is evicted and replaced by one that has the secret.
+    budgets.delete("operand", &Default::default()).await.unwrap();
     let healed = eventually("the Deployment's Pod to be replaced with the secret", Duration::from_secs(60), || async {
         let list = pods.list(&ListParams::default().labels("app=operand")).await.unwrap().items;
         list.into_iter().find(|p| p.metadata.uid.as_deref() != Some(uid.as_str()) && !pull_secret_names(p).is_empty())
@@ -98,5 +124,5 @@ async fn pods_admitted_without_the_webhook_are_reported_then_healed_and_service_
     .await;
     assert_eq!(pull_secret_names(&healed), ["registry-creds"]);
     assert!(pods.get_opt(&name).await.unwrap().is_none_or(|p| p.metadata.deletion_timestamp.is_some()));
-    assert!(healer.logs().contains("pod deleted so that its controller recreates it"));
+    assert!(healer.logs().contains("pod evicted so that its controller recreates it"));
 }

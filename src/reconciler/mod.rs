@@ -70,7 +70,9 @@ struct Memory {
     /// Pod uid → caches generation it was last checked at.
     pods_checked: HashMap<String, u64>,
     pods_reported: HashSet<String>,
-    healed_controllers: HashMap<String, Instant>,
+    healed_controllers: HashMap<String, pods::Healing>,
+    /// Controllers whose healing was given up (reported once).
+    heals_given_up: HashSet<String>,
     /// (CatalogSource uid, selector text) already reported as invalid.
     selectors_reported: HashSet<(String, String)>,
 }

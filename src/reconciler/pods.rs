@@ -1,6 +1,7 @@
 //! The pods sweep: a Pod admitted without the secrets it needs (the webhook was not called) is
-//! reported once with a Warning Event; with `--heal-pods` a controller-owned one is deleted so
-//! that its controller recreates it through the webhook.
+//! reported once with a Warning Event; with `--heal-pods` a controller-owned one is evicted (the
+//! Eviction API respects PodDisruptionBudgets) so that its controller recreates it through the
+//! webhook, at most a few times per controller.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -24,6 +25,12 @@ const HEAL_BACKOFF: Duration = Duration::from_secs(60);
 /// webhook configuration must reach the API server first, or the replacement Pod would be
 /// admitted without its secrets too.
 const HEAL_WARMUP: Duration = Duration::from_secs(10);
+/// Pods of one controller are evicted at most this many times in a leader's term: replacements
+/// that still lack their secrets mean the webhook is not called, and evicting more would only
+/// restart the workload in a loop.
+const MAX_HEALS: u32 = 3;
+/// How long one eviction request may take.
+const EVICTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether a checked Pod is done with, or must be looked at again on the next pass.
 enum Checked {
@@ -101,7 +108,7 @@ impl Reconciler {
                 "admitted without the pull secrets of its operator's catalog ({missing}), probably while the webhook \
                  was not called; {}",
                 if self.options.heal_pods && controller.is_some_and(|c| heals(&c.kind)) {
-                    "deleting it so that its controller recreates it"
+                    "evicting it so that its controller recreates it"
                 } else {
                     "recreate it to get them"
                 }
@@ -111,26 +118,65 @@ impl Reconciler {
         let Some(controller) = controller.filter(|c| self.options.heal_pods && heals(&c.kind)) else {
             return Ok(Checked::Done);
         };
+        let healing = memory.healed_controllers.get(&controller.uid);
+        if healing.is_some_and(|h| h.evictions >= MAX_HEALS) {
+            if memory.heals_given_up.insert(controller.uid.clone()) {
+                warn!(namespace = %ns, controller = %format!("{}/{}", controller.kind, controller.name), "gave up healing: its replacement Pods lack their pull secrets too");
+                let note = format!(
+                    "evicted {MAX_HEALS} Pods of {} {} and their replacements still lack their pull secrets: is the \
+                     webhook called? Not evicting more",
+                    controller.kind, controller.name
+                );
+                self.ctx.events.warning(events::reference("Pod", ns, &name, Some(uid)), events::HEALING_GAVE_UP, note);
+            }
+            return Ok(Checked::Done);
+        }
         if pass.lost_lead()
             || self.started.elapsed() < HEAL_WARMUP
-            || memory.healed_controllers.get(&controller.uid).is_some_and(|at| at.elapsed() < HEAL_BACKOFF)
+            || healing.is_some_and(|h| h.last.elapsed() < HEAL_BACKOFF)
         {
             return Ok(Checked::Again);
         }
-        let params = kube::api::DeleteParams {
-            preconditions: Some(kube::api::Preconditions { uid: Some(uid.to_string()), resource_version: None }),
+        let eviction = kube::api::EvictParams {
+            delete_options: Some(kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions { uid: Some(uid.to_string()), resource_version: None }),
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        match Api::<Pod>::namespaced(self.ctx.client.clone(), ns).delete(&name, &params).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-            Err(e) => return Err(Error::Reconcile(e)),
+        let api = Api::<Pod>::namespaced(self.ctx.client.clone(), ns);
+        // The client retries a 429 (a PodDisruptionBudget refusing the eviction) for a long time;
+        // a pass does not wait for that.
+        match tokio::time::timeout(EVICTION_TIMEOUT, api.evict(&name, &eviction)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(kube::Error::Api(status))) if status.code == 404 || status.code == 409 => return Ok(Checked::Done),
+            // A PodDisruptionBudget allows no disruption now: respected, looked at again later.
+            Ok(Err(kube::Error::Api(status))) if status.code == 429 => {
+                info!(namespace = %ns, pod = %name, "eviction refused by a PodDisruptionBudget; trying again later");
+                return Ok(Checked::Again);
+            }
+            Ok(Err(e)) => return Err(Error::Reconcile(e)),
+            Err(_) => {
+                info!(namespace = %ns, pod = %name, "eviction not granted within {EVICTION_TIMEOUT:?} (a PodDisruptionBudget refuses it, or the API server is busy); trying again later");
+                return Ok(Checked::Again);
+            }
         }
-        memory.healed_controllers.insert(controller.uid.clone(), Instant::now());
+        let healing = memory
+            .healed_controllers
+            .entry(controller.uid.clone())
+            .or_insert(Healing { last: Instant::now(), evictions: 0 });
+        healing.last = Instant::now();
+        healing.evictions += 1;
         metrics::reconcile_action(Action::PodHealed);
-        info!(namespace = %ns, pod = %name, controller = %format!("{}/{}", controller.kind, controller.name), %missing, "pod deleted so that its controller recreates it with its pull secrets");
+        info!(namespace = %ns, pod = %name, controller = %format!("{}/{}", controller.kind, controller.name), %missing, "pod evicted so that its controller recreates it with its pull secrets");
         Ok(Checked::Done)
     }
+}
+
+/// Evictions of one controller's Pods in this leader's term.
+pub(super) struct Healing {
+    last: Instant,
+    evictions: u32,
 }
 
 /// Controllers that recreate a deleted Pod from their template.

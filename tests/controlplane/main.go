@@ -247,7 +247,7 @@ func apiserverArgs(p *pki, etcdPort, apiPort int) []string {
 func controllerManagerArgs(p *pki) []string {
 	return []string{
 		"--kubeconfig=" + p.controllerManagerKubeconfig,
-		"--controllers=deployment-controller,replicaset-controller,serviceaccount-controller,serviceaccount-token-controller,namespace-controller,garbage-collector-controller,job-controller,statefulset-controller,daemonset-controller,clusterrole-aggregation-controller",
+		"--controllers=deployment-controller,replicaset-controller,serviceaccount-controller,serviceaccount-token-controller,namespace-controller,garbage-collector-controller,job-controller,statefulset-controller,daemonset-controller,clusterrole-aggregation-controller,disruption-controller",
 		"--service-account-private-key-file=" + p.saKey,
 		"--root-ca-file=" + p.caFile,
 		"--use-service-account-credentials=false",
