@@ -178,12 +178,9 @@ impl Resolver {
             Some(Skip::OwnNamespace)
         } else if self.rules.excluded_namespaces.iter().any(|e| e == ns) {
             Some(Skip::ExcludedNamespace)
-        } else if self
-            .caches
-            .namespace(ns)
-            .and_then(|n| n.metadata.annotations.as_ref().and_then(|a| a.get(INJECT_ANNOTATION)).cloned())
-            .is_some_and(|v| v == "false")
-        {
+        } else if self.caches.namespace(ns).is_some_and(|n| {
+            n.metadata.annotations.as_ref().and_then(|a| a.get(INJECT_ANNOTATION)).is_some_and(|v| v == "false")
+        }) {
             Some(Skip::OptedOut)
         } else {
             None

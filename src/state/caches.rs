@@ -30,12 +30,7 @@ pub struct Caches {
     /// `None` for caches filled from a fixture: nothing is watched.
     client: Option<kube::Client>,
     index: ArcSwap<Index>,
-    catalogs: Store<CatalogSource>,
-    subscriptions: Store<Subscription>,
-    install_plans: Store<InstallPlan>,
-    csvs: Store<ClusterServiceVersion>,
-    operator_groups: Store<OperatorGroup>,
-    namespaces: Store<PartialObjectMeta<Namespace>>,
+    stores: Stores,
     /// Catalog namespace → its secrets, watched from the first time a catalog there has secrets.
     sources: Mutex<HashMap<String, SourceWatch>>,
     changed: Arc<Notify>,
@@ -119,12 +114,7 @@ impl Caches {
         Caches {
             client,
             index: ArcSwap::from_pointee(Index::default()),
-            catalogs: stores.catalogs,
-            subscriptions: stores.subscriptions,
-            install_plans: stores.install_plans,
-            csvs: stores.csvs,
-            operator_groups: stores.operator_groups,
-            namespaces: stores.namespaces,
+            stores,
             sources: Mutex::new(HashMap::new()),
             changed: Arc::new(Notify::new()),
             generation: Arc::new(AtomicU64::new(0)),
@@ -174,21 +164,21 @@ impl Caches {
 
     /// Resolves when every watch has listed once and the first index is built.
     pub async fn wait_synced(&self) {
-        let _ = self.catalogs.wait_until_ready().await;
-        let _ = self.subscriptions.wait_until_ready().await;
-        let _ = self.install_plans.wait_until_ready().await;
-        let _ = self.csvs.wait_until_ready().await;
-        let _ = self.operator_groups.wait_until_ready().await;
-        let _ = self.namespaces.wait_until_ready().await;
+        let _ = self.stores.catalogs.wait_until_ready().await;
+        let _ = self.stores.subscriptions.wait_until_ready().await;
+        let _ = self.stores.install_plans.wait_until_ready().await;
+        let _ = self.stores.csvs.wait_until_ready().await;
+        let _ = self.stores.operator_groups.wait_until_ready().await;
+        let _ = self.stores.namespaces.wait_until_ready().await;
         self.rebuild();
         let sources: Vec<SourceWatch> = self.sources.lock().expect("sources").values().cloned().collect();
         for source in sources {
             source.wait_listed().await;
         }
         info!(
-            catalogs = self.catalogs.len(),
-            csvs = self.csvs.len(),
-            namespaces = self.namespaces.len(),
+            catalogs = self.stores.catalogs.len(),
+            csvs = self.stores.csvs.len(),
+            namespaces = self.stores.namespaces.len(),
             "caches synced"
         );
     }
@@ -214,7 +204,7 @@ impl Caches {
     }
 
     pub fn namespace(&self, name: &str) -> Option<Arc<PartialObjectMeta<Namespace>>> {
-        self.namespaces.get(&ObjectRef::new(name))
+        self.stores.namespaces.get(&ObjectRef::new(name))
     }
 
     /// A source secret from the catalog namespace's watch (waiting for its first list if the
@@ -266,13 +256,13 @@ impl Caches {
 
     fn rebuild(&self) {
         let index = Index::build(
-            &self.catalogs.state(),
-            &self.subscriptions.state(),
-            &self.install_plans.state(),
-            &self.csvs.state(),
-            &self.operator_groups.state(),
+            &self.stores.catalogs.state(),
+            &self.stores.subscriptions.state(),
+            &self.stores.install_plans.state(),
+            &self.stores.csvs.state(),
+            &self.stores.operator_groups.state(),
         );
-        for catalog in self.catalogs.state() {
+        for catalog in self.stores.catalogs.state() {
             if let Some(ns) = catalog.namespace()
                 && !catalog.spec.secrets.is_empty()
             {
