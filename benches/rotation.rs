@@ -67,18 +67,18 @@ async fn run(dir: &std::path::Path, copies: usize) -> anyhow::Result<()> {
     futures::stream::iter(&tenants)
         .for_each_concurrent(IN_FLIGHT, |ns| {
             let api = Api::<Secret>::namespaced(client.clone(), ns);
-            let source_b = &source_b;
+            let (source_b, name) = (&source_b, &catalog.secret);
             async move {
                 let patch = json!({ "metadata": { "annotations": { "pullsecret-injector.io/content-hash":
                     olm_pullsecret_injector::inject::copies::content_hash(source_b) } }, "data": source_b.data });
-                api.patch("registry-creds", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
             }
         })
         .await;
     let baseline = started.elapsed();
     let sources = Api::<Secret>::namespaced(client.clone(), &catalog.namespace);
     let patch = json!({ "data": source_b.data });
-    sources.patch("registry-creds", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    sources.patch(&catalog.secret, &PatchParams::default(), &Patch::Merge(&patch)).await?;
 
     // The webhook (with its reconciler) in this process, as the lease holder.
     write_certs(dir)?;
@@ -92,7 +92,7 @@ async fn run(dir: &std::path::Path, copies: usize) -> anyhow::Result<()> {
     let source_c = with_token(&catalog.source, "token-c");
     let started = Instant::now();
     let patch = json!({ "data": source_c.data });
-    sources.patch("registry-creds", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    sources.patch(&catalog.secret, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     wait_for(|| synced() - before >= copies as f64, Duration::from_secs(120)).await?;
     let rotation = started.elapsed();
 
@@ -123,7 +123,7 @@ async fn run(dir: &std::path::Path, copies: usize) -> anyhow::Result<()> {
 fn copy_of(source: &Secret, ns: &str) -> Secret {
     let src = format!("{}/{}", source.metadata.namespace.as_deref().unwrap(), source.metadata.name.as_deref().unwrap());
     serde_json::from_value(json!({
-        "metadata": { "name": "registry-creds", "namespace": ns,
+        "metadata": { "name": source.metadata.name, "namespace": ns,
             "labels": { "app.kubernetes.io/managed-by": "olm-pullsecret-injector" },
             "annotations": { "pullsecret-injector.io/source": src,
                 "pullsecret-injector.io/source-uid": source.metadata.uid,

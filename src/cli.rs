@@ -89,6 +89,8 @@ pub struct WebhookArgs {
     /// Internal deadline per review; keep it below the webhook's timeoutSeconds.
     #[arg(long, env = "PSI_DEADLINE", default_value = "3s", value_parser = parse_duration)]
     pub deadline: Duration,
+    #[command(flatten)]
+    pub catalogs: commands::CatalogArgs,
 }
 
 #[derive(Args, Debug)]
@@ -127,6 +129,7 @@ impl ServeArgs {
                 own_namespace: self.webhook.namespace,
                 excluded_namespaces: self.webhook.exclude_namespace,
             },
+            catalogs: self.webhook.catalogs.into(),
             admission: Settings { on_copy_failure: self.webhook.on_copy_failure, deadline: self.webhook.deadline },
             reconciler: ReconcilerConfig {
                 lease_name: self.reconciler.lease_name,

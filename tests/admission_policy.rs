@@ -71,7 +71,7 @@ async fn setup() -> (kube::Client, kube::Client, String) {
     READY
         .get_or_init(|| async {
             create_namespace_if_missing(&admin, NS).await;
-            let objects = Helm::shared().template(SA, NS, &json!({ "catalogNamespaces": [] }));
+            let objects = Helm::shared().template(SA, NS, &json!({ "globalCatalogNamespace": NS }));
             let policy = helm::find(&objects, "ValidatingAdmissionPolicy", "olm-pullsecret-injector-managed-secrets");
             assert_eq!(policy["spec"]["validations"].as_array().unwrap().len(), 2);
             for object in objects.iter().filter(|o| {

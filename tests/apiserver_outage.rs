@@ -63,16 +63,16 @@ async fn the_webhook_answers_from_its_caches_while_the_api_server_is_down_and_re
     let cp = ControlPlane::shared();
     let webhook = WebhookProcess::shared().await;
     let client = cp.admin().await;
-    let (_, _, tenants) = private_operator(&client, &["outage"]).await;
+    let (catalog, _, tenants) = private_operator(&client, &["outage"]).await;
     let tenant = &tenants[0];
     let owner = create_operand(&client, WIDGET, tenant, "prod").await;
     // A real Pod warms the chain: owner verified, copy made, decision remembered.
     let pod = bare_pod(json!({ "generateName": "app-", "ownerReferences": [owner] }));
     let created = Api::<Pod>::namespaced(client.clone(), tenant).create(&PostParams::default(), &pod).await.unwrap();
-    assert_eq!(pull_secret_names(&created), ["registry-creds"]);
+    assert_eq!(pull_secret_names(&created), [catalog.secret.as_str()]);
     let (status, warm) = webhook.post("/mutate", &pod_review("warm-0", tenant, &owner)).await;
     assert_eq!(status, 200);
-    assert!(patched_with(&warm).is_some_and(|p| p.contains("registry-creds")), "{warm}");
+    assert!(patched_with(&warm).is_some_and(|p| p.contains(catalog.secret.as_str())), "{warm}");
 
     let frozen = Frozen(apiserver_pid(cp));
     // SAFETY: kill(2) on a process of this test's control plane.
@@ -84,7 +84,7 @@ async fn the_webhook_answers_from_its_caches_while_the_api_server_is_down_and_re
         let asked = Instant::now();
         let (status, answer) = webhook.post("/mutate", &pod_review(&format!("warm-{answered}"), tenant, &owner)).await;
         assert_eq!(status, 200, "{answer}");
-        assert!(patched_with(&answer).is_some_and(|p| p.contains("registry-creds")), "{answer}");
+        assert!(patched_with(&answer).is_some_and(|p| p.contains(catalog.secret.as_str())), "{answer}");
         assert!(asked.elapsed() < Duration::from_millis(500), "a warm review waited {:?}", asked.elapsed());
         assert_eq!(http_get_status(&admin, "/readyz"), Some(200), "still ready while the API server is down");
         answered += 1;
@@ -111,8 +111,8 @@ async fn the_webhook_answers_from_its_caches_while_the_api_server_is_down_and_re
 
     // Back: the watches carry on, and a newly installed operator is used (install_operator
     // waits until a dry-run Pod owned by its CSV comes back with the secret).
-    let (_, operator, _) = private_operator(&client, &[]).await;
+    let (catalog, operator, _) = private_operator(&client, &[]).await;
     let pod = bare_pod(json!({ "generateName": "op-", "ownerReferences": [operator.csv_owner()] }));
     let pods = Api::<Pod>::namespaced(client.clone(), &operator.namespace);
-    assert_eq!(pull_secret_names(&pods.create(&PostParams::default(), &pod).await.unwrap()), ["registry-creds"]);
+    assert_eq!(pull_secret_names(&pods.create(&PostParams::default(), &pod).await.unwrap()), [catalog.secret.as_str()]);
 }

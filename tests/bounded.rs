@@ -19,6 +19,7 @@ fn fixture() -> Fixture {
         operator_groups: vec![operator_group("t", &["t"])],
         namespaces: vec![namespace("t", json!({}), json!({}))],
         secrets: vec![pull_secret(MARKETPLACE, "creds")],
+        ..Default::default()
     }
 }
 

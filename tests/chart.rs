@@ -16,7 +16,8 @@ const NS: &str = "psi-system";
 fn non_default_values(catalogs: [&str; 2]) -> Value {
     json!({
         "healPods": true,
-        "catalogNamespaces": catalogs,
+        "globalCatalogNamespace": catalogs[0],
+        "catalogNamespaces": [catalogs[1]],
         "failurePolicy": "Fail",
         "timeoutSeconds": 10,
         "deadline": "8s",
@@ -219,6 +220,11 @@ fn rbac_objects_carry_exactly_the_rules_of_files_rbac_yaml() {
     let namespaces: Vec<&str> = sources.iter().map(|r| r["metadata"]["namespace"].as_str().unwrap()).collect();
     assert_eq!(namespaces, ["catalogs-a", "catalogs-b"]);
     assert!(sources.iter().all(|r| r["rules"] == file["catalogNamespaceRules"]));
+    // The binary watches exactly the namespaces the Roles grant.
+    let args = &find(&objects, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]["args"];
+    let args: Vec<&str> = args.as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(args.contains(&"--global-catalog-namespace=catalogs-a"), "{args:?}");
+    assert!(args.contains(&"--catalog-namespace=catalogs-b"), "{args:?}");
     let label = file["operandOwnersAggregationLabel"].as_str().unwrap();
     let aggregated = find(&objects, "ClusterRole", &format!("{name}-operand-owners"));
     assert_eq!(aggregated["aggregationRule"]["clusterRoleSelectors"][0]["matchLabels"][label], "true");

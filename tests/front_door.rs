@@ -36,6 +36,7 @@ fn world() -> World {
         operator_groups: vec![operator_group("t", &["t"])],
         namespaces: vec![namespace("t", json!({}), json!({}))],
         secrets: vec![pull_secret(MARKETPLACE, "creds")],
+        ..Default::default()
     })
 }
 

@@ -96,6 +96,7 @@ async fn mutated_reviews_get_200_or_400_never_a_panic_or_5xx() {
         operator_groups: vec![operator_group("t", &["t"])],
         namespaces: vec![namespace("t", json!({}), json!({}))],
         secrets: vec![pull_secret(MARKETPLACE, "creds")],
+        ..Default::default()
     });
     world.owners.insert("t", "ReplicaSet", "web-1", "r-1", vec![csv_owner("t", "op.v1")]);
     let router = world.router(OnCopyFailure::Deny);

@@ -28,14 +28,14 @@ async fn pods_admitted_without_the_webhook_are_reported_then_healed_and_service_
     let reporter = webhook::start(cp, "reporter", &["--drain-delay", "0s"]);
     webhook::register_with(&client, &reporter, "Ignore").await;
 
-    let (_, _, tenants) = private_operator(&client, &["heal"]).await;
+    let (catalog, _, tenants) = private_operator(&client, &["heal"]).await;
     let tenant = &tenants[0];
     let owner = create_operand(&client, WIDGET, tenant, "prod").await;
     let sa: ServiceAccount =
         serde_json::from_value(json!({ "metadata": { "name": "app", "ownerReferences": [owner] } })).unwrap();
     let sas = Api::<ServiceAccount>::namespaced(client.clone(), tenant);
     sas.create(&PostParams::default(), &sa).await.unwrap();
-    assert_eq!(sa_pull_secrets(&sas.get("app").await.unwrap()), ["registry-creds"]);
+    assert_eq!(sa_pull_secrets(&sas.get("app").await.unwrap()), [catalog.secret.as_str()]);
 
     // The webhook is not called any more (uninstalled, or down with failurePolicy Ignore).
     webhook::unregister(&client).await;
@@ -55,7 +55,7 @@ async fn pods_admitted_without_the_webhook_are_reported_then_healed_and_service_
     sas.replace("app", &PostParams::default(), &rewritten).await.unwrap();
     eventually("the reconciler to restore the service account", Duration::from_secs(20), || async {
         let sa = sas.get("app").await.unwrap();
-        (sa_pull_secrets(&sa) == ["dockercfg-x", "registry-creds"]).then_some(())
+        (sa_pull_secrets(&sa) == ["dockercfg-x", catalog.secret.as_str()]).then_some(())
     })
     .await;
 
@@ -122,7 +122,7 @@ async fn pods_admitted_without_the_webhook_are_reported_then_healed_and_service_
         list.into_iter().find(|p| p.metadata.uid.as_deref() != Some(uid.as_str()) && !pull_secret_names(p).is_empty())
     })
     .await;
-    assert_eq!(pull_secret_names(&healed), ["registry-creds"]);
+    assert_eq!(pull_secret_names(&healed), [catalog.secret.as_str()]);
     assert!(pods.get_opt(&name).await.unwrap().is_none_or(|p| p.metadata.deletion_timestamp.is_some()));
     assert!(healer.logs().contains("pod evicted so that its controller recreates it"));
 }

@@ -32,11 +32,11 @@ fn pid_of(identity: &str) -> u32 {
 async fn rotate(client: &kube::Client, catalog: &Catalog, token: &str, tenants: &[String]) -> Secret {
     let patch = json!({ "stringData": { ".dockerconfigjson": docker_config("registry.example", token) } });
     let sources = Api::<Secret>::namespaced(client.clone(), &catalog.namespace);
-    let source = sources.patch("registry-creds", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let source = sources.patch(catalog.secret.as_str(), &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     for tenant in tenants {
         let copies = Api::<Secret>::namespaced(client.clone(), tenant);
         eventually(&format!("the copy in {tenant} to carry {token}"), Duration::from_secs(20), || async {
-            (copies.get("registry-creds").await.ok()?.data == source.data).then_some(())
+            (copies.get(catalog.secret.as_str()).await.ok()?.data == source.data).then_some(())
         })
         .await;
     }
@@ -61,7 +61,7 @@ async fn one_replica_reconciles_and_a_killed_holder_hands_over_within_the_lease_
     // Admissions go to the standby: both replicas serve the webhook.
     webhook::register_with(&client, standby, "Fail").await;
     let (catalog, _, tenants) = private_operator(&client, &["lead", "lead"]).await;
-    operand_pods_with_copies(&client, &tenants).await;
+    operand_pods_with_copies(&client, &catalog, &tenants).await;
 
     // A rotation is carried out by the leader alone, once per copy.
     rotate(&client, &catalog, "token-2", &tenants).await;

@@ -32,6 +32,7 @@ fn fixture() -> Fixture {
             .map(|n| namespace(n, json!({}), json!({})))
             .collect(),
         secrets: vec![pull_secret(MARKETPLACE, "creds")],
+        ..Default::default()
     }
 }
 
@@ -399,6 +400,7 @@ async fn a_dry_run_is_answered_alike_and_creates_nothing() {
 async fn the_catalogs_own_namespace_gets_the_original_and_no_copy() {
     let mut fixture = fixture();
     fixture.catalogs.push(catalog("ops", "local", &["local-creds"], json!({})));
+    fixture.catalog_namespaces.private = vec!["ops".into()];
     fixture.subscriptions = vec![subscription("ops", "ops", "local", "op.v1", "op.v1")];
     fixture.install_plans = vec![install_plan("ops", "ops", "local", &["op.v1"])];
     fixture.secrets.push(pull_secret("ops", "local-creds"));
@@ -425,8 +427,8 @@ async fn a_missing_or_wrongly_typed_source_is_warned_about_and_never_listed() {
     let (_, answer) = post(&router, review("Pod", "CREATE", "tenant", pod(&[widget("prod", "w-1")], None))).await;
     assert_eq!(names(&patch_of(&answer).unwrap()), ["creds"]);
     let warnings = answer["response"]["warnings"].to_string();
-    assert!(warnings.contains("absent of the catalog does not exist"), "{warnings}");
-    assert!(warnings.contains("opaque of the catalog is not a pull secret"), "{warnings}");
+    assert!(warnings.contains("absent of the catalog is missing or not a pull secret"), "{warnings}");
+    assert!(warnings.contains("opaque of the catalog is missing or not a pull secret"), "{warnings}");
 }
 
 #[tokio::test]
@@ -495,4 +497,44 @@ async fn a_subscription_pointed_at_another_catalog_gets_nothing() {
     world.feed.delete(install_plan("ops", MARKETPLACE, "private", &["op.v1"]));
     let resolution = resolve(&world, Kind::Pod, "ops", "", vec![csv_owner("ops", "op.v1")]).await;
     assert!(resolution.found().is_empty());
+}
+
+/// OLM resolves a Subscription only from its own namespace and the global catalog namespace: even
+/// when every record names it, another tenant's private catalog serves nobody else, and a catalog
+/// outside the configured catalog namespaces serves nobody.
+#[tokio::test]
+async fn a_catalog_serves_only_where_olm_would_resolve_from_it() {
+    let mut fixture = fixture();
+    fixture.catalog_namespaces.private = vec!["other".into()];
+    fixture.catalogs.push(catalog("other", "theirs", &["their-creds"], json!({})));
+    fixture.secrets.push(pull_secret("other", "their-creds"));
+    fixture.catalogs.push(catalog("unlisted", "stray", &["stray-creds"], json!({})));
+    fixture.secrets.push(pull_secret("unlisted", "stray-creds"));
+    let mut world = World::new(fixture);
+    let subject = vec![csv_owner("ops", "op.v1")];
+
+    // The Subscription and the InstallPlan both say "other/theirs": not a catalog OLM resolves
+    // Subscriptions of `ops` from.
+    world.feed.apply(subscription("ops", "other", "theirs", "op.v1", "op.v1"));
+    world.feed.apply(install_plan("ops", "other", "theirs", &["op.v1"]));
+    world.feed.delete(subscription("ops", MARKETPLACE, "private", "op.v1", "op.v1"));
+    let resolution = resolve(&world, Kind::Pod, "ops", "", subject.clone()).await;
+    assert!(resolution.found().is_empty(), "{:?}", resolution.catalogs());
+
+    // The same catalog serves a Subscription in its own namespace.
+    world.feed.apply(subscription("other", "other", "theirs", "op.v1", "op.v1"));
+    world.feed.apply(install_plan("other", "other", "theirs", &["op.v1"]));
+    world.feed.apply(csv("other", "op.v1", &[], &[]));
+    let own = resolve(&world, Kind::Pod, "other", "", vec![csv_owner("other", "op.v1")]).await;
+    assert_eq!(own.catalogs(), ["other/theirs"]);
+
+    // A catalog outside the catalog namespaces serves nobody, not even its own namespace.
+    world.feed.apply(subscription("unlisted", "unlisted", "stray", "op.v1", "op.v1"));
+    world.feed.apply(install_plan("unlisted", "unlisted", "stray", &["op.v1"]));
+    world.feed.apply(csv("unlisted", "op.v1", &[], &[]));
+    let stray = resolve(&world, Kind::Pod, "unlisted", "", vec![csv_owner("unlisted", "op.v1")]).await;
+    assert!(stray.found().is_empty(), "{:?}", stray.catalogs());
+    let ignored = world.feed.caches().index().ignored().to_vec();
+    assert_eq!(ignored.len(), 1);
+    assert_eq!((ignored[0].namespace.as_str(), ignored[0].name.as_str()), ("unlisted", "stray"));
 }

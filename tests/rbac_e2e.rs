@@ -43,7 +43,7 @@ async fn without_create_on_secrets_a_pod_that_needs_a_copy_is_denied_and_with_it
             .unwrap();
     webhook::register_with(&client, &process, "Fail").await;
 
-    let (_catalog, op, _) = private_operator(&client, &[]).await;
+    let (catalog, op, _) = private_operator(&client, &[]).await;
     let ns = op.namespace.clone();
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let pod = bare_pod(json!({ "name": "operator", "ownerReferences": [op.csv_owner()] }));
@@ -55,7 +55,7 @@ async fn without_create_on_secrets_a_pod_that_needs_a_copy_is_denied_and_with_it
         other => panic!("without `create secrets` the pod must be denied, got {other:?}"),
     }
     let copies = Api::<Secret>::namespaced(client.clone(), &ns);
-    assert!(copies.get_opt("registry-creds").await.unwrap().is_none(), "no copy without the permission");
+    assert!(copies.get_opt(catalog.secret.as_str()).await.unwrap().is_none(), "no copy without the permission");
     // Its decision line says why (lines are written in batches: wait for it).
     let denied = eventually("the webhook's decision line", Duration::from_secs(10), || async {
         process.decisions(&ns).into_iter().find(|d| d["decision"] == "denied" && d["dry_run"] == false)
@@ -70,6 +70,6 @@ async fn without_create_on_secrets_a_pod_that_needs_a_copy_is_denied_and_with_it
         pods.create(&PostParams::default(), &pod).await.ok()
     })
     .await;
-    assert_eq!(pull_secret_names(&admitted), ["registry-creds"]);
-    assert!(copies.get_opt("registry-creds").await.unwrap().is_some());
+    assert_eq!(pull_secret_names(&admitted), [catalog.secret.as_str()]);
+    assert!(copies.get_opt(catalog.secret.as_str()).await.unwrap().is_some());
 }

@@ -76,49 +76,50 @@ fn catalog_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
 async fn a_rotated_source_reaches_every_copy() {
     let (client, _) = setup().await;
     let (catalog, _, tenants) = private_operator(&client, &["rot", "rot", "rot"]).await;
-    operand_pods_with_copies(&client, &tenants).await;
+    operand_pods_with_copies(&client, &catalog, &tenants).await;
 
     let rotated = docker_config("registry.example", "token-2");
     let sources = Api::<Secret>::namespaced(client.clone(), &catalog.namespace);
     let started = Instant::now();
     let patch = json!({ "stringData": { ".dockerconfigjson": rotated } });
-    let source = sources.patch("registry-creds", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let source = sources.patch(catalog.secret.as_str(), &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     assert_ne!(source.data, catalog.source.data);
 
     for tenant in &tenants {
         eventually(&format!("the copy in {tenant} to be rotated"), Duration::from_secs(10), || async {
-            let copy = secret_opt(&client, tenant, "registry-creds").await?;
+            let copy = secret_opt(&client, tenant, catalog.secret.as_str()).await?;
             (copy.data == source.data).then_some(())
         })
         .await;
     }
     println!("rotation reached {} copies in {:?}", tenants.len(), started.elapsed());
 
-    let copy = secret_opt(&client, &tenants[0], "registry-creds").await.unwrap();
+    let copy = secret_opt(&client, &tenants[0], catalog.secret.as_str()).await.unwrap();
     let hash = copy.metadata.annotations.unwrap()["pullsecret-injector.io/content-hash"].clone();
     assert_eq!(hash, olm_pullsecret_injector::inject::copies::content_hash(&source));
     for reason in ["PullSecretCopied", "PullSecretSynced"] {
         eventually(&format!("a {reason} event on the copy"), Duration::from_secs(10), || async {
-            (!events_for(&client, &tenants[0], "registry-creds", reason).await.is_empty()).then_some(())
+            (!events_for(&client, &tenants[0], catalog.secret.as_str(), reason).await.is_empty()).then_some(())
         })
         .await;
     }
 }
 
-/// A tenant with copies of `registry-creds` and `second-creds`, made for a service account owned
-/// by an operand; the tenant also has a secret and an SA entry of its own.
+/// A tenant with copies of a catalog's two secrets, made for a service account owned by an
+/// operand; the tenant also has a secret and an SA entry of its own.
 struct Tenant {
     catalog: Catalog,
+    /// The catalog's second secret.
+    second: String,
     operator: Operator,
     ns: String,
     owner: serde_json::Value,
 }
 
 async fn tenant_with_two_copies(client: &kube::Client) -> Tenant {
-    let catalog_ns = unique_name("catalogs");
-    create_namespace(client, &catalog_ns).await;
-    create_pull_secret(client, &catalog_ns, "second-creds", "second-1").await;
-    let catalog = catalog_in(client, &catalog_ns, &["second-creds"]).await;
+    let second = unique_name("second-creds");
+    create_pull_secret(client, GLOBAL_CATALOGS, &second, "second-1").await;
+    let catalog = private_catalog(client, &[&second]).await;
     let operator_ns = unique_name("operator");
     let ns = unique_name("tenant");
     create_namespace(client, &operator_ns).await;
@@ -128,9 +129,9 @@ async fn tenant_with_two_copies(client: &kube::Client) -> Tenant {
     let owner = create_operand(client, WIDGET, &ns, "prod").await;
     operand_service_account(client, &ns, "app", &owner).await;
     let sa = service_account(client, &ns, "app").await;
-    assert_eq!(sa_pull_secrets(&sa), ["tenant-own-entry", "registry-creds", "second-creds"]);
-    assert_eq!(injected(&sa).as_deref(), Some("registry-creds,second-creds"));
-    Tenant { catalog, operator, ns, owner }
+    assert_eq!(sa_pull_secrets(&sa), ["tenant-own-entry", catalog.secret.as_str(), second.as_str()]);
+    assert_eq!(injected(&sa), Some(format!("{},{second}", catalog.secret)));
+    Tenant { catalog, second, operator, ns, owner }
 }
 
 /// Waits until the copy is gone, and checks that what is not ours stayed.
@@ -150,17 +151,17 @@ async fn a_secret_removed_from_the_catalog_is_cleaned_up_and_other_entries_stay(
     let (client, _) = setup().await;
     let t = tenant_with_two_copies(&client).await;
 
-    let patch = json!({ "spec": { "secrets": ["registry-creds"] } });
+    let patch = json!({ "spec": { "secrets": [t.catalog.secret.as_str()] } });
     catalog_api(&client, &t.catalog.namespace)
-        .patch("private", &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(&t.catalog.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    wait_removed(&client, &t.ns, "second-creds").await;
+    wait_removed(&client, &t.ns, t.second.as_str()).await;
 
     let sa = service_account(&client, &t.ns, "app").await;
-    assert_eq!(sa_pull_secrets(&sa), ["tenant-own-entry", "registry-creds"]);
-    assert_eq!(injected(&sa).as_deref(), Some("registry-creds"));
-    assert!(secret_opt(&client, &t.ns, "registry-creds").await.is_some(), "a copy still offered stays");
+    assert_eq!(sa_pull_secrets(&sa), ["tenant-own-entry", t.catalog.secret.as_str()]);
+    assert_eq!(injected(&sa).as_deref(), Some(t.catalog.secret.as_str()));
+    assert!(secret_opt(&client, &t.ns, t.catalog.secret.as_str()).await.is_some(), "a copy still offered stays");
     // Events are published in the background, after the change they report.
     eventually("a PullSecretRemoved event on the service account", Duration::from_secs(10), || async {
         (!events_for(&client, &t.ns, "app", "PullSecretRemoved").await.is_empty()).then_some(())
@@ -173,9 +174,9 @@ async fn a_deleted_catalog_source_takes_its_copies_away() {
     let (client, _) = setup().await;
     let t = tenant_with_two_copies(&client).await;
 
-    catalog_api(&client, &t.catalog.namespace).delete("private", &DeleteParams::default()).await.unwrap();
-    wait_removed(&client, &t.ns, "registry-creds").await;
-    wait_removed(&client, &t.ns, "second-creds").await;
+    catalog_api(&client, &t.catalog.namespace).delete(&t.catalog.name, &DeleteParams::default()).await.unwrap();
+    wait_removed(&client, &t.ns, t.catalog.secret.as_str()).await;
+    wait_removed(&client, &t.ns, t.second.as_str()).await;
     let sa = service_account(&client, &t.ns, "app").await;
     assert_eq!(sa_pull_secrets(&sa), ["tenant-own-entry"]);
     assert_eq!(injected(&sa), None);
@@ -188,7 +189,7 @@ async fn a_deleted_subscription_takes_copies_away_once_no_live_pod_names_them() 
     let pod = bare_pod(json!({ "name": "still-running", "ownerReferences": [t.owner] }));
     let pods = Api::<Pod>::namespaced(client.clone(), &t.ns);
     let created = pods.create(&PostParams::default(), &pod).await.unwrap();
-    assert_eq!(pull_secret_names(&created), ["registry-creds", "second-creds"]);
+    assert_eq!(pull_secret_names(&created), [t.catalog.secret.as_str(), t.second.as_str()]);
 
     let subscriptions: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &t.operator.namespace, &olm_resource("v1alpha1", "Subscription"));
@@ -204,12 +205,12 @@ async fn a_deleted_subscription_takes_copies_away_once_no_live_pod_names_them() 
             .then_some(())
     })
     .await;
-    assert!(secret_opt(&client, &t.ns, "registry-creds").await.is_some());
-    assert!(secret_opt(&client, &t.ns, "second-creds").await.is_some());
+    assert!(secret_opt(&client, &t.ns, t.catalog.secret.as_str()).await.is_some());
+    assert!(secret_opt(&client, &t.ns, t.second.as_str()).await.is_some());
 
     pods.delete("still-running", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
-    wait_removed(&client, &t.ns, "registry-creds").await;
-    wait_removed(&client, &t.ns, "second-creds").await;
+    wait_removed(&client, &t.ns, t.catalog.secret.as_str()).await;
+    wait_removed(&client, &t.ns, t.second.as_str()).await;
 }
 
 #[tokio::test]
@@ -231,12 +232,12 @@ async fn a_service_account_created_before_its_operator_is_backfilled() {
     install_operator(&client, &catalog, &ns, &[&ns]).await;
     eventually("the reconciler to backfill the service account", Duration::from_secs(20), || async {
         let sa = service_account(&client, &ns, "widget-runner").await;
-        (sa_pull_secrets(&sa) == ["tenant-own-entry", "registry-creds"]).then_some(sa)
+        (sa_pull_secrets(&sa) == ["tenant-own-entry", catalog.secret.as_str()]).then_some(sa)
     })
     .await;
     let sa = service_account(&client, &ns, "widget-runner").await;
-    assert_eq!(injected(&sa).as_deref(), Some("registry-creds"));
-    assert!(secret_opt(&client, &ns, "registry-creds").await.is_some());
+    assert_eq!(injected(&sa).as_deref(), Some(catalog.secret.as_str()));
+    assert!(secret_opt(&client, &ns, catalog.secret.as_str()).await.is_some());
     eventually("a PullSecretSynced event on the service account", Duration::from_secs(10), || async {
         (!events_for(&client, &ns, "widget-runner", "PullSecretSynced").await.is_empty()).then_some(())
     })
@@ -273,7 +274,7 @@ async fn namespace_selectors_follow_the_kubernetes_grammar_and_a_broken_one_is_r
         }
     };
     eventually("env!=prod to select the dev tenant only", Duration::from_secs(30), || async {
-        (would_get(0).await == ["registry-creds"] && would_get(1).await.is_empty()).then_some(())
+        (would_get(0).await == [catalog.secret.as_str()] && would_get(1).await.is_empty()).then_some(())
     })
     .await;
 
@@ -288,4 +289,33 @@ async fn namespace_selectors_follow_the_kubernetes_grammar_and_a_broken_one_is_r
     .await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     assert!(event.note.as_deref().unwrap_or("").contains("env notin prod"), "{event:?}");
+}
+
+/// A CatalogSource with secrets outside the configured catalog namespaces serves nobody, not even
+/// an operator installed beside it, and is reported: an Event on it and a metric.
+#[tokio::test]
+async fn a_catalog_outside_the_catalog_namespaces_is_reported_and_serves_nobody() {
+    let (client, webhook) = setup().await;
+    let ns = unique_name("stray");
+    create_namespace(&client, &ns).await;
+    let catalog = catalog_in(&client, &ns, &[]).await;
+    let op = install_operator_unseen(&client, &catalog, &ns, &[&ns], WIDGET).await;
+    private_operator(&client, &[]).await;
+    let pod = bare_pod(json!({ "name": "operator", "ownerReferences": [op.csv_owner()] }));
+    let created = Api::<Pod>::namespaced(client.clone(), &ns).create(&PostParams::default(), &pod).await.unwrap();
+    assert!(pull_secret_names(&created).is_empty());
+
+    let event = eventually("a CatalogNamespaceNotConfigured event on the catalog", Duration::from_secs(30), || async {
+        events_for(&client, &ns, &catalog.name, "CatalogNamespaceNotConfigured").await.pop()
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    let admin = format!("127.0.0.1:{}", webhook.admin_port);
+    let (_, metrics) = webhook::http_get(&admin, "/metrics").unwrap();
+    let reported = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"pullsecret_injector_ignored_catalogs{reason="namespace_not_configured"} "#))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(reported.is_some_and(|n| n >= 1), "{metrics}");
+    assert!(secret_opt(&client, &ns, &catalog.secret).await.is_some(), "the source itself is untouched");
 }

@@ -52,10 +52,10 @@ async fn operator_pod_in_its_own_namespace_gets_the_catalog_secret() {
     let owner = owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", &op.csv, &op.csv_uid);
     create_deployment(&client, &ns, "widget-operator", Some(owner), 1, json!({})).await;
     let pod = &pods_of(&client, &ns, "widget-operator", 1).await[0];
-    assert_eq!(pull_secret_names(pod), ["registry-creds"]);
+    assert_eq!(pull_secret_names(pod), [catalog.secret.as_str()]);
 
     let secrets = secrets_in(&client, &ns).await;
-    assert_is_copy_of(&secrets["registry-creds"], &catalog.source);
+    assert_is_copy_of(&secrets[&catalog.secret], &catalog.source);
 
     let admin = format!("127.0.0.1:{}", webhook.admin_port);
     let (status, metrics) = support::webhook::http_get(&admin, "/metrics").unwrap();
@@ -77,8 +77,8 @@ async fn operand_of_a_custom_resource_in_a_target_namespace_gets_the_secret() {
     let owner = create_operand(&client, WIDGET, &tenant, "prod").await;
     create_deployment(&client, &tenant, "widget-prod", Some(owner), 1, json!({})).await;
     let pod = &pods_of(&client, &tenant, "widget-prod", 1).await[0];
-    assert_eq!(pull_secret_names(pod), ["registry-creds"]);
-    assert_is_copy_of(&secrets_in(&client, &tenant).await["registry-creds"], &catalog.source);
+    assert_eq!(pull_secret_names(pod), [catalog.secret.as_str()]);
+    assert_is_copy_of(&secrets_in(&client, &tenant).await[&catalog.secret], &catalog.source);
 
     let line = webhook
         .decisions(&tenant)
@@ -94,19 +94,19 @@ async fn operand_of_a_custom_resource_in_a_target_namespace_gets_the_secret() {
 #[tokio::test]
 async fn unrelated_deployment_is_untouched_and_nothing_is_copied() {
     let (client, _webhook) = setup().await;
-    let (_, op, _) = private_operator(&client, &[]).await;
+    let (catalog, op, _) = private_operator(&client, &[]).await;
     let ns = op.namespace.clone();
 
     create_deployment(&client, &ns, "unrelated", None, 1, json!({})).await;
     let pod = &pods_of(&client, &ns, "unrelated", 1).await[0];
     assert!(pull_secret_names(pod).is_empty());
-    assert!(!secrets_in(&client, &ns).await.contains_key("registry-creds"));
+    assert!(!secrets_in(&client, &ns).await.contains_key(catalog.secret.as_str()));
 }
 
 #[tokio::test]
 async fn dry_run_returns_the_patch_and_creates_no_secret() {
     let (client, _webhook) = setup().await;
-    let (_, op, _) = private_operator(&client, &[]).await;
+    let (catalog, op, _) = private_operator(&client, &[]).await;
     let ns = op.namespace.clone();
 
     let owner = owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", &op.csv, &op.csv_uid);
@@ -115,7 +115,7 @@ async fn dry_run_returns_the_patch_and_creates_no_secret() {
         .create(&PostParams { dry_run: true, ..Default::default() }, &pod)
         .await
         .unwrap();
-    assert_eq!(pull_secret_names(&created), ["registry-creds"]);
+    assert_eq!(pull_secret_names(&created), [catalog.secret.as_str()]);
     assert!(secrets_in(&client, &ns).await.is_empty(), "dry run must not create the copy");
     assert!(Api::<Pod>::namespaced(client.clone(), &ns).get_opt("dry").await.unwrap().is_none());
 }
@@ -123,7 +123,7 @@ async fn dry_run_returns_the_patch_and_creates_no_secret() {
 #[tokio::test]
 async fn service_accounts_owned_by_the_csv_or_named_by_its_install_strategy_get_the_secret() {
     let (client, _webhook) = setup().await;
-    let (_, op, _) = private_operator(&client, &[]).await;
+    let (catalog, op, _) = private_operator(&client, &[]).await;
     let ns = op.namespace.clone();
     let sas = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
 
@@ -142,10 +142,10 @@ async fn service_accounts_owned_by_the_csv_or_named_by_its_install_strategy_get_
         sa.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect()
     };
     let owned = sas.get("widget-operator").await.unwrap();
-    assert_eq!(names(&owned), ["registry-creds"]);
-    assert_eq!(owned.metadata.annotations.unwrap()["pullsecret-injector.io/injected"], "registry-creds");
+    assert_eq!(names(&owned), [catalog.secret.as_str()]);
+    assert_eq!(owned.metadata.annotations.unwrap()["pullsecret-injector.io/injected"], catalog.secret.as_str());
     let named = sas.get("widget-runner").await.unwrap();
-    assert_eq!(names(&named), ["tenant-own", "registry-creds"]);
+    assert_eq!(names(&named), ["tenant-own", catalog.secret.as_str()]);
     assert!(names(&sas.get("someone-else").await.unwrap()).is_empty());
 }
 
@@ -164,15 +164,15 @@ async fn all_namespaces_operator_in_openshift_operators_reaches_every_tenant() {
 
     // The operator's own pod, in openshift-operators (an openshift-* namespace that is handled).
     create_deployment(&client, ns, "gadget-operator", Some(op.csv_owner()), 1, json!({})).await;
-    assert_eq!(pull_secret_names(&pods_of(&client, ns, "gadget-operator", 1).await[0]), ["registry-creds"]);
+    assert_eq!(pull_secret_names(&pods_of(&client, ns, "gadget-operator", 1).await[0]), [catalog.secret.as_str()]);
 
     for _ in 0..2 {
         let tenant = unique_name("anywhere");
         create_namespace(&client, &tenant).await;
         let owner = create_operand(&client, GADGET, &tenant, "g").await;
         create_deployment(&client, &tenant, "gadget", Some(owner), 1, json!({})).await;
-        assert_eq!(pull_secret_names(&pods_of(&client, &tenant, "gadget", 1).await[0]), ["registry-creds"]);
-        assert_is_copy_of(&secrets_in(&client, &tenant).await["registry-creds"], &catalog.source);
+        assert_eq!(pull_secret_names(&pods_of(&client, &tenant, "gadget", 1).await[0]), [catalog.secret.as_str()]);
+        assert_is_copy_of(&secrets_in(&client, &tenant).await[&catalog.secret], &catalog.source);
     }
 
     // Excluded namespaces stay untouched even though the operator reaches them.
@@ -183,7 +183,7 @@ async fn all_namespaces_operator_in_openshift_operators_reaches_every_tenant() {
         let created =
             Api::<Pod>::namespaced(client.clone(), excluded).create(&PostParams::default(), &pod).await.unwrap();
         assert!(pull_secret_names(&created).is_empty(), "{excluded} must never be mutated");
-        assert!(!secrets_in(&client, excluded).await.contains_key("registry-creds"));
+        assert!(!secrets_in(&client, excluded).await.contains_key(catalog.secret.as_str()));
     }
 
     // A namespace that opted out.
@@ -201,19 +201,19 @@ async fn all_namespaces_operator_in_openshift_operators_reaches_every_tenant() {
     let owner = create_operand(&client, GADGET, &opted_out, "g").await;
     create_deployment(&client, &opted_out, "gadget", Some(owner), 1, json!({})).await;
     assert!(pull_secret_names(&pods_of(&client, &opted_out, "gadget", 1).await[0]).is_empty());
-    assert!(!secrets_in(&client, &opted_out).await.contains_key("registry-creds"));
+    assert!(!secrets_in(&client, &opted_out).await.contains_key(catalog.secret.as_str()));
 }
 
 #[tokio::test]
 async fn existing_pull_secrets_are_kept_in_order_and_the_patch_is_idempotent() {
     let (client, webhook) = setup().await;
-    let (_, op, _) = private_operator(&client, &[]).await;
+    let (catalog, op, _) = private_operator(&client, &[]).await;
     let ns = op.namespace.clone();
 
     let pod_spec = json!({ "imagePullSecrets": [{ "name": "first" }, { "name": "second" }] });
     create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 1, pod_spec).await;
     let pod = pods_of(&client, &ns, "widget-operator", 1).await.remove(0);
-    assert_eq!(pull_secret_names(&pod), ["first", "second", "registry-creds"]);
+    assert_eq!(pull_secret_names(&pod), ["first", "second", catalog.secret.as_str()]);
 
     // The stored Pod sent back through the webhook needs nothing more.
     let (status, answer) = webhook
@@ -233,21 +233,25 @@ async fn existing_pull_secrets_are_kept_in_order_and_the_patch_is_idempotent() {
 #[tokio::test]
 async fn only_existing_pull_secrets_of_the_catalog_are_injected() {
     let (client, webhook) = setup().await;
-    let catalog_ns = unique_name("catalogs");
-    create_namespace(&client, &catalog_ns).await;
-    create_secret(&client, &catalog_ns, "opaque-one", "Opaque", json!({ "token": "x" })).await;
-    let catalog = catalog_in(&client, &catalog_ns, &["missing-one", "opaque-one"]).await;
+    let (missing, opaque) = (unique_name("missing"), unique_name("opaque"));
+    create_secret(&client, GLOBAL_CATALOGS, &opaque, "Opaque", json!({ "token": "x" })).await;
+    let catalog = private_catalog(&client, &[&missing, &opaque]).await;
     let ns = unique_name("operator");
     create_namespace(&client, &ns).await;
     let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
 
     create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 1, json!({})).await;
-    assert_eq!(pull_secret_names(&pods_of(&client, &ns, "widget-operator", 1).await[0]), ["registry-creds"]);
+    assert_eq!(pull_secret_names(&pods_of(&client, &ns, "widget-operator", 1).await[0]), [catalog.secret.as_str()]);
     let copies: Vec<String> = secrets_in(&client, &ns).await.into_keys().collect();
-    assert_eq!(copies, ["registry-creds"]);
+    assert_eq!(copies, [catalog.secret.as_str()]);
     let logs = webhook.logs();
-    assert!(logs.contains(&format!("pull secret {catalog_ns}/missing-one of the catalog does not exist")));
-    assert!(logs.contains(&format!("pull secret {catalog_ns}/opaque-one of the catalog is not a pull secret")));
+    for name in [missing, opaque] {
+        assert!(
+            logs.contains(&format!(
+                "pull secret {GLOBAL_CATALOGS}/{name} of the catalog is missing or not a pull secret"
+            ))
+        );
+    }
 }
 
 #[tokio::test]
@@ -256,16 +260,17 @@ async fn a_tenant_secret_with_the_source_name_is_never_touched() {
     let catalog = private_catalog(&client, &[]).await;
     let ns = unique_name("operator");
     create_namespace(&client, &ns).await;
-    let own = create_pull_secret(&client, &ns, "registry-creds", "the-tenants-own").await;
+    let own = create_pull_secret(&client, &ns, catalog.secret.as_str(), "the-tenants-own").await;
     let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
 
     create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 1, json!({})).await;
     let pod = &pods_of(&client, &ns, "widget-operator", 1).await[0];
-    let hashed = format!("registry-creds-{}", &sha256_hex(&format!("{}/registry-creds", catalog.namespace))[..10]);
+    let hashed =
+        format!("{}-{}", catalog.secret, &sha256_hex(&format!("{}/{}", catalog.namespace, catalog.secret))[..10]);
     assert_eq!(pull_secret_names(pod), vec![hashed.clone()]);
 
     let secrets = secrets_in(&client, &ns).await;
-    let still_own = &secrets["registry-creds"];
+    let still_own = &secrets[&catalog.secret];
     assert_eq!(still_own.metadata.resource_version, own.metadata.resource_version, "the tenant's secret was modified");
     assert_eq!(still_own.data, own.data);
     assert_is_copy_of(&secrets[&hashed], &catalog.source);
@@ -315,14 +320,14 @@ async fn forged_owner_references_and_labels_get_nothing() {
 #[tokio::test]
 async fn catalog_namespace_gets_original_names_and_catalog_pods_are_left_alone() {
     let (client, _webhook) = setup().await;
-    let ns = unique_name("self-hosted");
-    create_namespace(&client, &ns).await;
-    let catalog = catalog_in(&client, &ns, &[]).await;
-    let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
+    // The one operator installed into the configured private catalog namespace, from its catalog.
+    let ns = SELF_HOSTED_CATALOGS;
+    let catalog = catalog_in(&client, ns, &[]).await;
+    let op = install_operator(&client, &catalog, ns, &[ns]).await;
 
-    create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 1, json!({})).await;
-    assert_eq!(pull_secret_names(&pods_of(&client, &ns, "widget-operator", 1).await[0]), ["registry-creds"]);
-    let managed: Vec<String> = secrets_in(&client, &ns)
+    create_deployment(&client, ns, "widget-operator", Some(op.csv_owner()), 1, json!({})).await;
+    assert_eq!(pull_secret_names(&pods_of(&client, ns, "widget-operator", 1).await[0]), [catalog.secret.as_str()]);
+    let managed: Vec<String> = secrets_in(&client, ns)
         .await
         .into_values()
         .filter(|s| s.metadata.labels.as_ref().is_some_and(|l| l.contains_key("app.kubernetes.io/managed-by")))
@@ -332,14 +337,14 @@ async fn catalog_namespace_gets_original_names_and_catalog_pods_are_left_alone()
 
     // The catalog's own pod is owned by the CatalogSource, not by a CSV.
     let catalogs: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(client.clone(), &ns, &olm_resource("v1alpha1", "CatalogSource"));
-    let uid = catalogs.get("private").await.unwrap().metadata.uid.unwrap();
-    let owner = owner_ref("operators.coreos.com/v1alpha1", "CatalogSource", "private", &uid);
+        Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "CatalogSource"));
+    let uid = catalogs.get(&catalog.name).await.unwrap().metadata.uid.unwrap();
+    let owner = owner_ref("operators.coreos.com/v1alpha1", "CatalogSource", &catalog.name, &uid);
     let pod: Pod =
         serde_json::from_value(json!({ "metadata": { "name": "private-catalog", "ownerReferences": [owner] },
         "spec": { "containers": [{ "name": "registry-server", "image": "registry.example/index:1" }] } }))
         .unwrap();
-    let created = Api::<Pod>::namespaced(client.clone(), &ns).create(&PostParams::default(), &pod).await.unwrap();
+    let created = Api::<Pod>::namespaced(client.clone(), ns).create(&PostParams::default(), &pod).await.unwrap();
     assert!(pull_secret_names(&created).is_empty());
 }
 
@@ -379,7 +384,7 @@ async fn malformed_reviews_get_400_with_a_json_error_and_unknown_kinds_pass() {
 #[tokio::test]
 async fn fifty_operand_pods_at_once_share_one_copy() {
     let (client, _webhook) = setup().await;
-    let (_, _, mut tenants) = private_operator(&client, &["burst"]).await;
+    let (catalog, _, mut tenants) = private_operator(&client, &["burst"]).await;
     let tenant = tenants.remove(0);
     let owner = create_operand(&client, WIDGET, &tenant, "burst").await;
 
@@ -392,11 +397,11 @@ async fn fifty_operand_pods_at_once_share_one_copy() {
     let created = futures::future::join_all(creates).await;
     for pod in created {
         let pod = pod.expect("every pod is admitted");
-        assert_eq!(pull_secret_names(&pod), ["registry-creds"], "{:?}", pod.metadata.name);
+        assert_eq!(pull_secret_names(&pod), [catalog.secret.as_str()], "{:?}", pod.metadata.name);
     }
     let secrets = secrets_in(&client, &tenant).await;
     let copies: Vec<&String> = secrets.keys().collect();
-    assert_eq!(copies, ["registry-creds"], "exactly one copy per source");
+    assert_eq!(copies, [catalog.secret.as_str()], "exactly one copy per source");
 }
 
 #[tokio::test]
@@ -406,8 +411,9 @@ async fn a_pod_whose_copy_cannot_be_made_is_denied_retryably_and_a_service_accou
     let ns = unique_name("operator");
     create_namespace(&client, &ns).await;
     // The tenant holds both names a copy could take.
-    let hashed = format!("registry-creds-{}", &sha256_hex(&format!("{}/registry-creds", catalog.namespace))[..10]);
-    create_pull_secret(&client, &ns, "registry-creds", "own-1").await;
+    let hashed =
+        format!("{}-{}", catalog.secret, &sha256_hex(&format!("{}/{}", catalog.namespace, catalog.secret))[..10]);
+    create_pull_secret(&client, &ns, catalog.secret.as_str(), "own-1").await;
     create_pull_secret(&client, &ns, &hashed, "own-2").await;
     let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
 
@@ -465,6 +471,7 @@ async fn sigterm_turns_readiness_off_keeps_serving_through_the_drain_then_exits(
 async fn explain(target: &str) -> serde_json::Value {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_olm-pullsecret-injector"))
         .args(["explain", target, "-o", "json"])
+        .args(support::webhook::CATALOG_ARGS)
         .env("KUBECONFIG", ControlPlane::shared().kubeconfig())
         .output()
         .await
@@ -492,12 +499,12 @@ async fn explain_shows_the_chain_of_an_operand_and_why_others_get_nothing() {
 
     let report = explain(&format!("pod/{tenant}/{}", operand.metadata.name.unwrap())).await;
     assert!(report["verdict"].as_str().unwrap().starts_with("ok"), "{report}");
-    assert_eq!(report["catalogs"], json!([format!("{}/private", catalog.namespace)]));
+    assert_eq!(report["catalogs"], json!([format!("{}/{}", catalog.namespace, catalog.name)]));
     assert!(
         report["chains"][0].as_str().unwrap().contains("<-Widget/prod<-CSV/widget-operator.v1.0.0<-Subscription/"),
         "{report}"
     );
-    assert_eq!(report["secrets"][0]["name"], "registry-creds");
+    assert_eq!(report["secrets"][0]["name"], catalog.secret.as_str());
     assert_eq!(report["secrets"][0]["exists_in_namespace"], true);
     assert_eq!(report["secrets"][0]["listed_in_object"], true);
 
@@ -516,7 +523,7 @@ async fn explain_shows_the_chain_of_an_operand_and_why_others_get_nothing() {
 #[tokio::test]
 async fn an_owner_the_webhook_may_not_read_drops_that_path_and_never_denies_the_pod() {
     let (client, webhook) = setup().await;
-    let (_catalog, op, mut tenants) = private_operator(&client, &["ungranted"]).await;
+    let (catalog, op, mut tenants) = private_operator(&client, &["ungranted"]).await;
     let tenant = tenants.remove(0);
     create_crd(&client, DOOHICKEY).await;
     create_csv(&client, &op.namespace, "doohickey-operator.v1.0.0", DOOHICKEY, &[]).await;
@@ -538,7 +545,7 @@ async fn an_owner_the_webhook_may_not_read_drops_that_path_and_never_denies_the_
     assert!(pull_secret_names(&only).is_empty(), "no trusted path, nothing injected");
     let both = bare_pod(json!({ "name": "both", "ownerReferences": [doohickey, widget] }));
     let both = pods.create(&PostParams::default(), &both).await.unwrap();
-    assert_eq!(pull_secret_names(&both), ["registry-creds"], "patched through the Widget path");
+    assert_eq!(pull_secret_names(&both), [catalog.secret.as_str()], "patched through the Widget path");
 
     let resource = format!("doohickeys.{WIDGET_GROUP}");
     let line = webhook
@@ -560,25 +567,26 @@ async fn an_owner_the_webhook_may_not_read_drops_that_path_and_never_denies_the_
 #[tokio::test]
 async fn a_pod_admitted_after_its_copy_was_deleted_gets_a_copy_that_exists() {
     let (client, _webhook) = setup().await;
-    let (_catalog, op, _) = private_operator(&client, &[]).await;
+    let (catalog, op, _) = private_operator(&client, &[]).await;
     let ns = op.namespace.clone();
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
     let first = bare_pod(json!({ "name": "first", "ownerReferences": [op.csv_owner()] }));
     let first = pods.create(&PostParams::default(), &first).await.unwrap();
-    assert_eq!(pull_secret_names(&first), ["registry-creds"]);
-    secrets.delete("registry-creds", &Default::default()).await.unwrap();
+    assert_eq!(pull_secret_names(&first), [catalog.secret.as_str()]);
+    secrets.delete(catalog.secret.as_str(), &Default::default()).await.unwrap();
 
     let started = std::time::Instant::now();
     let mut n = 0;
     support::eventually("a Pod admitted with a copy that exists", std::time::Duration::from_secs(10), || {
         n += 1;
         let (pods, secrets, owner) = (pods.clone(), secrets.clone(), op.csv_owner());
+        let catalog = &catalog;
         async move {
             let pod = bare_pod(json!({ "name": format!("after-delete-{n}"), "ownerReferences": [owner] }));
             let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
-            assert_eq!(pull_secret_names(&pod), ["registry-creds"]);
-            secrets.get_opt("registry-creds").await.unwrap().map(|_| ())
+            assert_eq!(pull_secret_names(&pod), [catalog.secret.as_str()]);
+            secrets.get_opt(catalog.secret.as_str()).await.unwrap().map(|_| ())
         }
     })
     .await;
@@ -586,35 +594,60 @@ async fn a_pod_admitted_after_its_copy_was_deleted_gets_a_copy_that_exists() {
 }
 
 /// A namespace admin may edit their Subscription (OLM's aggregate-olm-edit). Pointed at another
-/// team's private catalog, it hands out nothing: the catalog comes from what OLM recorded in the
-/// InstallPlan's status, and the spec is only cross-checked.
+/// catalog of the global namespace, or at another team's private catalog, it hands out nothing:
+/// the catalog comes from what OLM recorded in the InstallPlan's status, the spec is only
+/// cross-checked, and a private catalog serves only its own namespace.
 #[tokio::test]
-async fn a_subscription_pointed_at_another_teams_catalog_hands_out_nothing() {
+async fn a_subscription_pointed_at_another_catalog_hands_out_nothing() {
     use kube::api::{DynamicObject, Patch, PatchParams};
     let (client, _webhook) = setup().await;
-    let (_catalog, op, _) = private_operator(&client, &[]).await;
-    let other = private_catalog(&client, &[]).await;
+    let (_, op, _) = private_operator(&client, &[]).await;
     let subs =
         Api::<DynamicObject>::namespaced_with(client.clone(), &op.namespace, &olm_resource("v1alpha1", "Subscription"));
-    let edit = json!({ "spec": { "source": other.name, "sourceNamespace": other.namespace } });
-    subs.patch("widget-operator", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
-
     let pods = Api::<Pod>::namespaced(client.clone(), &op.namespace);
-    let probe = bare_pod(json!({ "generateName": "probe-", "ownerReferences": [op.csv_owner()] }));
-    let dry_run = PostParams { dry_run: true, ..Default::default() };
-    support::eventually("the webhook to see the edited Subscription", std::time::Duration::from_secs(30), || async {
-        pull_secret_names(&pods.create(&dry_run, &probe).await.unwrap()).is_empty().then_some(())
-    })
-    .await;
-    let pod = bare_pod(json!({ "name": "operator", "ownerReferences": [op.csv_owner()] }));
-    let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
-    assert!(pull_secret_names(&pod).is_empty(), "nothing from the other team's catalog");
-    let stolen = secrets_in(&client, &op.namespace).await.into_values().any(|s| {
-        s.metadata
-            .annotations
-            .unwrap_or_default()
-            .get("pullsecret-injector.io/source")
-            .is_some_and(|src| src.starts_with(&other.namespace))
-    });
-    assert!(!stolen, "no copy of the other team's secret");
+    for other in [private_catalog(&client, &[]).await, catalog_in(&client, SELF_HOSTED_CATALOGS, &[]).await] {
+        let edit = json!({ "spec": { "source": other.name, "sourceNamespace": other.namespace } });
+        subs.patch("widget-operator", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+        let probe = bare_pod(json!({ "generateName": "probe-", "ownerReferences": [op.csv_owner()] }));
+        let dry_run = PostParams { dry_run: true, ..Default::default() };
+        support::eventually(
+            "the webhook to see the edited Subscription",
+            std::time::Duration::from_secs(30),
+            || async { pull_secret_names(&pods.create(&dry_run, &probe).await.unwrap()).is_empty().then_some(()) },
+        )
+        .await;
+        let pod = bare_pod(json!({ "generateName": "operator-", "ownerReferences": [op.csv_owner()] }));
+        let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
+        assert!(pull_secret_names(&pod).is_empty(), "nothing from {}/{}", other.namespace, other.name);
+        assert!(copies_of(&client, &op.namespace, &other).await.is_empty(), "no copy of {}", other.secret);
+    }
+}
+
+/// A catalog in a namespace other than the global one serves Subscriptions of that namespace
+/// only, as OLM resolves: an operator installed elsewhere from it (its Subscription, InstallPlan
+/// and CSV all saying so) gets nothing.
+#[tokio::test]
+async fn a_private_catalog_serves_no_other_namespace() {
+    let (client, _webhook) = setup().await;
+    let catalog = catalog_in(&client, SELF_HOSTED_CATALOGS, &[]).await;
+    let ns = unique_name("cross");
+    create_namespace(&client, &ns).await;
+    let op = install_operator_unseen(&client, &catalog, &ns, &[&ns], WIDGET).await;
+    private_operator(&client, &[]).await;
+    create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 1, json!({})).await;
+    assert!(pull_secret_names(&pods_of(&client, &ns, "widget-operator", 1).await[0]).is_empty());
+    assert!(copies_of(&client, &ns, &catalog).await.is_empty());
+}
+
+/// The copies of `catalog`'s secret in `ns` (by the source annotation).
+async fn copies_of(client: &kube::Client, ns: &str, catalog: &Catalog) -> Vec<String> {
+    let source = format!("{}/{}", catalog.namespace, catalog.secret);
+    secrets_in(client, ns)
+        .await
+        .into_iter()
+        .filter(|(_, s)| {
+            s.metadata.annotations.as_ref().and_then(|a| a.get("pullsecret-injector.io/source")) == Some(&source)
+        })
+        .map(|(name, _)| name)
+        .collect()
 }

@@ -12,6 +12,7 @@ use crate::inject::copies::copies_of;
 use crate::resolve::owners::{ApiOwners, Owners};
 use crate::resolve::{Kind, NamespaceRules, Provision, Resolver, Subject};
 use crate::state::caches::Caches;
+use crate::state::index::CatalogNamespaces;
 use crate::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 #[derive(clap::Args, Debug)]
@@ -27,6 +28,8 @@ pub struct ExplainArgs {
     /// Namespaces `serve` leaves alone, as `serve --exclude-namespace`.
     #[arg(long, env = "PSI_EXCLUDE_NAMESPACE", value_delimiter = ',')]
     pub exclude_namespace: Vec<String>,
+    #[command(flatten)]
+    pub catalogs: super::CatalogArgs,
 }
 
 #[derive(Serialize, Debug)]
@@ -57,7 +60,7 @@ pub struct SecretState {
 
 pub async fn run(client: kube::Client, args: ExplainArgs) -> anyhow::Result<()> {
     let rules = NamespaceRules { own_namespace: args.namespace, excluded_namespaces: args.exclude_namespace };
-    let report = explain(client, &args.target, rules).await?;
+    let report = explain(client, &args.target, rules, args.catalogs.into()).await?;
     if args.output == "json" {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -85,7 +88,12 @@ pub async fn run(client: kube::Client, args: ExplainArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub async fn explain(client: kube::Client, target: &str, rules: NamespaceRules) -> anyhow::Result<Report> {
+pub async fn explain(
+    client: kube::Client,
+    target: &str,
+    rules: NamespaceRules,
+    catalogs: CatalogNamespaces,
+) -> anyhow::Result<Report> {
     let mut parts = target.splitn(3, '/');
     let (Some(kind), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
         bail!("expected pod/<namespace>/<name> or sa/<namespace>/<name>, got {target:?}");
@@ -112,7 +120,7 @@ pub async fn explain(client: kube::Client, target: &str, rules: NamespaceRules) 
     };
     let listed: Vec<String> = listed;
 
-    let caches = Caches::start(client.clone());
+    let caches = Caches::start(client.clone(), catalogs);
     tokio::time::timeout(std::time::Duration::from_secs(60), caches.wait_synced())
         .await
         .context("the watch caches did not sync within 60 s")?;

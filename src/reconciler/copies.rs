@@ -46,7 +46,7 @@ impl Reconciler {
             match self.ctx.resolver.not_offered(&pass.index, &ns, source_ns, source_name) {
                 None => {
                     memory.unwanted_since.remove(&key);
-                    let source = self.ctx.caches().source_secret(source_ns, source_name).await;
+                    let source = self.ctx.caches().source_secret(source_ns, source_name);
                     let Ok(source) = crate::resolve::usable(source) else { continue };
                     if copy.annotations().get(CONTENT_HASH_ANNOTATION) != Some(&copies::content_hash(&source)) {
                         stale.push(Stale { copy: copy.clone(), source });

@@ -35,7 +35,7 @@ use tracing::warn;
 use crate::context::Context;
 use crate::serving::lifecycle::Pending;
 use crate::state::caches::{reflect, wake};
-use crate::state::index::Index;
+use crate::state::index::{Ignored, Index};
 use crate::{CONTENT_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use lease::{HeldUntil, holds};
 
@@ -73,8 +73,8 @@ struct Memory {
     healed_controllers: HashMap<String, pods::Healing>,
     /// Controllers whose healing was given up (reported once).
     heals_given_up: HashSet<String>,
-    /// (CatalogSource uid, selector text) already reported as invalid.
-    selectors_reported: HashSet<(String, String)>,
+    /// Ignored catalogs already reported: (UID, what was wrong).
+    ignored_reported: HashSet<(String, Ignored)>,
 }
 
 #[derive(PartialEq, Eq)]
@@ -138,7 +138,7 @@ impl Reconciler {
             while holds(&leading.borrow()) {
                 let caches = self.ctx.caches();
                 let pass = Pass { index: caches.index_snapshot(), generation: caches.generation(), leading: &leading };
-                self.report_invalid_selectors(&pass, &mut memory);
+                self.report_ignored_catalogs(&pass, &mut memory);
                 self.copies_sweep(&pass, &mut memory).await;
                 self.service_accounts_sweep(&pass, &mut memory).await;
                 self.pods_sweep(&pass, &mut memory).await;

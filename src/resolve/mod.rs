@@ -18,18 +18,10 @@ use crate::state::index::Index;
 use chain::{Chains, Found};
 use owners::{OwnerRef, Owners};
 
-/// Only these secret types are ever handed out: a pull secret is all a tenant gets.
-pub const PULL_SECRET_TYPES: [&str; 2] = ["kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg"];
-
-/// The source secret if it may be handed out, else why not.
+/// The source secret if it may be handed out, else why not. Only pull secrets are watched, so a
+/// Secret of another type is as absent as a missing one.
 pub fn usable(secret: Option<Arc<Secret>>) -> Result<Arc<Secret>, &'static str> {
-    match secret {
-        None => Err("does not exist"),
-        Some(s) if !PULL_SECRET_TYPES.contains(&s.type_.as_deref().unwrap_or("")) => {
-            Err("is not a pull secret (type must be kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg)")
-        }
-        Some(s) => Ok(s),
-    }
+    secret.ok_or("is missing or not a pull secret (type kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg)")
 }
 
 /// Namespaces left alone whatever their operators, besides the platform prefixes.
@@ -200,7 +192,7 @@ impl Resolver {
         let chains = chain::follow(&index, &self.owners, subject, &labels).await?;
         let mut needs = Vec::new();
         for (source_namespace, source_name) in chains.secrets(&index) {
-            let source = self.caches.source_secret(source_namespace, source_name).await;
+            let source = self.caches.source_secret(source_namespace, source_name);
             let provision = match usable(source) {
                 Err(why) => Provision::Unusable(why),
                 Ok(_) if source_namespace == subject.namespace => Provision::Original,
@@ -228,21 +220,5 @@ impl Resolver {
 
     fn namespace_labels(&self, ns: &str) -> BTreeMap<String, String> {
         self.caches.namespace(ns).and_then(|n| n.metadata.labels.clone()).unwrap_or_default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn secret(type_: &str) -> Arc<Secret> {
-        Arc::new(Secret { type_: Some(type_.into()), ..Default::default() })
-    }
-
-    #[test]
-    fn only_existing_pull_secrets_are_usable() {
-        assert!(usable(None).is_err());
-        assert!(usable(Some(secret("Opaque"))).is_err());
-        assert!(usable(Some(secret("kubernetes.io/dockercfg"))).is_ok());
     }
 }

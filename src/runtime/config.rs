@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::resolve::NamespaceRules;
 use crate::serving::https::ConnectionLimits;
+use crate::state::index::CatalogNamespaces;
 use crate::webhook::http::RequestLimits;
 use crate::webhook::{OnCopyFailure, Settings};
 
@@ -26,6 +27,8 @@ pub struct Config {
     /// After shutdown begins, keep serving this long while readiness reports false.
     pub drain_delay: Duration,
     pub namespaces: NamespaceRules,
+    /// Where catalogs count and source secrets are read.
+    pub catalogs: CatalogNamespaces,
     pub admission: Settings,
     pub reconciler: ReconcilerConfig,
     /// This replica's name in the Lease and in the Events it publishes.
@@ -56,6 +59,7 @@ impl Default for Config {
             requests: RequestLimits::default(),
             drain_delay: Duration::from_secs(5),
             namespaces: NamespaceRules { own_namespace: DEFAULT_NAMESPACE.into(), excluded_namespaces: Vec::new() },
+            catalogs: CatalogNamespaces::default(),
             admission: Settings { on_copy_failure: OnCopyFailure::Deny, deadline: Duration::from_secs(3) },
             reconciler: ReconcilerConfig {
                 lease_name: "olm-pullsecret-injector".into(),

@@ -69,7 +69,7 @@ pub async fn start(client: kube::Client, config: Config) -> Result<Running, Erro
     let reconciler_synced = readiness.pending("reconciler caches");
     let listening = readiness.pending("https listener");
 
-    let caches = Caches::start(client.clone());
+    let caches = Caches::start(client.clone(), config.catalogs.clone());
     let owners = Owners::new(ApiOwners(client.clone()));
     let ctx = Context::new(client.clone(), caches.clone(), owners, config.namespaces.clone(), &config.identity);
     let webhook = Arc::new(Webhook::new(ctx.clone(), config.admission.clone()));

@@ -23,15 +23,17 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use crate::state::index::Index;
+use crate::state::index::{CatalogNamespaces, Ignored, Index};
 use crate::state::olm::{CatalogSource, ClusterServiceVersion, InstallPlan, OperatorGroup, Subscription};
 
+/// Only these secret types are ever read, and so handed out: a pull secret is all a tenant gets.
+pub const PULL_SECRET_TYPES: [&str; 2] = ["kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg"];
+
 pub struct Caches {
-    /// `None` for caches filled from a fixture: nothing is watched.
-    client: Option<kube::Client>,
     index: ArcSwap<Index>,
     stores: Stores,
-    /// Catalog namespace → its secrets, watched from the first time a catalog there has secrets.
+    catalog_namespaces: CatalogNamespaces,
+    /// Catalog namespace → its pull secrets; a fixture's [`Feed`] adds namespaces as it goes.
     sources: Mutex<HashMap<String, SourceWatch>>,
     changed: Arc<Notify>,
     /// Bumped whenever the index or a source secret changes: decisions remembered under an older
@@ -39,18 +41,24 @@ pub struct Caches {
     generation: Arc<AtomicU64>,
 }
 
-/// The secrets of one catalog namespace. A store's own readiness wakes a single waiter, and the
-/// webhook, the reconciler and start-up may all wait for a new namespace at once: `listed` is
-/// the readiness every one of them can wait for.
+/// The pull secrets of one catalog namespace: one watch per pull-secret type (a field selector on
+/// `type` keeps every other Secret out of memory). A store's own readiness wakes a single waiter,
+/// and start-up and the reconciler may both wait: each `listed` is a readiness all can wait for.
 #[derive(Clone)]
 struct SourceWatch {
-    store: Store<Secret>,
-    listed: watch::Receiver<bool>,
+    by_type: Vec<(Store<Secret>, watch::Receiver<bool>)>,
 }
 
 impl SourceWatch {
     async fn wait_listed(&self) {
-        let _ = self.listed.clone().wait_for(|listed| *listed).await;
+        for (_, listed) in &self.by_type {
+            let _ = listed.clone().wait_for(|listed| *listed).await;
+        }
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        let key = ObjectRef::new(name).within(namespace);
+        self.by_type.iter().find_map(|(store, _)| store.get(&key))
     }
 }
 
@@ -81,8 +89,9 @@ where
 }
 
 impl Caches {
-    /// Starts every watch. [`Caches::wait_synced`] resolves once they have all listed.
-    pub fn start(client: kube::Client) -> Arc<Caches> {
+    /// Starts every watch; source secrets are watched in the catalog namespaces only.
+    /// [`Caches::wait_synced`] resolves once they have all listed.
+    pub fn start(client: kube::Client, catalog_namespaces: CatalogNamespaces) -> Arc<Caches> {
         let (catalogs, catalogs_w) = reflector::store();
         let (subscriptions, subscriptions_w) = reflector::store();
         let (install_plans, install_plans_w) = reflector::store();
@@ -90,9 +99,13 @@ impl Caches {
         let (operator_groups, operator_groups_w) = reflector::store();
         let (namespaces, namespaces_w) = reflector::store();
         let caches = Arc::new(Caches::new(
-            Some(client.clone()),
             Stores { catalogs, subscriptions, install_plans, csvs, operator_groups, namespaces },
+            catalog_namespaces,
         ));
+        for namespace in caches.catalog_namespaces.all() {
+            let source = caches.watch_sources(&client, namespace);
+            caches.sources.lock().expect("sources").insert(namespace.to_string(), source);
+        }
         let cfg = watcher::Config::default;
         let catalogs = watcher(Api::<CatalogSource>::all(client.clone()), cfg());
         tokio::spawn(reflect(catalogs, catalogs_w, "catalogsources", wake(&caches.changed)));
@@ -110,11 +123,11 @@ impl Caches {
         caches
     }
 
-    fn new(client: Option<kube::Client>, stores: Stores) -> Caches {
+    fn new(stores: Stores, catalog_namespaces: CatalogNamespaces) -> Caches {
         Caches {
-            client,
             index: ArcSwap::from_pointee(Index::default()),
             stores,
+            catalog_namespaces,
             sources: Mutex::new(HashMap::new()),
             changed: Arc::new(Notify::new()),
             generation: Arc::new(AtomicU64::new(0)),
@@ -131,7 +144,7 @@ impl Caches {
         let (operator_groups, operator_groups_w) = reflector::store();
         let (namespaces, namespaces_w) = reflector::store();
         let stores = Stores { catalogs, subscriptions, install_plans, csvs, operator_groups, namespaces };
-        let caches = Arc::new(Caches::new(None, stores));
+        let caches = Arc::new(Caches::new(stores, fixture.catalog_namespaces));
         let mut feed = Feed {
             caches,
             catalogs: catalogs_w,
@@ -207,42 +220,29 @@ impl Caches {
         self.stores.namespaces.get(&ObjectRef::new(name))
     }
 
-    /// A source secret from the catalog namespace's watch (waiting for its first list if the
-    /// namespace only just gained a catalog with secrets).
-    pub async fn source_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
-        let source = self.watch_sources(namespace);
-        if tokio::time::timeout(Duration::from_secs(2), source.wait_listed()).await.is_err() {
-            warn!(namespace, "secrets of the catalog namespace are not listed yet");
-        }
-        source.store.get(&ObjectRef::new(name).within(namespace))
+    /// A source secret, if `namespace` is a catalog namespace and it holds a pull secret `name`.
+    pub fn source_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.sources.lock().expect("sources").get(namespace)?.get(namespace, name)
     }
 
-    fn watch_sources(&self, namespace: &str) -> SourceWatch {
-        let mut sources = self.sources.lock().expect("sources");
-        if let Some(source) = sources.get(namespace) {
-            return source.clone();
-        }
-        let (store, writer) = reflector::store();
-        let Some(client) = &self.client else {
-            // A fixture without secrets in this namespace: it is listed, and empty.
-            let source = SourceWatch { store, listed: watch::channel(true).1 };
-            sources.insert(namespace.to_string(), source.clone());
-            return source;
-        };
-        let (listed_tx, listed) = watch::channel(false);
-        let source = SourceWatch { store, listed };
-        sources.insert(namespace.to_string(), source.clone());
+    fn watch_sources(&self, client: &kube::Client, namespace: &str) -> SourceWatch {
         let api = Api::<Secret>::namespaced(client.clone(), namespace);
-        // A source secret changed: decisions (which copies hold which content) are stale.
-        let generation = self.generation.clone();
-        let on_change = move |event: &watcher::Event<Secret>| {
-            if matches!(event, watcher::Event::InitDone) {
-                listed_tx.send_replace(true);
-            }
-            generation.fetch_add(1, Ordering::SeqCst);
-        };
-        tokio::spawn(reflect(watcher(api, watcher::Config::default()), writer, "catalog-namespace secrets", on_change));
-        source
+        let by_type = PULL_SECRET_TYPES.map(|type_| {
+            let (store, writer) = reflector::store();
+            let (listed_tx, listed) = watch::channel(false);
+            // A source secret changed: decisions (which copies hold which content) are stale.
+            let generation = self.generation.clone();
+            let on_change = move |event: &watcher::Event<Secret>| {
+                if matches!(event, watcher::Event::InitDone) {
+                    listed_tx.send_replace(true);
+                }
+                generation.fetch_add(1, Ordering::SeqCst);
+            };
+            let config = watcher::Config::default().fields(&format!("type={type_}"));
+            tokio::spawn(reflect(watcher(api.clone(), config), writer, "catalog-namespace pull secrets", on_change));
+            (store, listed)
+        });
+        SourceWatch { by_type: by_type.into() }
     }
 
     async fn rebuild_on_change(self: Arc<Self>) {
@@ -256,20 +256,16 @@ impl Caches {
 
     fn rebuild(&self) {
         let index = Index::build(
+            &self.catalog_namespaces,
             &self.stores.catalogs.state(),
             &self.stores.subscriptions.state(),
             &self.stores.install_plans.state(),
             &self.stores.csvs.state(),
             &self.stores.operator_groups.state(),
         );
-        for catalog in self.stores.catalogs.state() {
-            if let Some(ns) = catalog.namespace()
-                && !catalog.spec.secrets.is_empty()
-            {
-                self.watch_sources(&ns);
-            }
-        }
-        crate::telemetry::metrics::set_invalid_namespace_selectors(index.invalid_selectors().len());
+        let ignored = index.ignored();
+        let invalid = ignored.iter().filter(|c| matches!(c.why, Ignored::InvalidSelector { .. })).count();
+        crate::telemetry::metrics::set_ignored_catalogs(invalid, ignored.len() - invalid);
         self.index.store(Arc::new(index));
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
@@ -295,6 +291,7 @@ pub struct Fixture {
     pub namespaces: Vec<PartialObjectMeta<Namespace>>,
     /// Source secrets, in their catalog namespaces.
     pub secrets: Vec<Secret>,
+    pub catalog_namespaces: CatalogNamespaces,
 }
 
 /// Changes fixture caches the way watch events change watched ones: the index is rebuilt and the
@@ -315,8 +312,12 @@ impl Feed {
         &self.caches
     }
 
-    /// The object was created or changed.
+    /// The object was created or changed. A Secret that is not a pull secret is dropped, as the
+    /// watches' field selector drops it.
     pub fn apply<K: Fed>(&mut self, object: K) {
+        if !K::watched(&object) {
+            return;
+        }
         K::writer(self, &object).apply_watcher_event(&watcher::Event::Apply(object));
         self.caches.rebuild();
     }
@@ -331,6 +332,9 @@ impl Feed {
 /// The kinds a [`Feed`] can change.
 pub trait Fed: Resource<DynamicType = ()> + Clone + Sized + 'static {
     fn writer<'f>(feed: &'f mut Feed, object: &Self) -> &'f mut Writer<Self>;
+    fn watched(&self) -> bool {
+        true
+    }
 }
 
 macro_rules! fed {
@@ -350,12 +354,16 @@ fed!(OperatorGroup, operator_groups);
 fed!(PartialObjectMeta<Namespace>, namespaces);
 
 impl Fed for Secret {
+    fn watched(&self) -> bool {
+        PULL_SECRET_TYPES.contains(&self.type_.as_deref().unwrap_or(""))
+    }
+
     fn writer<'f>(feed: &'f mut Feed, secret: &Self) -> &'f mut Writer<Self> {
         let namespace = secret.namespace().unwrap_or_default();
         let caches = &feed.caches;
         feed.secrets.entry(namespace.clone()).or_insert_with(|| {
             let (store, writer) = reflector::store();
-            let source = SourceWatch { store, listed: watch::channel(true).1 };
+            let source = SourceWatch { by_type: vec![(store, watch::channel(true).1)] };
             caches.sources.lock().expect("sources").insert(namespace, source);
             writer
         })

@@ -11,6 +11,7 @@ pub const SYNCED: &str = "PullSecretSynced";
 pub const REMOVED: &str = "PullSecretRemoved";
 pub const POD_MISSING: &str = "PodMissingPullSecret";
 pub const INVALID_SELECTOR: &str = "InvalidNamespaceSelector";
+pub const NAMESPACE_NOT_CONFIGURED: &str = "CatalogNamespaceNotConfigured";
 pub const HEALING_GAVE_UP: &str = "PodHealingGaveUp";
 
 #[derive(Clone)]

@@ -17,6 +17,42 @@ fn lookup<'m, V>(map: &'m ByNamespace<V>, namespace: &str, name: &str) -> Option
     map.get(namespace)?.get(name)
 }
 
+/// Where catalogs count. OLM resolves a Subscription only from catalogs in its own namespace and
+/// in the global catalog namespace; the webhook reads secrets only in the namespaces it is
+/// configured with (the chart grants it a Role there and nowhere else).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogNamespaces {
+    /// OLM's global catalog namespace: its catalogs serve Subscriptions in every namespace.
+    pub global: String,
+    /// Further namespaces with catalogs, each serving only its own namespace's Subscriptions.
+    pub private: Vec<String>,
+}
+
+impl Default for CatalogNamespaces {
+    fn default() -> Self {
+        CatalogNamespaces { global: "openshift-marketplace".into(), private: Vec::new() }
+    }
+}
+
+impl CatalogNamespaces {
+    /// Every namespace whose catalogs (and source secrets) the webhook reads.
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.global.as_str())
+            .chain(self.private.iter().map(String::as_str).filter(|p| *p != self.global))
+    }
+
+    pub fn contains(&self, namespace: &str) -> bool {
+        self.all().any(|n| n == namespace)
+    }
+
+    /// Whether OLM would resolve a Subscription in `subscription_namespace` from a catalog in
+    /// `catalog_namespace`, and that catalog is one we read.
+    pub fn serves(&self, catalog_namespace: &str, subscription_namespace: &str) -> bool {
+        self.contains(catalog_namespace)
+            && (catalog_namespace == self.global || catalog_namespace == subscription_namespace)
+    }
+}
+
 /// A CatalogSource whose secrets may be handed out.
 #[derive(Debug)]
 pub struct Catalog {
@@ -76,21 +112,29 @@ pub struct Index {
     /// Fast path: namespaces reached by some operator whose catalog has secrets.
     reached: HashSet<String>,
     reaches_all: bool,
-    invalid_selectors: Vec<InvalidSelector>,
+    ignored: Vec<IgnoredCatalog>,
 }
 
-/// A CatalogSource whose namespace-selector annotation does not parse: its secrets go nowhere.
+/// A CatalogSource with secrets that the webhook does not act for, and must say so.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidSelector {
+pub struct IgnoredCatalog {
     pub namespace: String,
     pub name: String,
     pub uid: String,
-    pub selector: String,
-    pub error: String,
+    pub why: Ignored,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Ignored {
+    /// Its namespace-selector annotation does not parse: its secrets go nowhere.
+    InvalidSelector { selector: String, error: String },
+    /// It is outside the configured catalog namespaces: its secrets are not ours to read.
+    NamespaceNotConfigured,
 }
 
 impl Index {
     pub fn build(
+        scope: &CatalogNamespaces,
         catalogs: &[impl AsRef<CatalogSource>],
         subscriptions: &[impl AsRef<Subscription>],
         install_plans: &[impl AsRef<InstallPlan>],
@@ -104,6 +148,16 @@ impl Index {
             if annotations.get(INJECT_ANNOTATION).is_some_and(|v| v == "false") || cat.spec.secrets.is_empty() {
                 continue;
             }
+            let uid = || cat.meta().uid.clone().unwrap_or_default();
+            if !scope.contains(&ns) {
+                index.ignored.push(IgnoredCatalog {
+                    namespace: ns,
+                    name,
+                    uid: uid(),
+                    why: Ignored::NamespaceNotConfigured,
+                });
+                continue;
+            }
             let namespace_selector = match annotations.get(NAMESPACE_SELECTOR_ANNOTATION) {
                 None => None,
                 Some(text) => match super::selector::parse(text) {
@@ -111,12 +165,11 @@ impl Index {
                     Err(error) => {
                         // Fail closed: a selector we cannot read matches nothing; the reconciler
                         // reports it (log, Event on the CatalogSource).
-                        index.invalid_selectors.push(InvalidSelector {
+                        index.ignored.push(IgnoredCatalog {
                             namespace: ns,
                             name,
-                            uid: cat.meta().uid.clone().unwrap_or_default(),
-                            selector: text.clone(),
-                            error,
+                            uid: uid(),
+                            why: Ignored::InvalidSelector { selector: text.clone(), error },
                         });
                         continue;
                     }
@@ -158,6 +211,10 @@ impl Index {
             // link at all, since OLM installed the CSV from the catalog its InstallPlan records.
             let spec_ns = if sub.spec.source_namespace.is_empty() { ns.as_str() } else { &sub.spec.source_namespace };
             let spec_catalog = (spec_ns, sub.spec.source.as_str());
+            // Nor does a catalog OLM would not resolve from: another tenant's private catalog.
+            if !scope.serves(spec_ns, &ns) {
+                continue;
+            }
             for csv in [&sub.status.installed_csv, &sub.status.current_csv].into_iter().flatten() {
                 let recorded = installed_from.get(&ns).and_then(|by_csv| by_csv.get(csv.as_str()));
                 if !recorded.is_some_and(|catalogs| catalogs.contains(&spec_catalog)) {
@@ -273,9 +330,9 @@ impl Index {
         })
     }
 
-    /// Catalogs ignored because their namespace selector does not parse.
-    pub fn invalid_selectors(&self) -> &[InvalidSelector] {
-        &self.invalid_selectors
+    /// Catalogs with secrets that are ignored, and why.
+    pub fn ignored(&self) -> &[IgnoredCatalog] {
+        &self.ignored
     }
 
     /// Whether some catalog (with injection on) in `source_namespace` lists `secret`.
@@ -359,7 +416,11 @@ mod tests {
                 json!({"metadata": {"namespace": "other", "name": "install-x"}, "status": {"plan": [step("x.v1", "public")]}}),
             ),
         ];
-        Index::build(&wrap(catalogs), &wrap(subs), &wrap(plans), &wrap(csvs), &wrap(ogs))
+        Index::build(&CatalogNamespaces::default(), &wrap(catalogs), &wrap(subs), &wrap(plans), &wrap(csvs), &wrap(ogs))
+    }
+
+    fn global(namespace: &str) -> CatalogNamespaces {
+        CatalogNamespaces { global: namespace.into(), private: Vec::new() }
     }
 
     fn wrap<T>(v: Vec<T>) -> Vec<std::sync::Arc<T>> {
@@ -415,12 +476,13 @@ mod tests {
             vec![from(json!({"metadata": {"namespace": "ops", "name": "op.v1", "uid": "u"}}))];
         let none = Vec::<std::sync::Arc<OperatorGroup>>::new();
         let (catalogs, plans, csvs) = (wrap(catalogs), wrap(plans), wrap(csvs));
-        let installed = Index::build(&catalogs, &wrap(sub("a")), &plans, &csvs, &none);
+        let m = global("m");
+        let installed = Index::build(&m, &catalogs, &wrap(sub("a")), &plans, &csvs, &none);
         assert_eq!(installed.catalogs_of("ops", "op.v1")[0].catalog_name, "a");
-        let edited = Index::build(&catalogs, &wrap(sub("b")), &plans, &csvs, &none);
+        let edited = Index::build(&m, &catalogs, &wrap(sub("b")), &plans, &csvs, &none);
         assert!(edited.catalogs_of("ops", "op.v1").is_empty(), "a spec pointed elsewhere links to nothing");
         let unrecorded =
-            Index::build(&catalogs, &wrap(sub("a")), &Vec::<std::sync::Arc<InstallPlan>>::new(), &csvs, &none);
+            Index::build(&m, &catalogs, &wrap(sub("a")), &Vec::<std::sync::Arc<InstallPlan>>::new(), &csvs, &none);
         assert!(unrecorded.catalogs_of("ops", "op.v1").is_empty(), "no InstallPlan, no link");
     }
 
@@ -467,6 +529,7 @@ mod tests {
         ];
         let none: Vec<std::sync::Arc<Subscription>> = vec![];
         let index = Index::build(
+            &global("m"),
             &wrap(catalogs),
             &none,
             &Vec::<std::sync::Arc<InstallPlan>>::new(),
@@ -479,11 +542,51 @@ mod tests {
         assert!(!index.catalog("m", "a").unwrap().admits(&dev));
         assert!(index.catalog("m", "b").unwrap().admits(&dev));
         assert!(index.catalog("m", "c").is_none());
-        assert_eq!(index.invalid_selectors().len(), 1);
-        assert_eq!(
-            (index.invalid_selectors()[0].name.as_str(), index.invalid_selectors()[0].selector.as_str()),
-            ("c", "{broken")
-        );
+        assert_eq!(index.ignored().len(), 1);
+        assert_eq!(index.ignored()[0].name, "c");
+        assert!(matches!(&index.ignored()[0].why, Ignored::InvalidSelector { selector, .. } if selector == "{broken"));
         assert!(index.catalog("m", "d").is_none());
+    }
+
+    /// A Subscription whose CSV OLM really installed from `catalog_ns/a`, in `sub_ns`.
+    fn installed_from(catalog_ns: &str, sub_ns: &str, scope: &CatalogNamespaces) -> Index {
+        let catalogs: Vec<CatalogSource> = vec![from(
+            json!({"metadata": {"namespace": catalog_ns, "name": "a", "uid": "cat"}, "spec": {"secrets": ["s"]}}),
+        )];
+        let subs: Vec<Subscription> = vec![from(json!({"metadata": {"namespace": sub_ns, "name": "op"},
+            "spec": {"source": "a", "sourceNamespace": catalog_ns}, "status": {"installedCSV": "op.v1"}}))];
+        let plans: Vec<InstallPlan> = vec![from(
+            json!({"metadata": {"namespace": sub_ns, "name": "p"}, "status": {"plan": [
+            {"resolving": "op.v1", "status": "Created", "resource": {"group": "operators.coreos.com", "version": "v1alpha1",
+                "kind": "ClusterServiceVersion", "name": "op.v1", "sourceName": "a", "sourceNamespace": catalog_ns}}]}}),
+        )];
+        let csvs: Vec<ClusterServiceVersion> =
+            vec![from(json!({"metadata": {"namespace": sub_ns, "name": "op.v1", "uid": "u"}}))];
+        let none = Vec::<std::sync::Arc<OperatorGroup>>::new();
+        Index::build(scope, &wrap(catalogs), &wrap(subs), &wrap(plans), &wrap(csvs), &none)
+    }
+
+    #[test]
+    fn a_catalog_counts_only_where_olm_resolves_from_it() {
+        let scope = CatalogNamespaces { global: "market".into(), private: vec!["team-a".into(), "team-b".into()] };
+        let linked = |index: &Index, ns: &str| !index.catalogs_of(ns, "op.v1").is_empty();
+        assert!(linked(&installed_from("market", "ops", &scope), "ops"), "the global catalog serves every namespace");
+        assert!(linked(&installed_from("team-a", "team-a", &scope), "team-a"), "a private catalog serves its own");
+        let cross = installed_from("team-a", "team-b", &scope);
+        assert!(!linked(&cross, "team-b"), "another tenant's private catalog serves nobody else");
+        assert!(!cross.reaches("team-b"));
+
+        let unconfigured = installed_from("elsewhere", "elsewhere", &scope);
+        assert!(!linked(&unconfigured, "elsewhere") && unconfigured.catalog("elsewhere", "a").is_none());
+        assert_eq!(
+            unconfigured.ignored(),
+            [IgnoredCatalog {
+                namespace: "elsewhere".into(),
+                name: "a".into(),
+                uid: "cat".into(),
+                why: Ignored::NamespaceNotConfigured
+            }]
+        );
+        assert!(installed_from("market", "ops", &scope).ignored().is_empty());
     }
 }

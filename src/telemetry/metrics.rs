@@ -27,6 +27,11 @@ pub struct ResourceLabels {
     pub resource: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 /// How a review was answered: the `decision` of the log line and of the admissions metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -97,7 +102,7 @@ struct Metrics {
     cache_hits: Counter,
     cache_misses: Counter,
     owner_lookups_forbidden: Family<ResourceLabels, Counter>,
-    invalid_namespace_selectors: Gauge,
+    ignored_catalogs: Family<ReasonLabels, Gauge>,
     connections_refused: Counter,
     reviews_refused: Counter,
 }
@@ -154,11 +159,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Owner lookups the API server refused (403), by resource: that path was dropped; grant `get` on it",
         owner_lookups_forbidden.clone(),
     );
-    let invalid_namespace_selectors = Gauge::default();
+    let ignored_catalogs = Family::<ReasonLabels, Gauge>::default();
     registry.register(
-        "invalid_namespace_selectors",
-        "CatalogSources whose namespace-selector annotation does not parse (their secrets go nowhere)",
-        invalid_namespace_selectors.clone(),
+        "ignored_catalogs",
+        "CatalogSources with secrets that are handed out nowhere, by reason: invalid_namespace_selector \
+         (the annotation does not parse) or namespace_not_configured (outside the catalog namespaces)",
+        ignored_catalogs.clone(),
     );
     let connections_refused = Counter::default();
     registry.register(
@@ -186,7 +192,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         cache_hits,
         cache_misses,
         owner_lookups_forbidden,
-        invalid_namespace_selectors,
+        ignored_catalogs,
         connections_refused,
         reviews_refused,
     }
@@ -231,8 +237,13 @@ pub fn cache_hit() {
 pub fn owner_lookup_forbidden(resource: &str) {
     METRICS.owner_lookups_forbidden.get_or_create(&ResourceLabels { resource: resource.to_string() }).inc();
 }
-pub fn set_invalid_namespace_selectors(count: usize) {
-    METRICS.invalid_namespace_selectors.set(i64::try_from(count).unwrap_or(i64::MAX));
+/// The catalogs ignored now, by reason (`invalid_namespace_selector`, `namespace_not_configured`).
+pub fn set_ignored_catalogs(invalid_selectors: usize, outside_catalog_namespaces: usize) {
+    for (reason, count) in
+        [("invalid_namespace_selector", invalid_selectors), ("namespace_not_configured", outside_catalog_namespaces)]
+    {
+        METRICS.ignored_catalogs.get_or_create(&ReasonLabels { reason }).set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
 }
 pub fn connection_refused() {
     METRICS.connections_refused.inc();

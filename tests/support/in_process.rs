@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use olm_pullsecret_injector::runtime::{self, Config};
+use olm_pullsecret_injector::state::index::CatalogNamespaces;
 
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
@@ -13,8 +14,14 @@ pub fn free_addr() -> SocketAddr {
 /// Starts the runtime (webhook and reconciler) with `dir/tls.crt` and `dir/tls.key`; returns
 /// once it accepts connections.
 pub async fn serve(client: kube::Client, dir: &Path) -> SocketAddr {
-    let config = Config { namespaces: namespace_rules(), ..Config::local(dir) };
-    super::create_namespace_if_missing(&client, super::webhook::NAMESPACE).await;
+    let catalogs = CatalogNamespaces {
+        global: super::olm::GLOBAL_CATALOGS.into(),
+        private: vec![super::olm::SELF_HOSTED_CATALOGS.into()],
+    };
+    let config = Config { namespaces: namespace_rules(), catalogs, ..Config::local(dir) };
+    for namespace in [super::webhook::NAMESPACE, super::olm::GLOBAL_CATALOGS, super::olm::SELF_HOSTED_CATALOGS] {
+        super::create_namespace_if_missing(&client, namespace).await;
+    }
     let running = runtime::start(client, config).await.expect("the runtime starts");
     running.webhook_addr
 }

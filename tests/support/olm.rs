@@ -242,29 +242,36 @@ pub fn pull_secret_names(pod: &Pod) -> Vec<String> {
         .collect()
 }
 
-/// A private catalog in a namespace of its own, with one pull secret, readable by the webhook.
+/// OLM's global catalog namespace of the e2e webhook (`--global-catalog-namespace`): every test's
+/// catalog lives here, under names of its own.
+pub const GLOBAL_CATALOGS: &str = "e2e-marketplace";
+/// The e2e webhook's one further catalog namespace (`--catalog-namespace`): a catalog here serves
+/// only Subscriptions in this namespace.
+pub const SELF_HOSTED_CATALOGS: &str = "e2e-self-hosted";
+
+/// A catalog with a pull secret of its own, readable by the webhook.
 pub struct Catalog {
     pub namespace: String,
     pub name: String,
+    /// The name of its pull secret, and so of the copies.
     pub secret: String,
     pub source: Secret,
 }
 
+/// A catalog of its own in the global catalog namespace, listing its pull secret and `secrets`.
 pub async fn private_catalog(client: &kube::Client, secrets: &[&str]) -> Catalog {
-    let namespace = unique_name("catalogs");
-    create_namespace(client, &namespace).await;
-    catalog_in(client, &namespace, secrets).await
+    catalog_in(client, GLOBAL_CATALOGS, secrets).await
 }
 
-/// A catalog `private` in an existing namespace, listing `registry-creds` and `secrets`.
+/// A catalog in `namespace` (one of the e2e webhook's catalog namespaces), listing a fresh pull
+/// secret and `secrets`.
 pub async fn catalog_in(client: &kube::Client, namespace: &str, secrets: &[&str]) -> Catalog {
-    let namespace = namespace.to_string();
-    super::webhook::grant_catalog_namespace(client, &namespace).await;
-    let source = create_pull_secret(client, &namespace, "registry-creds", "token-1").await;
-    let mut listed = vec!["registry-creds"];
+    let (name, secret) = (unique_name("catalog"), unique_name("registry-creds"));
+    let source = create_pull_secret(client, namespace, &secret, "token-1").await;
+    let mut listed = vec![secret.as_str()];
     listed.extend_from_slice(secrets);
-    create_catalog(client, &namespace, "private", &listed, json!({})).await;
-    Catalog { namespace, name: "private".into(), secret: "registry-creds".into(), source }
+    create_catalog(client, namespace, &name, &listed, json!({})).await;
+    Catalog { namespace: namespace.to_string(), name, secret, source }
 }
 
 /// An operator installed from `catalog` into `ns`, reaching `targets`.
@@ -286,14 +293,28 @@ pub async fn install_operator_for(
     targets: &[&str],
     kind: Kind,
 ) -> Operator {
+    let operator = install_operator_unseen(client, catalog, ns, targets, kind).await;
+    wait_until_webhook_knows(client, &operator).await;
+    operator
+}
+
+/// As `install_operator_for`, without waiting for the webhook to use it: for an operator the
+/// webhook must not use. Installing a used operator afterwards (`private_operator`) proves that
+/// the webhook has seen this one: each kind's watch delivers objects in the order they were
+/// written.
+pub async fn install_operator_unseen(
+    client: &kube::Client,
+    catalog: &Catalog,
+    ns: &str,
+    targets: &[&str],
+    kind: Kind,
+) -> Operator {
     ensure_crd(client, kind).await;
     create_operator_group(client, ns, targets).await;
     let csv = "widget-operator.v1.0.0".to_string();
     let csv_uid = create_csv(client, ns, &csv, kind, &["widget-operator", "widget-runner"]).await;
     create_subscription(client, ns, &catalog.namespace, &catalog.name, &csv).await;
-    let operator = Operator { namespace: ns.to_string(), catalog_namespace: catalog.namespace.clone(), csv, csv_uid };
-    wait_until_webhook_knows(client, &operator).await;
-    operator
+    Operator { namespace: ns.to_string(), catalog_namespace: catalog.namespace.clone(), csv, csv_uid }
 }
 
 /// The webhook learns about OLM objects through watches; a dry-run Pod owned by the CSV comes
@@ -351,12 +372,12 @@ pub fn bare_pod(metadata: Value) -> Pod {
 
 /// In each tenant, an operand custom resource and a Pod it owns, admitted with the catalog's
 /// secret (so each tenant holds our copy).
-pub async fn operand_pods_with_copies(client: &kube::Client, tenants: &[String]) {
+pub async fn operand_pods_with_copies(client: &kube::Client, catalog: &Catalog, tenants: &[String]) {
     for tenant in tenants {
         let owner = create_operand(client, WIDGET, tenant, "prod").await;
         let pod = bare_pod(json!({ "name": "app", "ownerReferences": [owner] }));
         let created =
             Api::<Pod>::namespaced(client.clone(), tenant).create(&PostParams::default(), &pod).await.unwrap();
-        assert_eq!(pull_secret_names(&created), ["registry-creds"]);
+        assert_eq!(pull_secret_names(&created), [catalog.secret.as_str()]);
     }
 }

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::ControlPlane;
 use super::helm::{self, Helm};
+use super::olm::{GLOBAL_CATALOGS, SELF_HOSTED_CATALOGS};
 
 /// The release namespace; the release is named like the chart, so its objects are named
 /// `olm-pullsecret-injector` (and `olm-pullsecret-injector-*`).
@@ -31,10 +32,17 @@ pub struct WebhookProcess {
 
 static SHARED: tokio::sync::OnceCell<WebhookProcess> = tokio::sync::OnceCell::const_new();
 
-/// The chart rendered as the e2e release with `values` (over the chart's defaults).
-pub fn render(values: Value) -> Vec<Value> {
+/// The chart rendered as the e2e release with `values` over the chart's defaults and the e2e
+/// catalog namespaces.
+pub fn render(mut values: Value) -> Vec<Value> {
+    values["globalCatalogNamespace"] = json!(GLOBAL_CATALOGS);
+    values["catalogNamespaces"] = json!([SELF_HOSTED_CATALOGS]);
     Helm::shared().template(RELEASE, NAMESPACE, &values)
 }
+
+/// The catalog flags of every e2e webhook, as the chart renders them from `render`'s values.
+pub const CATALOG_ARGS: [&str; 4] =
+    ["--global-catalog-namespace", GLOBAL_CATALOGS, "--catalog-namespace", SELF_HOSTED_CATALOGS];
 
 const RBAC_KINDS: [&str; 4] = ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
 
@@ -49,9 +57,11 @@ async fn apply_all<'a>(client: &kube::Client, objects: impl IntoIterator<Item = 
 /// Service, certificate or webhook configuration: the process runs here, see `start`).
 /// `edit` may change the rendered objects first (to take a permission away).
 pub async fn grant_chart_rbac_with(client: &kube::Client, edit: impl FnOnce(&mut Vec<Value>)) {
-    let mut objects = render(json!({ "catalogNamespaces": [] }));
+    let mut objects = render(json!({}));
     edit(&mut objects);
-    super::create_namespace_if_missing(client, NAMESPACE).await;
+    for namespace in [NAMESPACE, GLOBAL_CATALOGS, SELF_HOSTED_CATALOGS] {
+        super::create_namespace_if_missing(client, namespace).await;
+    }
     let sa = helm::of_kind(&objects, "ServiceAccount");
     assert_eq!(sa.len(), 1);
     assert_eq!(sa[0]["metadata"]["name"], SERVICE_ACCOUNT, "the chart's service account");
@@ -69,7 +79,7 @@ async fn grant_cluster_rbac(client: &kube::Client) {
 
 /// What the chart adds with `healPods: true`: deleting pods that lack their secrets.
 pub async fn grant_heal_pods(client: &kube::Client) {
-    let objects = render(json!({ "healPods": true, "catalogNamespaces": [] }));
+    let objects = render(json!({ "healPods": true }));
     let heal: Vec<&Value> = objects
         .iter()
         .filter(|o| RBAC_KINDS.contains(&o["kind"].as_str().unwrap_or("")))
@@ -77,18 +87,6 @@ pub async fn grant_heal_pods(client: &kube::Client) {
         .collect();
     assert_eq!(heal.len(), 2, "healPods renders a ClusterRole and its binding");
     apply_all(client, heal).await;
-}
-
-/// What the chart renders for an entry `namespace` of `catalogNamespaces`: a Role that reads its
-/// secrets and its RoleBinding.
-pub async fn grant_catalog_namespace(client: &kube::Client, namespace: &str) {
-    let objects = render(json!({ "catalogNamespaces": [namespace] }));
-    let roles: Vec<&Value> = objects
-        .iter()
-        .filter(|o| RBAC_KINDS.contains(&o["kind"].as_str().unwrap_or("")) && o["metadata"]["namespace"] == namespace)
-        .collect();
-    assert_eq!(roles.len(), 2, "a Role and a RoleBinding in {namespace}");
-    apply_all(client, roles).await;
 }
 
 /// What an administrator adds for an operator whose operands are custom resources: `get` on
@@ -102,7 +100,7 @@ pub async fn grant_operand_owner_read(client: &kube::Client, group: &str, plural
     }
     let rules: Vec<Value> =
         granted.iter().map(|(g, p)| json!({ "apiGroups": [g], "resources": [p], "verbs": ["get"] })).collect();
-    let objects = render(json!({ "operandOwnerRules": rules, "catalogNamespaces": [] }));
+    let objects = render(json!({ "operandOwnerRules": rules }));
     apply_all(client, [helm::find(&objects, "ClusterRole", &format!("{RELEASE}-operand-owner-rules"))]).await;
 }
 
@@ -208,6 +206,7 @@ pub fn start_with_cert_files(
         .arg("--tls-key-file")
         .arg(key_file)
         .args(["--namespace", NAMESPACE])
+        .args(CATALOG_ARGS)
         .args(extra_args)
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "info,olm_pullsecret_injector=debug")

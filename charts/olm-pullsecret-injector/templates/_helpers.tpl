@@ -86,3 +86,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "certificates.certManager.issuerRef needs a name" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Every namespace whose catalogs' pull secrets the webhook reads, as a JSON list: the global
+catalog namespace first, then catalogNamespaces. */}}
+{{- define "psi.catalogNamespaces" -}}
+{{- prepend .Values.catalogNamespaces .Values.globalCatalogNamespace | uniq | toJson -}}
+{{- end -}}
