@@ -45,17 +45,21 @@ async fn run(dir: &std::path::Path, copies: usize) -> anyhow::Result<()> {
     create_csv(&client, &operator_ns, csv, WIDGET, &["widget-operator"]).await;
     create_subscription(&client, &operator_ns, &catalog.namespace, &catalog.name, csv).await;
 
+    support::in_process::install_ledger(&client).await;
+    let ledger = olm_pullsecret_injector::inject::ledger::Ledger::new(client.clone());
     let started = Instant::now();
     let tenants: Vec<String> = (0..copies).map(|i| format!("rot-{i:04}")).collect();
     futures::stream::iter(&tenants)
         .for_each_concurrent(IN_FLIGHT, |ns| {
             let client = client.clone();
-            let source = catalog.source.clone();
+            let (source, ledger) = (catalog.source.clone(), &ledger);
             async move {
                 let namespace: Namespace = serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap();
                 Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
                 let copy = copy_of(&source, ns);
                 Api::<Secret>::namespaced(client, ns).create(&PostParams::default(), &copy).await.unwrap();
+                let hash = olm_pullsecret_injector::inject::copies::content_hash(&source);
+                ledger.record(ns, source.metadata.name.as_deref().unwrap(), &source, &hash).await.unwrap();
             }
         })
         .await;

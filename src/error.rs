@@ -31,6 +31,8 @@ pub enum Error {
     CopyNameTaken { namespace: String, source_secret: String },
     #[error("reconciler request failed: {0}")]
     Reconcile(#[source] kube::Error),
+    #[error("writing the ledger of copies failed: {0}")]
+    Ledger(#[source] kube::Error),
     #[error("no decision within the internal deadline of {0:?}")]
     Deadline(Duration),
     #[error("TLS material: {0}")]
@@ -49,6 +51,7 @@ impl Error {
             }
             Error::CopyNameTaken { .. } | Error::Deadline(_) => self.to_string(),
             Error::OwnerLookup(_) => "could not verify the owners of the object with the API server".into(),
+            Error::Ledger(_) => "could not record the copy of a pull secret".into(),
             Error::CopyDelete { .. } | Error::Reconcile(_) | Error::Tls(_) | Error::Bind { .. } => {
                 "internal error".into()
             }

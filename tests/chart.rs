@@ -99,7 +99,7 @@ fn the_default_render_has_the_properties_of_the_design() {
     let objects = Helm::shared().template("psi", NS, &json!({}));
     let name = "psi-olm-pullsecret-injector";
 
-    // The webhook configuration: two webhooks, as the one the e2e tests used to build by hand.
+    // The webhook configuration: Pods and ServiceAccounts asked, our copies' changes told.
     let config = find(&objects, "MutatingWebhookConfiguration", name);
     let hooks = config["webhooks"].as_array().unwrap();
     let reference = olm_pullsecret_injector::commands::dev::webhook_configuration(
@@ -110,21 +110,42 @@ fn the_default_render_has_the_properties_of_the_design() {
         NS,
     );
     let names: Vec<&str> = hooks.iter().map(|h| h["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["pods.pullsecret-injector.io", "serviceaccounts.pullsecret-injector.io"]);
+    assert_eq!(
+        names,
+        ["pods.pullsecret-injector.io", "serviceaccounts.pullsecret-injector.io", "copies.pullsecret-injector.io"]
+    );
     for (hook, reference) in hooks.iter().zip(reference["webhooks"].as_array().unwrap()) {
-        for field in ["name", "rules", "sideEffects", "admissionReviewVersions", "reinvocationPolicy", "timeoutSeconds"]
-        {
+        for field in [
+            "name",
+            "rules",
+            "sideEffects",
+            "admissionReviewVersions",
+            "reinvocationPolicy",
+            "timeoutSeconds",
+            "objectSelector",
+        ] {
             assert_eq!(hook[field], reference[field], "{field} of {}", hook["name"]);
         }
         assert_eq!(hook["sideEffects"], "NoneOnDryRun");
         assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
         assert_eq!(hook["timeoutSeconds"], 5);
         assert_eq!(hook["failurePolicy"], "Ignore");
-        assert_eq!(hook["reinvocationPolicy"], "IfNeeded");
+        let secrets = hook["name"] == "copies.pullsecret-injector.io";
+        assert_eq!(hook["reinvocationPolicy"], if secrets { "Never" } else { "IfNeeded" });
         for rule in hook["rules"].as_array().unwrap() {
             let resources = rule["resources"].as_array().unwrap();
-            assert!(!resources.iter().any(|r| r == "secrets" || r == "*" || r == "*/*"), "never match Secrets: {rule}");
+            assert!(!resources.iter().any(|r| r == "*" || r == "*/*"), "{rule}");
             assert_eq!(rule["apiGroups"], json!([""]));
+            if resources.iter().any(|r| r == "secrets") {
+                // Only changes to Secrets labelled as our copies, and never their creation (the
+                // webhook creates copies while it answers).
+                assert!(secrets, "{rule}");
+                assert_eq!(rule["operations"], json!(["UPDATE", "DELETE"]));
+                assert_eq!(
+                    hook["objectSelector"]["matchLabels"]["app.kubernetes.io/managed-by"],
+                    "olm-pullsecret-injector"
+                );
+            }
         }
         let service = &hook["clientConfig"]["service"];
         assert_eq!((service["name"].as_str(), service["namespace"].as_str()), (Some(name), Some(NS)));
@@ -134,6 +155,9 @@ fn the_default_render_has_the_properties_of_the_design() {
         assert_eq!(excluded["operator"], "NotIn");
         for ns in [NS, "kube-system"] {
             assert!(excluded["values"].as_array().unwrap().iter().any(|v| v == ns), "{excluded}");
+        }
+        if secrets {
+            continue; // our copies exist only where the other two webhooks put them
         }
         let conditions = hook["matchConditions"].as_array().unwrap();
         let expression = conditions[0]["expression"].as_str().unwrap();
@@ -203,6 +227,25 @@ fn the_default_render_has_the_properties_of_the_design() {
     assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
 }
 
+/// No ClusterRole the chart renders (with any values) may read Secrets: copies are found in the
+/// ledger, sources are read through Roles in the catalog namespaces.
+#[test]
+fn no_cluster_role_reads_secrets() {
+    for values in [json!({}), non_default_values(["catalogs-a", "catalogs-b"])] {
+        let objects = Helm::shared().template("psi", NS, &values);
+        for role in of_kind(&objects, "ClusterRole") {
+            for rule in role["rules"].as_array().into_iter().flatten() {
+                let matches = |list: &str, wanted: &[&str]| {
+                    rule[list].as_array().into_iter().flatten().any(|v| v == "*" || wanted.iter().any(|w| v == w))
+                };
+                let reads = matches("verbs", &["get", "list", "watch"]);
+                let secrets = matches("resources", &["secrets"]) && matches("apiGroups", &[""]);
+                assert!(!(reads && secrets), "{} reads secrets: {rule}", role["metadata"]["name"]);
+            }
+        }
+    }
+}
+
 /// The chart's RBAC is files/rbac.yaml, rule for rule.
 #[test]
 fn rbac_objects_carry_exactly_the_rules_of_files_rbac_yaml() {
@@ -245,8 +288,11 @@ fn non_default_values_reach_the_webhook_configuration_and_the_deployment() {
     let objects = Helm::shared().template("psi", NS, &non_default_values(["catalogs-a", "catalogs-b"]));
     let name = "psi-olm-pullsecret-injector";
     for hook in find(&objects, "MutatingWebhookConfiguration", name)["webhooks"].as_array().unwrap() {
-        assert_eq!(hook["failurePolicy"], "Fail");
-        assert_eq!(hook["timeoutSeconds"], 10);
+        // The copies webhook is only told of changes: it never fails a tenant's request and
+        // answers within 5 s.
+        let told = hook["name"] == "copies.pullsecret-injector.io";
+        assert_eq!(hook["failurePolicy"], if told { "Ignore" } else { "Fail" });
+        assert_eq!(hook["timeoutSeconds"], if told { 5 } else { 10 });
         let excluded = hook["namespaceSelector"]["matchExpressions"][0]["values"].as_array().unwrap();
         assert!(excluded.iter().any(|v| v == "legacy-apps"), "{excluded:?}");
     }
@@ -520,7 +566,7 @@ async fn self_signed_pair_is_kept_when_the_secret_exists() {
     helm::apply(&client, &installed, false).await.unwrap();
     let upgraded = helm.template_against_cluster(&cp.kubeconfig(), "psi", &ns, &json!({ "replicas": 3 }));
     assert!(secret_of(&upgraded)["data"] == installed["data"], "the pair is kept");
-    assert_eq!(ca_bundles(&upgraded), vec![installed["data"]["ca.crt"].clone(); 2], "the caBundle is the kept CA");
+    assert_eq!(ca_bundles(&upgraded), vec![installed["data"]["ca.crt"].clone(); 3], "the caBundle is the kept CA");
     assert_eq!(find(&upgraded, "Deployment", name)["spec"]["replicas"], 3);
 }
 

@@ -1,6 +1,7 @@
 //! End to end: two `serve` processes at once. Both answer admissions; only the Lease holder
 //! reconciles, so a rotation is done once, not twice; killing the holder hands the reconciler
-//! over within the lease duration.
+//! over within the lease duration; a process started after the catalog was deleted finds the
+//! copies in the ledger and removes them.
 
 mod support;
 
@@ -95,4 +96,40 @@ async fn one_replica_reconciles_and_a_killed_holder_hands_over_within_the_lease_
     // ... and reconciles from then on.
     rotate(&client, &catalog, "token-3", &tenants).await;
     assert_eq!(count(standby, "copy updated from its source"), tenants.len());
+
+    // Every replica stops; the catalog is deleted meanwhile. A replica started afterwards never
+    // saw the catalog, and still finds its copies (in the ledger) and removes them.
+    standby.signal(libc::SIGKILL);
+    let catalogs = Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        &catalog.namespace,
+        &olm_resource("v1alpha1", "CatalogSource"),
+    );
+    catalogs.delete(&catalog.name, &Default::default()).await.unwrap();
+    let now = kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+    for tenant in &tenants {
+        // The operand Pods named the copies: copies a live Pod names are kept.
+        let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), tenant);
+        pods.delete("app", &now).await.unwrap();
+    }
+    let restarted =
+        webhook::start(cp, "restarted", &["--drain-delay", "0s", "--lease-duration", &lease, "--cleanup-grace", "2s"]);
+    for tenant in &tenants {
+        let copies = Api::<Secret>::namespaced(client.clone(), tenant);
+        eventually(&format!("the copy in {tenant} to be removed"), Duration::from_secs(30), || async {
+            copies.get_opt(&catalog.secret).await.unwrap().is_none().then_some(())
+        })
+        .await;
+    }
+    let ledger = Api::<olm_pullsecret_injector::inject::ledger::PullSecretCopy>::all(client.clone());
+    let left: Vec<_> = ledger
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|entry| tenants.contains(&entry.spec.namespace))
+        .collect();
+    assert!(left.is_empty(), "ledger entries of removed copies: {left:?}");
+    assert_eq!(count(&restarted, "copy removed after the grace period"), tenants.len());
 }

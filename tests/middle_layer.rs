@@ -95,6 +95,9 @@ async fn an_operand_pod_gets_a_copy_through_the_router_and_the_decision_names_it
     let copy = world.api.secret("tenant", "creds").expect("the copy was created");
     assert_eq!(copy["metadata"]["labels"]["app.kubernetes.io/managed-by"], "olm-pullsecret-injector");
     assert_eq!(copy["metadata"]["annotations"]["pullsecret-injector.io/source"], "openshift-marketplace/creds");
+    let entry = world.api.ledger_entry("tenant", "creds").expect("the copy is in the ledger");
+    assert_eq!(entry["spec"]["source"], "openshift-marketplace/creds");
+    assert_eq!(entry["spec"]["contentHash"], copy["metadata"]["annotations"]["pullsecret-injector.io/content-hash"]);
 
     let decision = decisions.recv().await.unwrap();
     assert_eq!(decision.outcome, Outcome::Patched);
@@ -537,4 +540,49 @@ async fn a_catalog_serves_only_where_olm_would_resolve_from_it() {
     let ignored = world.feed.caches().index().ignored().to_vec();
     assert_eq!(ignored.len(), 1);
     assert_eq!((ignored[0].namespace.as_str(), ignored[0].name.as_str()), ("unlisted", "stray"));
+}
+
+/// What a tenant does to a copy reaches the webhook through the copies registration: it is never
+/// refused, the ledger entry is marked, and the next admission makes a deleted copy again instead
+/// of listing a name that no longer exists.
+#[tokio::test]
+async fn a_copy_deleted_or_altered_by_a_tenant_is_marked_and_made_again() {
+    let world = world();
+    let router = world.router(OnCopyFailure::Deny);
+    let pod_review = || review("Pod", "CREATE", "tenant", pod(&[replica_set("web-1", "r-1")], None));
+    post(&router, pod_review()).await;
+    assert_eq!(world.api.secret_creates(), 1);
+    let observed = || {
+        world.api.ledger_entry("tenant", "creds").unwrap()["metadata"]["annotations"]["pullsecret-injector.io/observed"]
+            .clone()
+    };
+
+    // Altered: its data is not its source's.
+    let copy = world.api.secret("tenant", "creds").unwrap();
+    let mut altered = copy.clone();
+    altered["data"] = json!({ ".dockerconfigjson": "Z3Vlc3M=" });
+    let (status, answer) = post(&router, secret_review(&copy, Some(&altered))).await;
+    assert_eq!((status, &answer["response"]["allowed"]), (200, &json!(true)), "{answer}");
+    assert!(answer["response"].get("patch").is_none());
+    assert_eq!(observed(), "altered");
+
+    // An update that keeps it true (our own rotation) is not an observation.
+    let (_, answer) = post(&router, secret_review(&copy, Some(&copy))).await;
+    assert_eq!(answer["response"]["allowed"], true);
+
+    // Deleted: allowed, marked, and the next Pod gets a copy that exists.
+    let deleted = world.api.delete_secret("tenant", "creds").unwrap();
+    let (_, answer) = post(&router, secret_review(&deleted, None)).await;
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(observed(), "deleted");
+    let (_, answer) = post(&router, pod_review()).await;
+    assert_eq!(names(&patch_of(&answer).unwrap()), ["creds"]);
+    assert_eq!(world.api.secret_creates(), 2, "made again, not listed from memory");
+    assert!(world.api.secret("tenant", "creds").is_some());
+
+    // Not our copy (no label): nothing is marked.
+    let tenants = json!({ "metadata": { "namespace": "tenant", "name": "own" }, "type": "Opaque" });
+    let (_, answer) = post(&router, secret_review(&tenants, None)).await;
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(world.api.ledger_entry("tenant", "own").is_none());
 }

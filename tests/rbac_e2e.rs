@@ -1,7 +1,8 @@
 //! The e2e suite runs the webhook with the RBAC the chart renders; this proves that a permission
 //! taken out of the chart makes a scenario fail (and that giving it back makes it pass), so a
 //! rule missing from files/rbac.yaml cannot hide behind wider test rights.
-//! A test binary of its own: its webhook process runs with less than the chart grants.
+//! A test binary of its own: its webhook process runs with less than the chart grants. The API
+//! server's own answer (SubjectAccessReview) on what the identity may do with Secrets.
 
 mod support;
 
@@ -13,6 +14,9 @@ use serde_json::{Value, json};
 use support::olm::*;
 use support::webhook::{self, RELEASE};
 use support::{ControlPlane, eventually};
+
+/// Both tests change the rights of the one service account: one at a time.
+static RBAC: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Removes `verb` from the rule on core `secrets` in the chart's ClusterRole.
 fn without_secret_verb(objects: &mut [Value], verb: &str) {
@@ -34,6 +38,7 @@ fn without_secret_verb(objects: &mut [Value], verb: &str) {
 
 #[tokio::test]
 async fn without_create_on_secrets_a_pod_that_needs_a_copy_is_denied_and_with_it_admitted() {
+    let _one_at_a_time = RBAC.lock().await;
     let cp = ControlPlane::shared();
     let client = cp.admin().await;
     webhook::grant_chart_rbac_with(&client, |objects| without_secret_verb(objects, "create")).await;
@@ -72,4 +77,58 @@ async fn without_create_on_secrets_a_pod_that_needs_a_copy_is_denied_and_with_it
     .await;
     assert_eq!(pull_secret_names(&admitted), [catalog.secret.as_str()]);
     assert!(copies.get_opt(catalog.secret.as_str()).await.unwrap().is_some());
+}
+
+/// What the API server itself says the chart's identity may do with Secrets: write (copies), and
+/// read nowhere but the catalog namespaces, there by list and watch only.
+#[tokio::test]
+async fn the_api_server_denies_the_identity_reading_secrets_outside_the_catalog_namespaces() {
+    use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+    let _one_at_a_time = RBAC.lock().await;
+    let cp = ControlPlane::shared();
+    let client = cp.admin().await;
+    webhook::grant_chart_rbac_with(&client, |_| {}).await;
+    let tenant = support::unique_name("tenant");
+    support::create_namespace(&client, &tenant).await;
+    let user = format!("system:serviceaccount:{}:{}", webhook::NAMESPACE, webhook::SERVICE_ACCOUNT);
+    let reviews = Api::<SubjectAccessReview>::all(client.clone());
+    let allowed = |verb: &'static str, namespace: String, resource: &'static str| {
+        let (reviews, user) = (reviews.clone(), user.clone());
+        async move {
+            let review = SubjectAccessReview {
+                spec: SubjectAccessReviewSpec {
+                    user: Some(user),
+                    groups: Some(vec!["system:serviceaccounts".into(), "system:authenticated".into()]),
+                    resource_attributes: Some(ResourceAttributes {
+                        verb: Some(verb.into()),
+                        namespace: (!namespace.is_empty()).then_some(namespace),
+                        resource: Some(resource.into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let answer = reviews.create(&PostParams::default(), &review).await.unwrap();
+            answer.status.is_some_and(|s| s.allowed)
+        }
+    };
+    let mut report = Vec::new();
+    for namespace in [tenant.clone(), "kube-system".into(), String::new(), GLOBAL_CATALOGS.into()] {
+        for verb in ["get", "list", "watch", "create", "patch", "delete"] {
+            let yes = allowed(verb, namespace.clone(), "secrets").await;
+            report.push(format!(
+                "{verb} secrets in {}: {}",
+                if namespace.is_empty() { "all" } else { &namespace },
+                yes
+            ));
+            let expected = match (namespace.as_str(), verb) {
+                (_, "create" | "patch" | "delete") => true, // copies; the policy narrows these
+                (GLOBAL_CATALOGS, "list" | "watch") => true, // the source pull secrets
+                _ => false,
+            };
+            assert_eq!(yes, expected, "{verb} secrets in {namespace:?}");
+        }
+    }
+    println!("{}", report.join("\n"));
 }

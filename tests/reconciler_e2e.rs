@@ -319,3 +319,57 @@ async fn a_catalog_outside_the_catalog_namespaces_is_reported_and_serves_nobody(
     assert!(reported.is_some_and(|n| n >= 1), "{metrics}");
     assert!(secret_opt(&client, &ns, &catalog.secret).await.is_some(), "the source itself is untouched");
 }
+
+/// A tenant deletes a copy that is still needed, then alters its data, then takes it over as its
+/// own Secret: admission marks each in the ledger (the copies registration), and the reconciler
+/// makes the copy again, writes the source's data back, and leaves the tenant's Secret alone
+/// while the next Pod gets a copy under the hashed name.
+#[tokio::test]
+async fn a_copy_a_tenant_deletes_or_alters_is_made_true_again_and_one_it_takes_over_is_left_alone() {
+    let (client, _) = setup().await;
+    let (catalog, _, tenants) = private_operator(&client, &["tamper"]).await;
+    operand_pods_with_copies(&client, &catalog, &tenants).await;
+    let tenant = &tenants[0];
+    let secrets = Api::<Secret>::namespaced(client.clone(), tenant);
+    let name = catalog.secret.as_str();
+
+    let before = secrets.get(name).await.unwrap();
+    let started = Instant::now();
+    secrets.delete(name, &DeleteParams::default()).await.unwrap();
+    let back = eventually("the deleted copy to come back", Duration::from_secs(30), || async {
+        secrets.get_opt(name).await.unwrap().filter(|s| s.metadata.uid != before.metadata.uid)
+    })
+    .await;
+    println!("a deleted copy came back after {:?}", started.elapsed());
+    assert_eq!(back.data, catalog.source.data);
+
+    let started = Instant::now();
+    let guess = json!({ "stringData": { ".dockerconfigjson": docker_config("registry.example", "a-guess") } });
+    secrets.patch(name, &PatchParams::default(), &Patch::Merge(&guess)).await.unwrap();
+    eventually("the altered copy to be written back", Duration::from_secs(30), || async {
+        (secrets.get(name).await.ok()?.data == catalog.source.data).then_some(())
+    })
+    .await;
+    println!("an altered copy was written back after {:?}", started.elapsed());
+
+    // Taken over: the tenant removes our label and puts its own credential in.
+    let own = json!({ "metadata": { "labels": { "app.kubernetes.io/managed-by": null } },
+        "stringData": { ".dockerconfigjson": docker_config("registry.example", "the-tenants-own") } });
+    let taken = secrets.patch(name, &PatchParams::default(), &Patch::Merge(&own)).await.unwrap();
+    let ledger = Api::<olm_pullsecret_injector::inject::ledger::PullSecretCopy>::all(client.clone());
+    let entry = olm_pullsecret_injector::inject::ledger::entry_name(tenant, name);
+    eventually("the ledger to let go of the copy", Duration::from_secs(30), || async {
+        ledger.get_opt(&entry).await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let owner = create_operand(&client, WIDGET, tenant, "again").await;
+    let pod = bare_pod(json!({ "name": "after-takeover", "ownerReferences": [owner] }));
+    let created = Api::<Pod>::namespaced(client.clone(), tenant).create(&PostParams::default(), &pod).await.unwrap();
+    let hashed = pull_secret_names(&created);
+    assert_eq!(hashed.len(), 1);
+    assert!(hashed[0].starts_with(&format!("{name}-")), "{hashed:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = secrets.get(name).await.unwrap();
+    assert_eq!(still.metadata.resource_version, taken.metadata.resource_version, "the tenant's Secret was touched");
+    assert_eq!(still.data, taken.data);
+}

@@ -5,15 +5,14 @@
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::{Api, ListParams};
-use kube::core::PartialObjectMeta;
 use serde::Serialize;
 
 use crate::inject::copies::copies_of;
+use crate::inject::ledger::PullSecretCopy;
 use crate::resolve::owners::{ApiOwners, Owners};
 use crate::resolve::{Kind, NamespaceRules, Provision, Resolver, Subject};
 use crate::state::caches::Caches;
 use crate::state::index::CatalogNamespaces;
-use crate::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 #[derive(clap::Args, Debug)]
 pub struct ExplainArgs {
@@ -140,13 +139,14 @@ pub async fn explain(
     }
     let resolution = resolver.resolve(&subject).await?;
 
-    // Our copies are found by their label and source annotation, as the reconciler finds them.
-    let copies_here: Vec<std::sync::Arc<PartialObjectMeta<Secret>>> = Api::<Secret>::namespaced(client.clone(), ns)
-        .list_metadata(&ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")))
+    // Our copies are found in the ledger, as the reconciler finds them.
+    let copies_here: Vec<std::sync::Arc<PullSecretCopy>> = Api::<PullSecretCopy>::all(client.clone())
+        .list(&ListParams::default())
         .await
-        .context("listing the managed copies")?
+        .context("listing the ledger of copies")?
         .items
         .into_iter()
+        .filter(|entry| entry.spec.namespace == ns)
         .map(std::sync::Arc::new)
         .collect();
     let secrets_here: Api<Secret> = Api::namespaced(client.clone(), ns);

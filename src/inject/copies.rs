@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::core::PartialObjectMeta;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
+use crate::inject::ledger::{Ledger, PullSecretCopy};
 use crate::inject::patch::{add, pointer, test};
 use crate::resolve::{Need, Provision};
 use crate::state::events::Events;
@@ -51,21 +50,19 @@ pub fn content_hash(source: &Secret) -> String {
     hex::encode(hash.finalize())
 }
 
-/// The names of our copies of one source among the metadata of our labelled copies in one
-/// namespace (the tenant may hold the source's own name, so it is not always that).
+/// The names of our copies of one source among the ledger entries of one namespace (the tenant
+/// may hold the source's own name, so it is not always that).
 pub fn copies_of<'c>(
-    copies_here: &'c [Arc<PartialObjectMeta<Secret>>],
+    copies_here: &'c [Arc<PullSecretCopy>],
     source_ref: &'c str,
 ) -> impl Iterator<Item = &'c str> + 'c {
-    copies_here
-        .iter()
-        .filter(move |copy| copy.annotations().get(SOURCE_ANNOTATION).is_some_and(|s| s == source_ref))
-        .filter_map(|copy| copy.meta().name.as_deref())
+    copies_here.iter().filter(move |entry| entry.spec.source == source_ref).map(|entry| entry.spec.name.as_str())
 }
 
 pub struct Copies {
     client: kube::Client,
     events: Events,
+    ledger: Ledger,
     /// `<tenant ns>/<source ns>/<source name>` → the copy made from which content.
     ensured: TtlMap<String, EnsuredCopy>,
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -96,7 +93,8 @@ impl Ensured {
 impl Copies {
     pub fn new(client: kube::Client, events: Events) -> Self {
         let ensured = TtlMap::new(ENSURED_TTL, MAX_ENSURED);
-        Copies { client, events, ensured, in_flight: Mutex::new(HashMap::new()) }
+        let ledger = Ledger::new(client.clone());
+        Copies { client, events, ledger, ensured, in_flight: Mutex::new(HashMap::new()) }
     }
 
     /// The names to list in `imagePullSecrets` of an object in `namespace`: originals as they
@@ -185,6 +183,7 @@ impl Copies {
             Ok(created) => {
                 crate::telemetry::metrics::copy_created();
                 if !dry_run {
+                    self.ledger.record(namespace, name, source, hash).await?;
                     let uid = created.metadata.uid.as_deref();
                     self.events.normal(
                         crate::state::events::reference("Secret", namespace, name, uid),
@@ -202,9 +201,9 @@ impl Copies {
         Ok(self.update(namespace, name, source, hash, dry_run).await?.then(|| Ensured::Updated(name.to_string())))
     }
 
-    /// Brings our copy `name` of `source` in `namespace` to the source's content; `false` when the
-    /// secret is not our copy of this source or has another type (a failed `test`): it is then
-    /// left untouched.
+    /// Brings our copy `name` of `source` in `namespace` to the source's content (and records it
+    /// in the ledger); `false` when the secret is not our copy of this source or has another type
+    /// (a failed `test`): it is then left untouched.
     pub async fn update(
         &self,
         namespace: &str,
@@ -228,6 +227,9 @@ impl Copies {
         match api.patch(name, &params, &Patch::<()>::Json(patch)).await {
             Ok(_) => {
                 crate::telemetry::metrics::copy_updated();
+                if !dry_run {
+                    self.ledger.record(namespace, name, source, hash).await?;
+                }
                 Ok(true)
             }
             // A failed `test`: the secret is the tenant's own (or another source's copy).
@@ -263,27 +265,68 @@ impl Copies {
         self.ensured.retain(|_, _| false);
     }
 
-    /// Deletes our copy, only in the version that was read (uid and resourceVersion
-    /// preconditions): a copy changed in between is looked at again on the next pass.
-    pub async fn delete(&self, namespace: &str, name: &str, uid: &str, resource_version: &str) -> Result<(), Error> {
+    /// Whether `namespace/name` is our copy of `source_ref`, asked without reading any Secret: a
+    /// JSON patch made of `test` operations only, which changes nothing and answers with the
+    /// object only when every test holds.
+    pub async fn probe(&self, namespace: &str, name: &str, source_ref: &str) -> Result<Probe, Error> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let patch = json_patch::Patch(vec![
+            test(pointer(["metadata", "labels", MANAGED_BY_LABEL]), json!(MANAGED_BY_VALUE)),
+            test(pointer(["metadata", "annotations", SOURCE_ANNOTATION]), json!(source_ref)),
+        ]);
+        let params = PatchParams { field_manager: Some(crate::FIELD_MANAGER.into()), ..Default::default() };
+        match api.patch(name, &params, &Patch::<()>::Json(patch)).await {
+            Ok(copy) => Ok(Probe::Ours {
+                uid: copy.metadata.uid.unwrap_or_default(),
+                resource_version: copy.metadata.resource_version.unwrap_or_default(),
+                data: copy.data,
+            }),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(Probe::Missing),
+            Err(kube::Error::Api(status))
+                if status.code == 422
+                    || status.code == 409
+                    || status.code == 500 && status.message.contains("test") =>
+            {
+                Ok(Probe::NotOurs)
+            }
+            Err(error) => Err(Error::CopyDelete { namespace: namespace.into(), name: name.into(), error }),
+        }
+    }
+
+    /// Deletes our copy `namespace/name` of `source_ref` and its ledger entry. The delete carries
+    /// the UID and resourceVersion the probe just saw: a Secret that is not our copy, or changed
+    /// in between, is never deleted (its entry goes when it is not ours).
+    pub async fn delete(&self, namespace: &str, name: &str, source_ref: &str) -> Result<(), Error> {
+        let (uid, resource_version) = match self.probe(namespace, name, source_ref).await? {
+            Probe::Ours { uid, resource_version, .. } => (uid, resource_version),
+            Probe::Missing | Probe::NotOurs => return self.ledger.remove(namespace, name).await,
+        };
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let params = kube::api::DeleteParams {
-            preconditions: Some(kube::api::Preconditions {
-                uid: Some(uid.to_string()),
-                resource_version: Some(resource_version.to_string()),
-            }),
+            preconditions: Some(kube::api::Preconditions { uid: Some(uid), resource_version: Some(resource_version) }),
             ..Default::default()
         };
         match api.delete(name, &params).await {
             Ok(_) => {
                 crate::telemetry::metrics::copy_deleted();
                 self.ensured.retain(|_, copy| !(copy.name == name && copy.namespace == namespace));
-                Ok(())
             }
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(error) => Err(Error::CopyDelete { namespace: namespace.into(), name: name.into(), error }),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(Error::CopyDelete { namespace: namespace.into(), name: name.into(), error }),
         }
+        self.ledger.remove(namespace, name).await
     }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+}
+
+/// What a probe found under a copy's name.
+pub enum Probe {
+    Ours { uid: String, resource_version: String, data: Option<BTreeMap<String, k8s_openapi::ByteString>> },
+    Missing,
+    NotOurs,
 }
 
 /// `<namespace>/<name>` of a source secret: the value of the source annotation on its copies.

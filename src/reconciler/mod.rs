@@ -23,20 +23,18 @@ use std::fmt::Display;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{Api, PatchParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{Notify, watch};
 use tracing::warn;
 
 use crate::context::Context;
+use crate::inject::ledger::{Observed, PullSecretCopy};
 use crate::serving::lifecycle::Pending;
 use crate::state::caches::{reflect, wake};
 use crate::state::index::{Ignored, Index};
-use crate::{CONTENT_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use lease::{HeldUntil, holds};
 
 #[derive(Clone, Debug)]
@@ -55,8 +53,8 @@ pub(crate) struct Reconciler {
     options: Options,
     pods: Store<Pod>,
     service_accounts: Store<ServiceAccount>,
-    /// Our copies, metadata only, found by their managed-by label.
-    managed: Store<PartialObjectMeta<Secret>>,
+    /// The ledger of our copies.
+    ledger: Store<PullSecretCopy>,
     changed: Arc<Notify>,
     started: Instant,
 }
@@ -73,6 +71,10 @@ struct Memory {
     healed_controllers: HashMap<String, pods::Healing>,
     /// Controllers whose healing was given up (reported once).
     heals_given_up: HashSet<String>,
+    /// `<ns>/<copy>` → when the copy was last checked with a probe.
+    verified_at: HashMap<String, Instant>,
+    /// `<ns>/<copy>` → since when a copy observed deleted still exists.
+    deleted_since: HashMap<String, Instant>,
     /// Ignored catalogs already reported: (UID, what was wrong).
     ignored_reported: HashSet<(String, Ignored)>,
 }
@@ -111,12 +113,10 @@ impl Reconciler {
         let stream = watcher(Api::<ServiceAccount>::all(client.clone()), watcher::Config::default())
             .modify(|sa: &mut ServiceAccount| sa.secrets = None);
         tokio::spawn(reflect(stream, sas_w, "serviceaccounts", wake(&changed)));
-        let (managed, managed_w) = reflector::store();
-        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
-        let copies_api = Api::<PartialObjectMeta<Secret>>::all(client);
-        let stream = watcher(copies_api, watcher::Config::default().labels(&selector));
-        tokio::spawn(reflect(stream, managed_w, "managed copies", copies_followed(&ctx, &changed)));
-        Arc::new(Reconciler { ctx, options, pods, service_accounts, managed, changed, started: Instant::now() })
+        let (ledger, ledger_w) = reflector::store();
+        let stream = watcher(Api::<PullSecretCopy>::all(client), watcher::Config::default());
+        tokio::spawn(reflect(stream, ledger_w, "ledger of copies", copies_followed(&ctx, &changed)));
+        Arc::new(Reconciler { ctx, options, pods, service_accounts, ledger, changed, started: Instant::now() })
     }
 
     /// Reconciles while `leading` says so, once every watch of the reconciler has listed (then
@@ -126,7 +126,7 @@ impl Reconciler {
         // A store's readiness wakes one waiter only: this task is the one.
         let _ = self.pods.wait_until_ready().await;
         let _ = self.service_accounts.wait_until_ready().await;
-        let _ = self.managed.wait_until_ready().await;
+        let _ = self.ledger.wait_until_ready().await;
         synced.ready();
         loop {
             if leading.wait_for(holds).await.is_err() {
@@ -164,20 +164,22 @@ impl Reconciler {
     }
 }
 
-/// The watch of our copies runs on every replica: what admission remembers of ensured copies
-/// follows it, so a copy deleted or changed behind our back is made again by the next admission
-/// rather than listed by name while it does not exist.
+/// The watch of the ledger runs on every replica: what admission remembers of ensured copies
+/// follows it, so a copy deleted or changed behind our back (admission marks its entry) is made
+/// again by the next admission rather than listed by name while it does not exist.
 fn copies_followed(
     ctx: &Arc<Context>,
     changed: &Arc<Notify>,
-) -> impl Fn(&watcher::Event<PartialObjectMeta<Secret>>) + Send + 'static {
+) -> impl Fn(&watcher::Event<PullSecretCopy>) + Send + 'static {
     let (ctx, changed) = (ctx.clone(), changed.clone());
     move |event| {
+        let forget = |entry: &PullSecretCopy, content_hash: Option<&str>| {
+            ctx.copies.forget(&entry.spec.namespace, &entry.spec.name, content_hash)
+        };
         let forgot = match event {
-            watcher::Event::Delete(copy) => forget(&ctx, copy, None),
-            watcher::Event::Apply(copy) => {
-                forget(&ctx, copy, Some(copy.annotations().get(CONTENT_HASH_ANNOTATION).map_or("", String::as_str)))
-            }
+            watcher::Event::Delete(entry) => forget(entry, None),
+            watcher::Event::Apply(entry) if Observed::of(entry).is_some() => forget(entry, None),
+            watcher::Event::Apply(entry) => forget(entry, Some(&entry.spec.content_hash)),
             watcher::Event::Init => {
                 ctx.copies.forget_all();
                 true
@@ -191,14 +193,6 @@ fn copies_followed(
     }
 }
 
-fn forget(ctx: &Context, copy: &PartialObjectMeta<Secret>, content_hash: Option<&str>) -> bool {
-    let (Some(namespace), Some(name)) = (copy.metadata.namespace.as_deref(), copy.metadata.name.as_deref()) else {
-        return false;
-    };
-    ctx.copies.forget(namespace, name, content_hash)
-}
-
-/// Counts and logs an action that failed; the next pass tries again.
 fn failed(what: &str, namespace: &str, name: &str, error: impl Display) {
     crate::telemetry::metrics::reconcile_error();
     warn!(%namespace, %name, %error, "could not {what}");

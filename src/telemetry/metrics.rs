@@ -62,6 +62,12 @@ pub enum Action {
     CopySynced,
     CopyReplaced,
     CopyRemoved,
+    /// A copy deleted behind our back, made again.
+    CopyRecreated,
+    /// A copy whose data someone changed, written back from its source.
+    CopyRestored,
+    /// A copy the tenant took over (our label or source annotation removed): forgotten.
+    CopyReleased,
     ServiceAccountBackfilled,
     ServiceAccountEntriesRemoved,
     PodMissingPullSecret,
@@ -74,6 +80,9 @@ impl Action {
             Action::CopySynced => "copy_synced",
             Action::CopyReplaced => "copy_replaced",
             Action::CopyRemoved => "copy_removed",
+            Action::CopyRecreated => "copy_recreated",
+            Action::CopyRestored => "copy_restored",
+            Action::CopyReleased => "copy_released",
             Action::ServiceAccountBackfilled => "service_account_backfilled",
             Action::ServiceAccountEntriesRemoved => "service_account_entries_removed",
             Action::PodMissingPullSecret => "pod_missing_pull_secret",
@@ -84,8 +93,8 @@ impl Action {
 
 /// Label values of `admissions`: kinds and operations the webhook does not handle are counted as
 /// `other`, so a caller cannot grow the label set.
-const KINDS: [&str; 3] = ["Pod", "ServiceAccount", "other"];
-const OPERATIONS: [&str; 3] = ["CREATE", "UPDATE", "other"];
+const KINDS: [&str; 4] = ["Pod", "ServiceAccount", "Secret", "other"];
+const OPERATIONS: [&str; 4] = ["CREATE", "UPDATE", "DELETE", "other"];
 
 struct Metrics {
     registry: Registry,
@@ -277,12 +286,14 @@ mod tests {
         let (pods, others) = (count(pod), count(other));
         admission("Pod", "CREATE", Outcome::Patched, 0.001);
         admission("Node", "CONNECT", Outcome::Skipped, 0.001);
-        admission("Secret", "DELETE", Outcome::Skipped, 0.001);
+        admission("ConfigMap", "DELETE", Outcome::Skipped, 0.001);
         assert_eq!(count(pod), pods + 1);
-        assert_eq!(count(other), others + 2);
+        assert_eq!(count(other), others + 1, "an unknown kind and operation");
+        let configmap = r#"pullsecret_injector_admissions_total{kind="other",operation="DELETE",decision="skipped"}"#;
+        assert!(count(configmap) >= 1);
         assert_eq!(
             encode().matches("pullsecret_injector_admissions_total{").count(),
-            45,
+            80,
             "every label set is known up front"
         );
         for (i, outcome) in Outcome::ALL.into_iter().enumerate() {

@@ -4,6 +4,7 @@
 
 pub mod http;
 pub(crate) mod memo;
+pub mod observe;
 pub mod review;
 
 use std::sync::Arc;
@@ -86,7 +87,10 @@ impl Webhook {
     pub async fn review(&self, body: &[u8]) -> Result<Vec<u8>, ReviewError> {
         let started = Instant::now();
         let req = review::parse(body)?;
-        let d = self.decide(&req).await;
+        let d = match req.kind.kind.as_ref() {
+            "Secret" => self.observe(&req, body).await,
+            _ => self.decide(&req).await,
+        };
         let verdict = match &d.deny {
             Some(message) => Verdict::Deny { code: 503, message },
             None => Verdict::Allow {
@@ -272,6 +276,40 @@ impl Webhook {
         }
         answer.wanted = self.ctx.copies.ensure_all(ns, &resolution.needs, dry_run).await?;
         Ok(answer)
+    }
+
+    /// A Secret review (UPDATE or DELETE of a Secret labelled as our copy): always allowed; what
+    /// happened to our copy is marked in the ledger (not for dry runs).
+    async fn observe(&self, req: &Request<'_>, body: &[u8]) -> Decision {
+        let (Some(ns), Some(name)) = (req.namespace.as_deref(), req.name.as_deref()) else {
+            return Decision::new(Outcome::Skipped, "not a namespaced Secret", false);
+        };
+        let objects = match observe::objects(body) {
+            Ok(objects) => objects,
+            Err(e) => return Decision::new(Outcome::Skipped, format!("secret review not read: {e}"), false),
+        };
+        let Some(old) = objects.old_object.as_ref() else {
+            return Decision::new(Outcome::Skipped, "no previous object", false);
+        };
+        let source = observe::source_of(old)
+            .and_then(|s| s.split_once('/'))
+            .and_then(|(source_ns, source_name)| self.ctx.caches().source_secret(source_ns, source_name));
+        let Some(observed) = observe::observation(old, objects.object.as_ref(), source.as_deref()) else {
+            return Decision::new(Outcome::Unchanged, "not a change to one of our copies", false);
+        };
+        let reason = format!("copy {}", observed.as_str());
+        if req.dry_run.unwrap_or(false) {
+            return Decision::new(Outcome::Unchanged, reason, true);
+        }
+        let marked = tokio::time::timeout(self.settings.deadline, self.ctx.copies.ledger().mark(ns, name, observed));
+        match marked.await.unwrap_or(Err(Error::Deadline(self.settings.deadline))) {
+            Ok(()) => {
+                self.ctx.copies.forget(ns, name, None);
+                self.ctx.caches().invalidate();
+                Decision::new(Outcome::Unchanged, reason, true)
+            }
+            Err(e) => Decision::new(Outcome::Error, format!("{reason}; not recorded: {e}"), true),
+        }
     }
 
     /// Pods that need secrets we could not ensure are denied (retryable) unless configured

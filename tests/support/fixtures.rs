@@ -161,6 +161,8 @@ impl OwnerSource for MemoryOwners {
 #[derive(Clone, Default)]
 pub struct MemoryApi {
     secrets: Arc<Mutex<HashMap<(String, String), Value>>>,
+    /// Ledger entries by name (server-side applied).
+    ledger: Arc<Mutex<HashMap<String, Value>>>,
     requests: Arc<Mutex<Vec<String>>>,
     pub failing: Arc<AtomicBool>,
 }
@@ -185,8 +187,18 @@ impl MemoryApi {
         self.requests().iter().filter(|r| r.starts_with("POST") && r.ends_with("/secrets")).count()
     }
 
+    /// The ledger entry of a copy, if one was recorded.
+    pub fn ledger_entry(&self, ns: &str, name: &str) -> Option<Value> {
+        self.ledger.lock().unwrap().get(&olm_pullsecret_injector::inject::ledger::entry_name(ns, name)).cloned()
+    }
+
     pub fn secret(&self, ns: &str, name: &str) -> Option<Value> {
         self.secrets.lock().unwrap().get(&(ns.to_string(), name.to_string())).cloned()
+    }
+
+    /// A Secret deleted behind the webhook's back; returns what it was.
+    pub fn delete_secret(&self, ns: &str, name: &str) -> Option<Value> {
+        self.secrets.lock().unwrap().remove(&(ns.to_string(), name.to_string()))
     }
 
     /// A Secret the tenant made: our copy may not take its name.
@@ -233,6 +245,13 @@ impl MemoryApi {
                     self.secrets.lock().unwrap().insert(key, secret.clone());
                 }
                 respond(StatusCode::OK, &secret)
+            }
+            ("PATCH", ["apis", "pullsecret-injector.io", "v1alpha1", "pullsecretcopies", name]) => {
+                let entry: Value = serde_json::from_slice(&body).unwrap();
+                let mut ledger = self.ledger.lock().unwrap();
+                let stored = ledger.entry(name.to_string()).or_insert_with(|| json!({}));
+                json_patch::merge(stored, &entry);
+                respond(StatusCode::OK, stored)
             }
             ("POST", [.., "events"]) => respond(StatusCode::CREATED, &serde_json::from_slice::<Value>(&body).unwrap()),
             _ => status(StatusCode::NOT_FOUND, "not served by this test API"),
@@ -304,6 +323,19 @@ pub fn review(kind: &str, operation: &str, ns: &str, object: Value) -> Vec<u8> {
         "resource": { "group": "", "version": "v1", "resource": resource }, "namespace": ns,
         "name": object["metadata"]["name"], "operation": operation, "userInfo": { "username": "test" },
         "object": object, "dryRun": false } }))
+    .unwrap()
+}
+
+/// The AdmissionReview of an UPDATE (`new` given) or DELETE of the Secret `old`, as the API
+/// server sends it through the copies registration.
+pub fn secret_review(old: &Value, new: Option<&Value>) -> Vec<u8> {
+    let meta = &old["metadata"];
+    let operation = if new.is_some() { "UPDATE" } else { "DELETE" };
+    serde_json::to_vec(&json!({ "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "uid-Secret", "kind": { "group": "", "version": "v1", "kind": "Secret" },
+        "resource": { "group": "", "version": "v1", "resource": "secrets" }, "namespace": meta["namespace"],
+        "name": meta["name"], "operation": operation, "userInfo": { "username": "tenant-admin" },
+        "object": new, "oldObject": old, "dryRun": false } }))
     .unwrap()
 }
 

@@ -22,6 +22,7 @@ pub async fn serve(client: kube::Client, dir: &Path) -> SocketAddr {
     for namespace in [super::webhook::NAMESPACE, super::olm::GLOBAL_CATALOGS, super::olm::SELF_HOSTED_CATALOGS] {
         super::create_namespace_if_missing(&client, namespace).await;
     }
+    install_ledger(&client).await;
     let running = runtime::start(client, config).await.expect("the runtime starts");
     running.webhook_addr
 }
@@ -31,4 +32,15 @@ fn namespace_rules() -> olm_pullsecret_injector::resolve::NamespaceRules {
         own_namespace: super::webhook::NAMESPACE.into(),
         excluded_namespaces: vec![],
     }
+}
+
+/// The ledger's CRD, as the chart installs it, once it is served.
+pub async fn install_ledger(client: &kube::Client) {
+    let crd: serde_json::Value = serde_json::from_str(olm_pullsecret_injector::commands::dev::LEDGER_CRD).unwrap();
+    super::helm::apply(client, &crd, false).await.unwrap();
+    let ledger = kube::Api::<olm_pullsecret_injector::inject::ledger::PullSecretCopy>::all(client.clone());
+    super::eventually("the ledger of copies to be served", std::time::Duration::from_secs(20), || async {
+        ledger.list(&Default::default()).await.ok().map(drop)
+    })
+    .await;
 }

@@ -53,7 +53,7 @@ async fn apply_all<'a>(client: &kube::Client, objects: impl IntoIterator<Item = 
 }
 
 /// Applies what the chart renders for the webhook's identity and rights: the ServiceAccount,
-/// every RBAC object and the ValidatingAdmissionPolicy with its binding (not the Deployment,
+/// every RBAC object, the ValidatingAdmissionPolicy with its binding and the ledger's CRD (not the Deployment,
 /// Service, certificate or webhook configuration: the process runs here, see `start`).
 /// `edit` may change the rendered objects first (to take a permission away).
 pub async fn grant_chart_rbac_with(client: &kube::Client, edit: impl FnOnce(&mut Vec<Value>)) {
@@ -70,6 +70,7 @@ pub async fn grant_chart_rbac_with(client: &kube::Client, edit: impl FnOnce(&mut
         kind == "ServiceAccount" || RBAC_KINDS.contains(&kind) || kind.starts_with("ValidatingAdmissionPolicy")
     };
     apply_all(client, objects.iter().filter(wanted)).await;
+    super::in_process::install_ledger(client).await;
 }
 
 /// Grants the chart's rules to the webhook's service account.

@@ -17,10 +17,13 @@ use serde_json::{Value, json};
 use crate::runtime::{self, Config};
 use crate::telemetry::metrics::Outcome;
 
+/// The chart's CustomResourceDefinition of the ledger of copies.
+pub const LEDGER_CRD: &str = include_str!("../../../charts/olm-pullsecret-injector/files/ledger-crd.json");
+
 /// Namespaces the chart's configuration never sends to the webhook, besides its own.
 const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
 
-/// The MutatingWebhookConfiguration the chart renders (two webhooks: pods, serviceaccounts), with
+/// The MutatingWebhookConfiguration the chart renders (pods, serviceaccounts, copies), with
 /// each `clientConfig` pointed at `url` and trusting `ca_pem` instead of the chart's Service. A
 /// test checks it against the chart field by field.
 pub fn webhook_configuration(name: &str, url: &str, ca_pem: &str, failure_policy: &str, own_namespace: &str) -> Value {
@@ -47,12 +50,19 @@ pub fn webhook_configuration(name: &str, url: &str, ca_pem: &str, failure_policy
             "rules": [{ "apiGroups": [""], "apiVersions": ["v1"], "operations": operations, "resources": [resource], "scope": "Namespaced" }]
         })
     };
+    // Told of UPDATE and DELETE of our copies, never asked (see the chart's webhook.yaml).
+    let mut copies = hook("copies.pullsecret-injector.io", json!(["UPDATE", "DELETE"]), "secrets");
+    copies["failurePolicy"] = json!("Ignore");
+    copies["reinvocationPolicy"] = json!("Never");
+    copies["objectSelector"] = json!({ "matchLabels": { crate::MANAGED_BY_LABEL: crate::MANAGED_BY_VALUE } });
+    copies.as_object_mut().expect("an object").remove("matchConditions");
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
         "metadata": { "name": name },
         "webhooks": [
             hook("pods.pullsecret-injector.io", json!(["CREATE"]), "pods"),
             hook("serviceaccounts.pullsecret-injector.io", json!(["CREATE", "UPDATE"]), "serviceaccounts"),
+            copies,
         ]
     })
 }
@@ -81,6 +91,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // The webhook's own namespace holds the reconciler's Lease.
     let own = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": own_namespace } });
     apply(&client, "", "v1", "Namespace", "namespaces", own).await?;
+    // The ledger of copies, as the chart installs it.
+    let ledger: Value = serde_json::from_str(LEDGER_CRD)?;
+    apply(&client, "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", ledger)
+        .await?;
     let running = runtime::start(client.clone(), config).await?;
     let listen = running.webhook_addr;
     let webhook_config = webhook_configuration(

@@ -1,0 +1,191 @@
+//! The ledger of copies: one cluster-scoped `PullSecretCopy` per copy we made, so that no identity
+//! of ours has to list or watch Secrets outside the catalog namespaces to find its copies. An
+//! entry records where the copy is, which source it holds and at which version; it survives
+//! restarts and outlives its catalog, so clean-up finds copies of a catalog since deleted.
+//!
+//! What a tenant does to a copy reaches the ledger through admission: the webhook is called for
+//! UPDATE and DELETE of Secrets labelled as ours, and marks the entry ([`Observed`]); every
+//! replica watches the ledger and the reconciler acts on the mark.
+
+use std::borrow::Cow;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+
+pub const GROUP: &str = "pullsecret-injector.io";
+pub const VERSION: &str = "v1alpha1";
+/// On an entry: what was observed of the copy since it was last written (an [`Observed`]).
+pub const OBSERVED_ANNOTATION: &str = "pullsecret-injector.io/observed";
+
+/// `PullSecretCopy`: one copy in a tenant namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+pub struct PullSecretCopy {
+    pub metadata: ObjectMeta,
+    pub spec: CopySpec,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CopySpec {
+    /// Where the copy is.
+    pub namespace: String,
+    pub name: String,
+    /// `<namespace>/<name>` of the source secret.
+    pub source: String,
+    #[serde(rename = "sourceUID")]
+    pub source_uid: String,
+    /// Which version of the source the copy was last written from (see `copies::content_hash`).
+    pub content_hash: String,
+}
+
+impl Resource for PullSecretCopy {
+    type DynamicType = ();
+    type Scope = k8s_openapi::ClusterResourceScope;
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("PullSecretCopy")
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(GROUP)
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(VERSION)
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("pullsecretcopies")
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// What admission saw happen to a copy, by someone other than a write that keeps it true.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// Deleted: made again while it is still needed.
+    Deleted,
+    /// Its data or type changed: restored from the source.
+    Altered,
+    /// Our label or source annotation was taken off: the Secret is the tenant's now, and is left
+    /// alone (the next copy takes the hashed name).
+    Released,
+}
+
+impl Observed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Observed::Deleted => "deleted",
+            Observed::Altered => "altered",
+            Observed::Released => "released",
+        }
+    }
+
+    pub fn of(entry: &PullSecretCopy) -> Option<Observed> {
+        match entry.annotations().get(OBSERVED_ANNOTATION).map(String::as_str) {
+            Some("deleted") => Some(Observed::Deleted),
+            Some("altered") => Some(Observed::Altered),
+            Some("released") => Some(Observed::Released),
+            _ => None,
+        }
+    }
+}
+
+/// The entry's name: a digest of where the copy is, the same on every replica.
+pub fn entry_name(namespace: &str, name: &str) -> String {
+    let digest = Sha256::digest(format!("{namespace}/{name}"));
+    format!("copy-{}", &hex::encode(digest)[..40])
+}
+
+#[derive(Clone)]
+pub struct Ledger {
+    api: Api<PullSecretCopy>,
+}
+
+impl Ledger {
+    pub fn new(client: kube::Client) -> Self {
+        Ledger { api: Api::all(client) }
+    }
+
+    /// Records that `namespace/name` is our copy of `source` at version `content_hash`, and
+    /// clears any observation (server-side apply: creates or updates in one call).
+    pub async fn record(&self, namespace: &str, name: &str, source: &Secret, content_hash: &str) -> Result<(), Error> {
+        let spec = CopySpec {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            source: format!("{}/{}", source.namespace().unwrap_or_default(), source.name_any()),
+            source_uid: source.uid().unwrap_or_default(),
+            content_hash: content_hash.to_string(),
+        };
+        let entry = entry_name(namespace, name);
+        let body = json!({
+            "apiVersion": format!("{GROUP}/{VERSION}"), "kind": "PullSecretCopy",
+            "metadata": { "name": entry }, "spec": spec,
+        });
+        let params = PatchParams::apply(crate::FIELD_MANAGER).force();
+        let applied = self.api.patch(&entry, &params, &Patch::Apply(&body)).await.map_err(Error::Ledger)?;
+        // The copy is true again: what was observed of it is dealt with.
+        if Observed::of(&applied).is_some() { self.unmark(namespace, name).await } else { Ok(()) }
+    }
+
+    /// Marks the entry of `namespace/name` (if there is one) with what was observed.
+    pub async fn mark(&self, namespace: &str, name: &str, observed: Observed) -> Result<(), Error> {
+        self.annotate(namespace, name, json!(observed.as_str())).await
+    }
+
+    pub async fn unmark(&self, namespace: &str, name: &str) -> Result<(), Error> {
+        self.annotate(namespace, name, json!(null)).await
+    }
+
+    async fn annotate(&self, namespace: &str, name: &str, value: serde_json::Value) -> Result<(), Error> {
+        let patch = json!({ "metadata": { "annotations": { OBSERVED_ANNOTATION: value } } });
+        let params = PatchParams { field_manager: Some(crate::FIELD_MANAGER.into()), ..Default::default() };
+        match self.api.patch(&entry_name(namespace, name), &params, &Patch::Merge(&patch)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(Error::Ledger(error)),
+        }
+    }
+
+    /// Forgets a copy that is gone or no longer ours.
+    pub async fn remove(&self, namespace: &str, name: &str) -> Result<(), Error> {
+        match self.api.delete(&entry_name(namespace, name), &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(Error::Ledger(error)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names_are_valid_object_names_and_distinct_per_copy() {
+        let a = entry_name("team-a", "creds");
+        assert_eq!(a, entry_name("team-a", "creds"));
+        assert_ne!(a, entry_name("team-a", "creds2"));
+        assert!(a.len() <= 63 && a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        let long = entry_name(&"n".repeat(63), &"s".repeat(253));
+        assert_eq!(long.len(), a.len());
+    }
+
+    #[test]
+    fn observations_round_trip_through_the_annotation() {
+        for observed in [Observed::Deleted, Observed::Altered, Observed::Released] {
+            let mut entry = PullSecretCopy::default();
+            entry.annotations_mut().insert(OBSERVED_ANNOTATION.into(), observed.as_str().into());
+            assert_eq!(Observed::of(&entry), Some(observed));
+        }
+        assert_eq!(Observed::of(&PullSecretCopy::default()), None);
+    }
+}
