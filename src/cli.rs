@@ -11,7 +11,7 @@ use tracing::warn;
 
 use crate::commands;
 use crate::resolve::NamespaceRules;
-use crate::runtime::{self, Config, ReconcilerConfig};
+use crate::runtime::{self, Config, ReconcilerConfig, Role};
 use crate::webhook::{OnCopyFailure, Settings};
 
 #[derive(Parser, Debug)]
@@ -50,6 +50,10 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
+    /// What this process runs: the admission webhook, the reconciler (one active holder of the
+    /// Lease), or both. The chart runs them apart, each with its own identity.
+    #[arg(long, env = "PSI_ROLE", default_value = "all", value_parser = parse_role)]
+    pub role: Role,
     /// HTTPS address for admission reviews.
     #[arg(long, env = "PSI_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
@@ -117,6 +121,7 @@ pub struct ReconcilerArgs {
 impl ServeArgs {
     pub fn into_config(self) -> Config {
         Config {
+            role: self.server.role,
             listen: self.server.listen,
             admin_listen: self.admin.admin_listen,
             tls_cert_file: self.server.tls_cert_file,
@@ -155,6 +160,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => Duration::from_secs(n * 3600),
         _ => return Err(format!("invalid duration unit in {text:?} (use ms, s, m or h)")),
     })
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    match text {
+        "webhook" => Ok(Role::Webhook),
+        "reconciler" => Ok(Role::Reconciler),
+        "all" => Ok(Role::All),
+        _ => Err(format!("{text:?}: use webhook, reconciler or all")),
+    }
 }
 
 fn parse_on_copy_failure(text: &str) -> Result<OnCopyFailure, String> {
@@ -229,5 +243,7 @@ mod tests {
         assert!(parse_duration("5d").is_err());
         assert_eq!(parse_on_copy_failure("allow"), Ok(OnCopyFailure::Allow));
         assert!(parse_on_copy_failure("maybe").is_err());
+        assert_eq!(parse_role("reconciler"), Ok(Role::Reconciler));
+        assert!(parse_role("both").is_err());
     }
 }

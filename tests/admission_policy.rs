@@ -1,6 +1,8 @@
-//! The chart's ValidatingAdmissionPolicy (DESIGN 5): RBAC lets the webhook's service account
-//! create, patch and delete any Secret; the policy narrows that to managed pull-secret copies.
-//! Applied here exactly as helm renders it, and exercised as that service account.
+//! The chart's ValidatingAdmissionPolicies (DESIGN 5): RBAC lets the project's service accounts
+//! create, patch and (the reconciler) delete any Secret, and the reconciler patch any
+//! ServiceAccount; the policies narrow that to managed pull-secret copies and to the
+//! `imagePullSecrets` and our annotation of ServiceAccounts outside the platform namespaces.
+//! Applied here exactly as helm renders them, and exercised as those service accounts.
 
 mod support;
 
@@ -14,6 +16,7 @@ use support::{ControlPlane, create_namespace, create_namespace_if_missing, event
 
 const NS: &str = "olm-pullsecret-injector";
 const SA: &str = "olm-pullsecret-injector";
+const RECONCILER: &str = "olm-pullsecret-injector-reconciler";
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 fn secret(name: &str, type_: &str, labelled: bool, extra: Value) -> Secret {
@@ -164,6 +167,8 @@ async fn the_webhook_account_may_update_and_delete_only_its_copies() {
     let pp = PostParams::default();
     let by_admin = Api::<Secret>::namespaced(admin.clone(), &tenant);
     let by_sa = Api::<Secret>::namespaced(as_sa, &tenant);
+    // Deletes are the reconciler's (the webhook's identity may not delete at all).
+    let by_reconciler = Api::<Secret>::namespaced(ControlPlane::shared().impersonating(NS, RECONCILER).await, &tenant);
 
     // The tenant's own secrets, made by someone else.
     by_admin.create(&pp, &secret("tenant-pull", "kubernetes.io/dockerconfigjson", false, json!({}))).await.unwrap();
@@ -179,10 +184,10 @@ async fn the_webhook_account_may_update_and_delete_only_its_copies() {
         "update",
     );
     for name in ["tenant-pull", "tenant-opaque"] {
-        assert_refused_by_policy(by_sa.delete(name, &DeleteParams::default()).await, name, "delete");
+        assert_refused_by_policy(by_reconciler.delete(name, &DeleteParams::default()).await, name, "delete");
         assert!(by_admin.get_opt(name).await.unwrap().is_some(), "{name} is still there");
     }
-    by_sa.delete("copy", &DeleteParams::default()).await.expect("deleting a managed copy is allowed");
+    by_reconciler.delete("copy", &DeleteParams::default()).await.expect("deleting a managed copy is allowed");
     eventually("the copy to be gone", Duration::from_secs(10), || async {
         by_admin.get_opt("copy").await.unwrap().is_none().then_some(())
     })
@@ -190,4 +195,80 @@ async fn the_webhook_account_may_update_and_delete_only_its_copies() {
 
     // The policy binds only the webhook's service account: the administrator is not limited.
     by_admin.delete("tenant-opaque", &DeleteParams::default()).await.unwrap();
+}
+
+/// The refusal of the ServiceAccount policy, not of RBAC or validation.
+fn assert_refused_by_sa_policy<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
+    match result {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{what}: {status:?}");
+            assert!(
+                status.message.contains("ValidatingAdmissionPolicy 'olm-pullsecret-injector-service-accounts'"),
+                "{what}: not the policy's refusal: {}",
+                status.message
+            );
+        }
+        other => panic!("{what} must be refused by the policy, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_reconciler_may_change_only_pull_secrets_and_its_annotation_of_a_service_account() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let (admin, _, tenant) = setup().await;
+    let as_reconciler = ControlPlane::shared().impersonating(NS, RECONCILER).await;
+    let by_admin = Api::<ServiceAccount>::namespaced(admin.clone(), &tenant);
+    let sa: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": "app",
+        "labels": { "team": "a" }, "annotations": { "owner": "team-a" } },
+        "imagePullSecrets": [{ "name": "own" }] }))
+    .unwrap();
+    by_admin.create(&PostParams::default(), &sa).await.unwrap();
+    let sas = Api::<ServiceAccount>::namespaced(as_reconciler.clone(), &tenant);
+    let pp = PatchParams::default();
+    // The API server loads a new policy asynchronously: wait until a dry run is refused by it.
+    let dry_run = PatchParams { dry_run: true, ..Default::default() };
+    let label = json!({ "metadata": { "labels": { "team": "b" } } });
+    eventually("the ServiceAccount policy to be enforced", Duration::from_secs(30), || async {
+        match sas.patch("app", &dry_run, &Patch::Merge(&label)).await {
+            Err(kube::Error::Api(s)) if s.message.contains("ValidatingAdmissionPolicy") => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+
+    // What the reconciler does: add and remove entries, with its annotation.
+    let add = json!({ "metadata": { "annotations": { "pullsecret-injector.io/injected": "creds" } },
+        "imagePullSecrets": [{ "name": "own" }, { "name": "creds" }] });
+    sas.patch("app", &pp, &Patch::Merge(&add)).await.expect("adding an entry and the annotation");
+    let remove = json!({ "metadata": { "annotations": { "pullsecret-injector.io/injected": null } },
+        "imagePullSecrets": [{ "name": "own" }] });
+    sas.patch("app", &pp, &Patch::Merge(&remove)).await.expect("removing them");
+
+    // Anything else of a ServiceAccount is refused.
+    let edits = [
+        ("a label", json!({ "metadata": { "labels": { "team": "b" } } })),
+        ("another annotation", json!({ "metadata": { "annotations": { "owner": "us" } } })),
+        ("a new annotation", json!({ "metadata": { "annotations": { "extra": "x" } } })),
+        ("token secrets", json!({ "secrets": [{ "name": "a-token" }] })),
+        ("token automounting", json!({ "automountServiceAccountToken": false })),
+    ];
+    for (what, edit) in edits {
+        assert_refused_by_sa_policy(sas.patch("app", &pp, &Patch::Merge(&edit)).await, what);
+    }
+    // Creating or deleting one: RBAC grants neither (the policy would refuse both too).
+    let new: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": "minted" } })).unwrap();
+    let created = sas.create(&PostParams::default(), &new).await;
+    assert!(matches!(&created, Err(kube::Error::Api(s)) if s.code == 403), "{created:?}");
+    let deleted = sas.delete("app", &DeleteParams::default()).await;
+    assert!(matches!(&deleted, Err(kube::Error::Api(s)) if s.code == 403), "{deleted:?}");
+    // Not even its own field in a platform namespace.
+    let system = Api::<ServiceAccount>::namespaced(as_reconciler, "kube-system");
+    let entry = json!({ "imagePullSecrets": [{ "name": "creds" }] });
+    assert_refused_by_sa_policy(
+        system.patch("default", &pp, &Patch::Merge(&entry)).await,
+        "an entry on kube-system's default ServiceAccount",
+    );
+    let after = by_admin.get("app").await.unwrap();
+    assert_eq!(after.metadata.labels.unwrap()["team"], "a");
+    assert_eq!(after.metadata.annotations.unwrap().get("owner").map(String::as_str), Some("team-a"));
 }

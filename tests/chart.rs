@@ -220,7 +220,9 @@ fn the_default_render_has_the_properties_of_the_design() {
     let policy = find(&objects, "ValidatingAdmissionPolicy", &format!("{name}-managed-secrets"));
     assert_eq!(
         policy["spec"]["matchConditions"][0]["expression"],
-        format!("request.userInfo.username == \"system:serviceaccount:{NS}:{name}\"")
+        format!(
+            "request.userInfo.username in [\"system:serviceaccount:{NS}:{name}\",\"system:serviceaccount:{NS}:{name}-reconciler\"]"
+        )
     );
     let binding = find(&objects, "ValidatingAdmissionPolicyBinding", &format!("{name}-managed-secrets"));
     assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
@@ -253,34 +255,60 @@ fn rbac_objects_carry_exactly_the_rules_of_files_rbac_yaml() {
         serde_yaml::from_str(&std::fs::read_to_string(helm::chart_dir().join("files/rbac.yaml")).unwrap()).unwrap();
     let objects = Helm::shared().template("psi", NS, &non_default_values(["catalogs-a", "catalogs-b"]));
     let name = "psi-olm-pullsecret-injector";
-    let subject = json!([{ "kind": "ServiceAccount", "name": name, "namespace": NS }]);
-    assert_eq!(find(&objects, "ClusterRole", name)["rules"], file["clusterRules"]);
+    let reconciler = format!("{name}-reconciler");
+    let webhook_subject = json!({ "kind": "ServiceAccount", "name": name, "namespace": NS });
+    let reconciler_subject = json!({ "kind": "ServiceAccount", "name": reconciler, "namespace": NS });
+    let rules = |own: &str| -> Value {
+        let mut all = file["sharedClusterRules"].as_array().unwrap().clone();
+        all.extend(file[own].as_array().unwrap().iter().cloned());
+        Value::Array(all)
+    };
+    assert_eq!(find(&objects, "ClusterRole", name)["rules"], rules("webhookClusterRules"));
+    assert_eq!(find(&objects, "ClusterRole", &reconciler)["rules"], rules("reconcilerClusterRules"));
     assert_eq!(find(&objects, "ClusterRole", &format!("{name}-heal-pods"))["rules"], file["healPodsRules"]);
-    let own = find(&objects, "Role", name);
+    let own = find(&objects, "Role", &reconciler);
     assert_eq!((own["metadata"]["namespace"].as_str(), &own["rules"]), (Some(NS), &file["ownNamespaceRules"]));
     let sources: Vec<&Value> =
         of_kind(&objects, "Role").into_iter().filter(|r| r["metadata"]["name"] == format!("{name}-sources")).collect();
     let namespaces: Vec<&str> = sources.iter().map(|r| r["metadata"]["namespace"].as_str().unwrap()).collect();
     assert_eq!(namespaces, ["catalogs-a", "catalogs-b"]);
     assert!(sources.iter().all(|r| r["rules"] == file["catalogNamespaceRules"]));
-    // The binary watches exactly the namespaces the Roles grant.
-    let args = &find(&objects, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]["args"];
-    let args: Vec<&str> = args.as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert!(args.contains(&"--global-catalog-namespace=catalogs-a"), "{args:?}");
-    assert!(args.contains(&"--catalog-namespace=catalogs-b"), "{args:?}");
+    // Both binaries watch exactly the namespaces the Roles grant.
+    for deployment in [name, reconciler.as_str()] {
+        let args = args(&objects, deployment);
+        assert!(args.contains(&"--global-catalog-namespace=catalogs-a".to_string()), "{args:?}");
+        assert!(args.contains(&"--catalog-namespace=catalogs-b".to_string()), "{args:?}");
+    }
     let label = file["operandOwnersAggregationLabel"].as_str().unwrap();
     let aggregated = find(&objects, "ClusterRole", &format!("{name}-operand-owners"));
     assert_eq!(aggregated["aggregationRule"]["clusterRoleSelectors"][0]["matchLabels"][label], "true");
     let operand_rules = find(&objects, "ClusterRole", &format!("{name}-operand-owner-rules"));
     assert_eq!(operand_rules["metadata"]["labels"][label], "true");
     assert_eq!(operand_rules["rules"][0]["resources"], json!(["etcdclusters"]));
-    // Every Role and ClusterRole is bound to the chart's service account, and nothing else is.
+    // Each binding names exactly the identities it is for, and nothing else.
     let bindings: Vec<&Value> =
         objects.iter().filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding").collect();
-    assert_eq!(bindings.len(), 2 + 1 + 1 + 2, "webhook, heal-pods, operand-owners, own namespace, two catalogs");
+    assert_eq!(bindings.len(), 7, "webhook, reconciler, heal-pods, operand-owners, lease, two catalogs");
     for binding in bindings {
-        assert_eq!(binding["subjects"], subject, "{binding}");
+        let role = binding["roleRef"]["name"].as_str().unwrap();
+        let expected = if role == name {
+            json!([webhook_subject])
+        } else if role.ends_with("-sources") || role.ends_with("-operand-owners") {
+            json!([webhook_subject, reconciler_subject])
+        } else {
+            json!([reconciler_subject])
+        };
+        assert_eq!(binding["subjects"], expected, "{binding}");
     }
+    // The chart runs the two identities apart, from the same image.
+    let (webhook_pod, reconciler_pod) = (container(&objects, name), container(&objects, &reconciler));
+    assert_eq!(webhook_pod["image"], reconciler_pod["image"]);
+    assert!(args(&objects, name).contains(&"--role=webhook".to_string()));
+    assert!(args(&objects, &reconciler).contains(&"--role=reconciler".to_string()));
+    let account = |deployment: &str| {
+        find(&objects, "Deployment", deployment)["spec"]["template"]["spec"]["serviceAccountName"].clone()
+    };
+    assert_eq!((account(name), account(&reconciler)), (json!(name), json!(reconciler)));
 }
 
 #[test]
@@ -296,17 +324,19 @@ fn non_default_values_reach_the_webhook_configuration_and_the_deployment() {
         let excluded = hook["namespaceSelector"]["matchExpressions"][0]["values"].as_array().unwrap();
         assert!(excluded.iter().any(|v| v == "legacy-apps"), "{excluded:?}");
     }
-    let args = args(&objects, name);
+    let webhook_args = args(&objects, name);
+    for arg in ["--exclude-namespace=legacy-apps", "--on-copy-failure=allow", "--deadline=8s", "--log-format=text"] {
+        assert!(webhook_args.contains(&arg.to_string()), "{arg} missing from {webhook_args:?}");
+    }
+    let reconciler_args = args(&objects, &format!("{name}-reconciler"));
     for arg in [
         "--heal-pods",
         "--exclude-namespace=legacy-apps",
-        "--on-copy-failure=allow",
         "--cleanup-grace=30m",
-        "--deadline=8s",
         "--log-format=text",
         &format!("--lease-name={name}"),
     ] {
-        assert!(args.contains(&arg.to_string()), "{arg} missing from {args:?}");
+        assert!(reconciler_args.contains(&arg.to_string()), "{arg} missing from {reconciler_args:?}");
     }
     let deployment = find(&objects, "Deployment", name);
     assert_eq!(deployment["spec"]["replicas"], 3);
@@ -324,10 +354,16 @@ fn non_default_values_reach_the_webhook_configuration_and_the_deployment() {
 #[test]
 fn the_rendered_arguments_parse_with_the_real_binary() {
     let objects = Helm::shared().template("psi", NS, &non_default_values(["catalogs-a", "catalogs-b"]));
-    let args = args(&objects, "psi-olm-pullsecret-injector");
+    for deployment in ["psi-olm-pullsecret-injector", "psi-olm-pullsecret-injector-reconciler"] {
+        the_binary_takes(&args(&objects, deployment));
+    }
+}
+
+/// The binary parses `args` and fails only for want of a cluster.
+fn the_binary_takes(args: &[String]) {
     let home = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_olm-pullsecret-injector"))
-        .args(&args)
+        .args(args)
         .env("KUBECONFIG", home.path().join("missing-kubeconfig"))
         .env("HOME", home.path())
         .env_remove("KUBERNETES_SERVICE_HOST")

@@ -79,7 +79,7 @@ async fn pods_admitted_without_the_webhook_are_reported_then_healed_and_service_
             .then_some(())
     })
     .await;
-    let metrics = webhook::http_get(&format!("127.0.0.1:{}", reporter.admin_port), "/metrics").unwrap().1;
+    let metrics = webhook::http_get(&format!("127.0.0.1:{}", reporter.reconciler_admin_port), "/metrics").unwrap().1;
     assert!(
         metrics.contains("pullsecret_injector_reconcile_actions_total{action=\"pod_missing_pull_secret\"} 1"),
         "{metrics}"

@@ -79,10 +79,11 @@ async fn without_create_on_secrets_a_pod_that_needs_a_copy_is_denied_and_with_it
     assert!(copies.get_opt(catalog.secret.as_str()).await.unwrap().is_some());
 }
 
-/// What the API server itself says the chart's identity may do with Secrets: write (copies), and
-/// read nowhere but the catalog namespaces, there by list and watch only.
+/// What the API server itself says each identity of the chart may do: neither reads a Secret
+/// outside the catalog namespaces (there, list and watch only); the network-facing webhook
+/// cannot delete anything, list Pods, patch ServiceAccounts or take the Lease.
 #[tokio::test]
-async fn the_api_server_denies_the_identity_reading_secrets_outside_the_catalog_namespaces() {
+async fn the_api_server_says_what_each_identity_may_do() {
     use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
     let _one_at_a_time = RBAC.lock().await;
     let cp = ControlPlane::shared();
@@ -90,45 +91,69 @@ async fn the_api_server_denies_the_identity_reading_secrets_outside_the_catalog_
     webhook::grant_chart_rbac_with(&client, |_| {}).await;
     let tenant = support::unique_name("tenant");
     support::create_namespace(&client, &tenant).await;
-    let user = format!("system:serviceaccount:{}:{}", webhook::NAMESPACE, webhook::SERVICE_ACCOUNT);
     let reviews = Api::<SubjectAccessReview>::all(client.clone());
-    let allowed = |verb: &'static str, namespace: String, resource: &'static str| {
-        let (reviews, user) = (reviews.clone(), user.clone());
-        async move {
-            let review = SubjectAccessReview {
-                spec: SubjectAccessReviewSpec {
-                    user: Some(user),
-                    groups: Some(vec!["system:serviceaccounts".into(), "system:authenticated".into()]),
-                    resource_attributes: Some(ResourceAttributes {
-                        verb: Some(verb.into()),
-                        namespace: (!namespace.is_empty()).then_some(namespace),
-                        resource: Some(resource.into()),
-                        ..Default::default()
-                    }),
+    let allowed = |account: &str, verb: &str, namespace: &str, group: &str, resource: &str| {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(format!("system:serviceaccount:{}:{account}", webhook::NAMESPACE)),
+                groups: Some(vec!["system:serviceaccounts".into(), "system:authenticated".into()]),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.into()),
+                    namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
+                    group: Some(group.into()),
+                    resource: Some(resource.into()),
                     ..Default::default()
-                },
+                }),
                 ..Default::default()
-            };
-            let answer = reviews.create(&PostParams::default(), &review).await.unwrap();
-            answer.status.is_some_and(|s| s.allowed)
-        }
+            },
+            ..Default::default()
+        };
+        let reviews = reviews.clone();
+        async move { reviews.create(&PostParams::default(), &review).await.unwrap().status.is_some_and(|s| s.allowed) }
     };
+    let (webhook_sa, reconciler_sa) = (webhook::SERVICE_ACCOUNT, webhook::RECONCILER_SERVICE_ACCOUNT);
     let mut report = Vec::new();
-    for namespace in [tenant.clone(), "kube-system".into(), String::new(), GLOBAL_CATALOGS.into()] {
-        for verb in ["get", "list", "watch", "create", "patch", "delete"] {
-            let yes = allowed(verb, namespace.clone(), "secrets").await;
-            report.push(format!(
-                "{verb} secrets in {}: {}",
-                if namespace.is_empty() { "all" } else { &namespace },
-                yes
-            ));
-            let expected = match (namespace.as_str(), verb) {
-                (_, "create" | "patch" | "delete") => true, // copies; the policy narrows these
-                (GLOBAL_CATALOGS, "list" | "watch") => true, // the source pull secrets
-                _ => false,
-            };
-            assert_eq!(yes, expected, "{verb} secrets in {namespace:?}");
+    for account in [webhook_sa, reconciler_sa] {
+        let reconciler = account == reconciler_sa;
+        for namespace in [tenant.as_str(), "kube-system", "", GLOBAL_CATALOGS] {
+            for verb in ["get", "list", "watch", "create", "patch", "delete"] {
+                let yes = allowed(account, verb, namespace, "", "secrets").await;
+                let expected = match (namespace, verb) {
+                    (_, "create" | "patch") => true, // copies; the policy narrows these
+                    (_, "delete") => reconciler,
+                    (GLOBAL_CATALOGS, "list" | "watch") => true, // the source pull secrets
+                    _ => false,
+                };
+                assert_eq!(yes, expected, "{account}: {verb} secrets in {namespace:?}");
+                if yes {
+                    report.push(format!(
+                        "{account}: {verb} secrets in {}",
+                        if namespace.is_empty() { "*" } else { namespace }
+                    ));
+                }
+            }
+        }
+        let only_reconciler = [
+            ("list", "", "", "pods"),
+            ("watch", "", "", "pods"),
+            ("patch", "kube-system", "", "serviceaccounts"),
+            ("list", "", "", "serviceaccounts"),
+            ("delete", "", "pullsecret-injector.io", "pullsecretcopies"),
+            ("update", webhook::NAMESPACE, "coordination.k8s.io", "leases"),
+        ];
+        for (verb, namespace, group, resource) in only_reconciler {
+            let yes = allowed(account, verb, namespace, group, resource).await;
+            assert_eq!(yes, reconciler, "{account}: {verb} {resource} in {namespace:?}");
+            if yes {
+                report.push(format!(
+                    "{account}: {verb} {resource} in {}",
+                    if namespace.is_empty() { "*" } else { namespace }
+                ));
+            }
+        }
+        for (verb, group, resource) in [("delete", "", "pods"), ("create", "", "pods/eviction")] {
+            assert!(!allowed(account, verb, "", group, resource).await, "{account}: {verb} {resource}");
         }
     }
-    println!("{}", report.join("\n"));
+    println!("allowed:\n{}", report.join("\n"));
 }

@@ -558,8 +558,9 @@ async fn an_owner_the_webhook_may_not_read_drops_that_path_and_never_denies_the_
     let (_, metrics) = support::webhook::http_get(&admin, "/metrics").unwrap();
     let counted = format!("pullsecret_injector_owner_lookups_forbidden_total{{resource=\"{resource}\"}}");
     assert!(metrics.contains(&counted), "{metrics}");
+    // Once per resource and process: the webhook, and the reconciler that resolves the Pod too.
     let warnings = webhook.logs().lines().filter(|l| l.contains(&format!("may not get {resource}"))).count();
-    assert_eq!(warnings, 1, "logged once per resource");
+    assert!((1..=2).contains(&warnings), "logged once per resource and process, {warnings} times");
 }
 
 /// A copy someone else deleted is not listed by name while it does not exist: the webhook follows

@@ -103,7 +103,7 @@ impl Pass<'_> {
 
 impl Reconciler {
     /// Starts the watches the reconciler needs (on every replica, so a takeover is immediate).
-    pub fn start(ctx: Arc<Context>, options: Options) -> Arc<Reconciler> {
+    pub fn start(ctx: Arc<Context>, options: Options, ledger: LedgerFollow) -> Arc<Reconciler> {
         let client = ctx.client.clone();
         let changed = Arc::new(Notify::new());
         let (pods, pods_w) = reflector::store();
@@ -113,9 +113,17 @@ impl Reconciler {
         let stream = watcher(Api::<ServiceAccount>::all(client.clone()), watcher::Config::default())
             .modify(|sa: &mut ServiceAccount| sa.secrets = None);
         tokio::spawn(reflect(stream, sas_w, "serviceaccounts", wake(&changed)));
-        let (ledger, ledger_w) = reflector::store();
-        let stream = watcher(Api::<PullSecretCopy>::all(client), watcher::Config::default());
-        tokio::spawn(reflect(stream, ledger_w, "ledger of copies", copies_followed(&ctx, &changed)));
+        let LedgerFollow { store: ledger, changed: ledger_changed } = ledger;
+        // A ledger change is a reason for a pass like any other.
+        tokio::spawn({
+            let changed = changed.clone();
+            async move {
+                loop {
+                    ledger_changed.notified().await;
+                    changed.notify_one();
+                }
+            }
+        });
         Arc::new(Reconciler { ctx, options, pods, service_accounts, ledger, changed, started: Instant::now() })
     }
 
@@ -164,9 +172,24 @@ impl Reconciler {
     }
 }
 
-/// The watch of the ledger runs on every replica: what admission remembers of ensured copies
-/// follows it, so a copy deleted or changed behind our back (admission marks its entry) is made
-/// again by the next admission rather than listed by name while it does not exist.
+/// The ledger, as every process follows it.
+pub(crate) struct LedgerFollow {
+    store: Store<PullSecretCopy>,
+    /// Notified on every change.
+    changed: Arc<Notify>,
+}
+
+/// Starts the watch of the ledger. What admission remembers of ensured copies follows it, so a
+/// copy deleted or changed behind our back (admission marks its entry) is made again by the next
+/// admission rather than listed by name while it does not exist.
+pub(crate) fn follow_ledger(ctx: &Arc<Context>) -> LedgerFollow {
+    let (store, writer) = reflector::store();
+    let changed = Arc::new(Notify::new());
+    let stream = watcher(Api::<PullSecretCopy>::all(ctx.client.clone()), watcher::Config::default());
+    tokio::spawn(reflect(stream, writer, "ledger of copies", copies_followed(ctx, &changed)));
+    LedgerFollow { store, changed }
+}
+
 fn copies_followed(
     ctx: &Arc<Context>,
     changed: &Arc<Notify>,

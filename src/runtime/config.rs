@@ -11,8 +11,31 @@ use crate::state::index::CatalogNamespaces;
 use crate::webhook::http::RequestLimits;
 use crate::webhook::{OnCopyFailure, Settings};
 
+/// What a process runs. The chart runs the two parts as two Deployments with two identities:
+/// the network-facing webhook needs none of the reconciler's rights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The admission webhook (HTTPS) only.
+    Webhook,
+    /// The reconciler (one active holder of the Lease) only; no HTTPS listener.
+    Reconciler,
+    /// Both, in one process (`dev`, a single identity).
+    All,
+}
+
+impl Role {
+    pub fn serves_webhook(self) -> bool {
+        self != Role::Reconciler
+    }
+
+    pub fn reconciles(self) -> bool {
+        self != Role::Webhook
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
+    pub role: Role,
     /// HTTPS address for admission reviews (port 0: any free port).
     pub listen: SocketAddr,
     /// Plain-HTTP address for /healthz, /readyz and /metrics.
@@ -50,6 +73,7 @@ impl Default for Config {
     /// The defaults the flags document.
     fn default() -> Self {
         Config {
+            role: Role::All,
             listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             tls_cert_file: "/etc/webhook/certs/tls.crt".into(),

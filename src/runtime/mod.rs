@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
 
-pub use config::{Config, DEFAULT_NAMESPACE, ReconcilerConfig, default_identity};
+pub use config::{Config, DEFAULT_NAMESPACE, ReconcilerConfig, Role, default_identity};
 
 use crate::context::Context;
 use crate::error::Error;
@@ -31,12 +31,13 @@ const TLS_POLL: Duration = Duration::from_secs(2);
 
 /// A started process.
 pub struct Running {
-    pub webhook_addr: SocketAddr,
+    /// The HTTPS address, when the process serves the webhook.
+    pub webhook_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     shutdown: Shutdown,
-    webhook: Arc<Webhook>,
+    webhook: Option<Arc<Webhook>>,
     serving: JoinHandle<()>,
-    election: JoinHandle<()>,
+    election: Option<JoinHandle<()>>,
     admin_server: JoinHandle<()>,
 }
 
@@ -44,13 +45,18 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error
     TcpListener::bind(addr).await.map_err(|source| Error::Bind { what, addr, source })
 }
 
-/// Starts every part. The admin port answers at once (not ready); the HTTPS listener is bound and
-/// served once the admission caches have synced, so that no review is answered from empty caches.
+/// Starts every part of `config.role`. The admin port answers at once (not ready); the HTTPS
+/// listener is bound and served once the watch caches have synced, so that no review is answered
+/// from empty caches.
 pub async fn start(client: kube::Client, config: Config) -> Result<Running, Error> {
     let readiness = Readiness::default();
     let shutdown = Shutdown::default();
-    let tls = CertReloader::load(config.tls_cert_file.clone(), config.tls_key_file.clone())?;
-    tokio::spawn(until(shutdown.clone(), tls.clone().watch(TLS_POLL)));
+    let role = config.role;
+    // A bad pair fails the start at once, not after the caches have synced.
+    let tls = match role.serves_webhook() {
+        true => Some(CertReloader::load(config.tls_cert_file.clone(), config.tls_key_file.clone())?),
+        false => None,
+    };
 
     let admin = bind("the admin port", config.admin_listen).await?;
     let admin_addr = admin.local_addr().map_err(|source| Error::Bind {
@@ -58,45 +64,44 @@ pub async fn start(client: kube::Client, config: Config) -> Result<Running, Erro
         addr: config.admin_listen,
         source,
     })?;
-    info!(addr = %admin_addr, "admin server listening");
+    info!(addr = %admin_addr, ?role, "admin server listening");
     let admin_router = crate::serving::admin::router(readiness.clone());
     // The admin port outlives the drain (readiness must read false meanwhile): `stopped` ends it.
     let admin_server = tokio::spawn(async move {
         let _ = axum::serve(admin, admin_router).await;
     });
 
-    let caches_synced = readiness.pending("admission caches");
-    let reconciler_synced = readiness.pending("reconciler caches");
-    let listening = readiness.pending("https listener");
-
+    let caches_synced = readiness.pending("watch caches");
     let caches = Caches::start(client.clone(), config.catalogs.clone());
     let owners = Owners::new(ApiOwners(client.clone()));
     let ctx = Context::new(client.clone(), caches.clone(), owners, config.namespaces.clone(), &config.identity);
-    let webhook = Arc::new(Webhook::new(ctx.clone(), config.admission.clone()));
+    // Every part follows the ledger: admission forgets copies deleted behind its back.
+    let ledger = reconciler::follow_ledger(&ctx);
 
-    let options =
-        reconciler::Options { cleanup_grace: config.reconciler.cleanup_grace, heal_pods: config.reconciler.heal_pods };
-    let reconciler = Reconciler::start(ctx, options);
-    let (leading_tx, leading) = watch::channel(None);
-    tokio::spawn(reconciler.run(leading, reconciler_synced));
-    let lease = LeaseSettings {
-        namespace: config.namespaces.own_namespace.clone(),
-        name: config.reconciler.lease_name.clone(),
-        identity: config.identity.clone(),
-        duration: config.reconciler.lease_duration,
-    };
-    let election = tokio::spawn(lease::run(client, lease, leading_tx, {
-        let shutdown = shutdown.clone();
-        async move { shutdown.begun().await }
-    }));
+    let election = role.reconciles().then(|| {
+        let synced = readiness.pending("reconciler caches");
+        let options = reconciler::Options {
+            cleanup_grace: config.reconciler.cleanup_grace,
+            heal_pods: config.reconciler.heal_pods,
+        };
+        let reconciler = Reconciler::start(ctx.clone(), options, ledger);
+        let (leading_tx, leading) = watch::channel(None);
+        tokio::spawn(reconciler.run(leading, synced));
+        let lease = LeaseSettings {
+            namespace: config.namespaces.own_namespace.clone(),
+            name: config.reconciler.lease_name.clone(),
+            identity: config.identity.clone(),
+            duration: config.reconciler.lease_duration,
+        };
+        tokio::spawn(lease::run(client, lease, leading_tx, {
+            let shutdown = shutdown.clone();
+            async move { shutdown.begun().await }
+        }))
+    });
+    let listening = role.serves_webhook().then(|| readiness.pending("https listener"));
 
     caches.wait_synced().await;
     caches_synced.ready();
-    let listener = bind("--listen", config.listen).await?;
-    let webhook_addr =
-        listener.local_addr().map_err(|source| Error::Bind { what: "--listen", addr: config.listen, source })?;
-    info!(addr = %webhook_addr, "webhook listening");
-    listening.ready();
 
     let drain = {
         let (shutdown, readiness, drain_delay) = (shutdown.clone(), readiness.clone(), config.drain_delay);
@@ -107,16 +112,27 @@ pub async fn start(client: kube::Client, config: Config) -> Result<Running, Erro
             tokio::time::sleep(drain_delay).await;
         }
     };
-    let router = crate::router(webhook.clone(), config.requests.clone());
-    let client_roots = config.client_ca_file.as_deref().map(crate::serving::tls::client_roots).transpose()?;
-    let server_config = tls.server_config(client_roots);
-    let serving = tokio::spawn(crate::serving::https::serve_tls(
-        listener,
-        server_config,
-        router,
-        config.connections.clone(),
-        drain,
-    ));
+    let (webhook, webhook_addr, serving) = match (listening, tls) {
+        (Some(listening), Some(tls)) => {
+            tokio::spawn(until(shutdown.clone(), tls.clone().watch(TLS_POLL)));
+            let listener = bind("--listen", config.listen).await?;
+            let addr = listener.local_addr().map_err(|source| Error::Bind {
+                what: "--listen",
+                addr: config.listen,
+                source,
+            })?;
+            info!(%addr, "webhook listening");
+            listening.ready();
+            let webhook = Arc::new(Webhook::new(ctx, config.admission.clone()));
+            let router = crate::router(webhook.clone(), config.requests.clone());
+            let roots = config.client_ca_file.as_deref().map(crate::serving::tls::client_roots).transpose()?;
+            let tls = tls.server_config(roots);
+            let serving = crate::serving::https::serve_tls(listener, tls, router, config.connections.clone(), drain);
+            (Some(webhook), Some(addr), tokio::spawn(serving))
+        }
+        // The reconciler alone has nothing to drain but its readiness.
+        _ => (None, None, tokio::spawn(drain)),
+    };
     Ok(Running { webhook_addr, admin_addr, shutdown, webhook, serving, election, admin_server })
 }
 
@@ -134,15 +150,17 @@ impl Running {
         &self.shutdown
     }
 
-    /// Every decision from now on, as logged.
-    pub fn decisions(&self) -> broadcast::Receiver<Arc<DecisionRecord>> {
-        self.webhook.follow_decisions()
+    /// Every decision from now on, as logged (when the process serves the webhook).
+    pub fn decisions(&self) -> Option<broadcast::Receiver<Arc<DecisionRecord>>> {
+        self.webhook.as_ref().map(|w| w.follow_decisions())
     }
 
     /// Resolves once the process has stopped: in-flight reviews finished, the lease released.
     pub async fn stopped(self) {
         let _ = self.serving.await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.election).await;
+        if let Some(election) = self.election {
+            let _ = tokio::time::timeout(Duration::from_secs(2), election).await;
+        }
         self.admin_server.abort();
         info!("stopped");
     }

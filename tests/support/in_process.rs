@@ -24,7 +24,7 @@ pub async fn serve(client: kube::Client, dir: &Path) -> SocketAddr {
     }
     install_ledger(&client).await;
     let running = runtime::start(client, config).await.expect("the runtime starts");
-    running.webhook_addr
+    running.webhook_addr.expect("the default role serves the webhook")
 }
 
 fn namespace_rules() -> olm_pullsecret_injector::resolve::NamespaceRules {

@@ -1,6 +1,7 @@
-//! The webhook under test: the real binary, serving TLS on loopback, authenticated as the chart's
-//! service account with exactly the RBAC objects (and the ValidatingAdmissionPolicy) that the
-//! chart renders, registered through the chart's MutatingWebhookConfiguration pointed at it.
+//! The webhook under test: the real binary, as the chart runs it: a webhook process serving TLS on
+//! loopback and a reconciler process, each authenticated as its own service account of the chart
+//! with exactly the RBAC objects (and the ValidatingAdmissionPolicy) that the chart renders,
+//! registered through the chart's MutatingWebhookConfiguration pointed at the webhook.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,14 +21,20 @@ use super::olm::{GLOBAL_CATALOGS, SELF_HOSTED_CATALOGS};
 pub const NAMESPACE: &str = "olm-pullsecret-injector";
 pub const RELEASE: &str = "olm-pullsecret-injector";
 pub const SERVICE_ACCOUNT: &str = "olm-pullsecret-injector";
+pub const RECONCILER_SERVICE_ACCOUNT: &str = "olm-pullsecret-injector-reconciler";
 const CONFIG_NAME: &str = "olm-pullsecret-injector";
 
+/// The two processes of one replica of the chart: `serve --role webhook` and `serve --role
+/// reconciler`, logging into one file.
 pub struct WebhookProcess {
     pub dir: PathBuf,
     pub port: u16,
+    /// The webhook's admin port.
     pub admin_port: u16,
+    pub reconciler_admin_port: u16,
     pub ca_pem: String,
     child: Mutex<Child>,
+    reconciler: Mutex<Child>,
 }
 
 static SHARED: tokio::sync::OnceCell<WebhookProcess> = tokio::sync::OnceCell::const_new();
@@ -62,9 +69,10 @@ pub async fn grant_chart_rbac_with(client: &kube::Client, edit: impl FnOnce(&mut
     for namespace in [NAMESPACE, GLOBAL_CATALOGS, SELF_HOSTED_CATALOGS] {
         super::create_namespace_if_missing(client, namespace).await;
     }
-    let sa = helm::of_kind(&objects, "ServiceAccount");
-    assert_eq!(sa.len(), 1);
-    assert_eq!(sa[0]["metadata"]["name"], SERVICE_ACCOUNT, "the chart's service account");
+    let mut names: Vec<&Value> =
+        helm::of_kind(&objects, "ServiceAccount").iter().map(|sa| &sa["metadata"]["name"]).collect();
+    names.sort_by_key(|name| name.as_str());
+    assert_eq!(names, [SERVICE_ACCOUNT, RECONCILER_SERVICE_ACCOUNT], "the chart's two identities");
     let wanted = |o: &&Value| {
         let kind = o["kind"].as_str().unwrap_or("");
         kind == "ServiceAccount" || RBAC_KINDS.contains(&kind) || kind.starts_with("ValidatingAdmissionPolicy")
@@ -145,23 +153,29 @@ impl WebhookProcess {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Whether the webhook process runs.
     pub fn is_running(&self) -> bool {
         self.child.lock().unwrap().try_wait().unwrap().is_none()
     }
 
+    /// Sends `signal` to both processes.
     pub fn signal(&self, signal: i32) {
-        let pid = self.child.lock().unwrap().id() as i32;
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        for child in [&self.child, &self.reconciler] {
+            let pid = child.lock().unwrap().id() as i32;
+            // SAFETY: kill(2) on our own child's pid.
+            assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        }
     }
 
+    /// The reconciler's pid: the one in its Lease identity.
     pub fn pid(&self) -> u32 {
-        self.child.lock().unwrap().id()
+        self.reconciler.lock().unwrap().id()
     }
 
-    /// The exit status, once the process has exited.
+    /// The webhook's exit status, once both processes have exited.
     pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
-        self.child.lock().unwrap().try_wait().unwrap()
+        let reconciler = self.reconciler.lock().unwrap().try_wait().unwrap();
+        reconciler.and(self.child.lock().unwrap().try_wait().unwrap())
     }
 }
 
@@ -195,38 +209,60 @@ pub fn start_with_cert_files(
 ) -> WebhookProcess {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    cp.write_impersonating_kubeconfig(NAMESPACE, SERVICE_ACCOUNT, &kubeconfig);
-    let (port, admin_port) = (free_port(), free_port());
-    let log = std::fs::File::create(dir.join("webhook.log")).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_olm-pullsecret-injector"));
-    command
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin_port}")])
-        .arg("--tls-cert-file")
-        .arg(cert_file)
-        .arg("--tls-key-file")
-        .arg(key_file)
-        .args(["--namespace", NAMESPACE])
-        .args(CATALOG_ARGS)
-        .args(extra_args)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "info,olm_pullsecret_injector=debug")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    let child = spawn_tied_to_this_process(command);
+    let (port, admin_port, reconciler_admin_port) = (free_port(), free_port(), free_port());
+    let log_path = dir.join("webhook.log");
+    std::fs::File::create(&log_path).unwrap();
+    let spawn = |role: &str, service_account: &str, admin: u16, role_args: Vec<String>| {
+        let kubeconfig = dir.join(format!("kubeconfig-{role}"));
+        cp.write_impersonating_kubeconfig(NAMESPACE, service_account, &kubeconfig);
+        // Both write whole lines with O_APPEND: one file, in the order things happened.
+        let log = std::fs::OpenOptions::new().append(true).open(&log_path).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_olm-pullsecret-injector"));
+        command
+            .args(["serve", "--role", role, "--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(role_args)
+            .args(["--namespace", NAMESPACE])
+            .args(CATALOG_ARGS)
+            .args(extra_args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "info,olm_pullsecret_injector=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        spawn_tied_to_this_process(command)
+    };
+    let webhook_args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--tls-cert-file".into(),
+        cert_file.to_string_lossy().into(),
+        "--tls-key-file".into(),
+        key_file.to_string_lossy().into(),
+    ];
+    let child = spawn("webhook", SERVICE_ACCOUNT, admin_port, webhook_args);
+    let reconciler = spawn("reconciler", RECONCILER_SERVICE_ACCOUNT, reconciler_admin_port, Vec::new());
 
     let started = Instant::now();
-    let ready_url = format!("127.0.0.1:{admin_port}");
-    loop {
-        if http_get_status(&ready_url, "/readyz") == Some(200) {
-            break;
+    for admin in [admin_port, reconciler_admin_port] {
+        let ready_url = format!("127.0.0.1:{admin}");
+        loop {
+            if http_get_status(&ready_url, "/readyz") == Some(200) {
+                break;
+            }
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            assert!(started.elapsed() < Duration::from_secs(60), "{name} not ready after 60s:\n{log}");
+            std::thread::sleep(Duration::from_millis(100));
         }
-        let log = std::fs::read_to_string(dir.join("webhook.log")).unwrap_or_default();
-        assert!(started.elapsed() < Duration::from_secs(60), "webhook not ready after 60s:\n{log}");
-        std::thread::sleep(Duration::from_millis(100));
     }
-    WebhookProcess { dir, port, admin_port, ca_pem: ca_pem.to_string(), child: Mutex::new(child) }
+    WebhookProcess {
+        dir,
+        port,
+        admin_port,
+        reconciler_admin_port,
+        ca_pem: ca_pem.to_string(),
+        child: Mutex::new(child),
+        reconciler: Mutex::new(reconciler),
+    }
 }
 
 /// Spawns the child from a thread that lives as long as the test binary, with the kernel told to

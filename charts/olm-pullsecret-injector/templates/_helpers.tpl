@@ -33,6 +33,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "psi.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
+{{/* The reconciler's own identity. */}}
+{{- define "psi.reconcilerServiceAccountName" -}}
+{{- printf "%s-reconciler" (include "psi.serviceAccountName" .) -}}
+{{- end -}}
+
 {{/* The Secret (type kubernetes.io/tls) mounted at /etc/webhook/certs. */}}
 {{- define "psi.certSecretName" -}}
 {{- default (printf "%s-tls" (include "psi.fullname" .)) .Values.certificates.secretName -}}
@@ -91,4 +96,89 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 catalog namespace first, then catalogNamespaces. */}}
 {{- define "psi.catalogNamespaces" -}}
 {{- prepend .Values.catalogNamespaces .Values.globalCatalogNamespace | uniq | toJson -}}
+{{- end -}}
+
+{{/* Labels of a pod of one component (webhook or reconciler): (dict "ctx" . "component" ...). */}}
+{{- define "psi.podLabels" -}}
+{{ include "psi.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- with .ctx.Values.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod-level fields both Deployments share. */}}
+{{- define "psi.podCommon" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+securityContext:
+  # No fixed UID: OpenShift's restricted SCC assigns one; the image's USER is numeric.
+  runAsNonRoot: true
+  seccompProfile:
+    type: RuntimeDefault
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Container fields both Deployments share: the image, the environment, the probes on the
+admin port (ready once every watch has synced, false while draining), resources and the
+restricted security context. */}}
+{{- define "psi.containerCommon" -}}
+image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+env:
+  # The replica's identity in the Lease and in Events.
+  - name: POD_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+  # --namespace: the release namespace (never mutated; holds the Lease).
+  - name: POD_NAMESPACE
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.namespace
+  - name: RUST_LOG
+    value: {{ .Values.logLevel | quote }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: admin
+  periodSeconds: 10
+  failureThreshold: 3
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: admin
+  periodSeconds: 2
+  failureThreshold: 1
+resources:
+  {{- toYaml .Values.resources | nindent 2 }}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: [ALL]
+{{- end -}}
+
+{{/* Arguments both roles take: the log format and what the one resolver is configured with. */}}
+{{- define "psi.resolverArgs" -}}
+- --log-format={{ .Values.logFormat }}
+- --global-catalog-namespace={{ .Values.globalCatalogNamespace }}
+{{- with .Values.catalogNamespaces }}
+- --catalog-namespace={{ join "," . }}
+{{- end }}
+{{- with .Values.excludeNamespaces }}
+- --exclude-namespace={{ join "," . }}
+{{- end }}
 {{- end -}}

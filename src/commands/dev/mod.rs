@@ -96,7 +96,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     apply(&client, "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", ledger)
         .await?;
     let running = runtime::start(client.clone(), config).await?;
-    let listen = running.webhook_addr;
+    let listen = running.webhook_addr.context("dev runs every role, the webhook included")?;
     let webhook_config = webhook_configuration(
         "olm-pullsecret-injector",
         &format!("https://{listen}/mutate"),
@@ -115,7 +115,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await; // the API server loads configurations asynchronously
 
-    let mut decisions = running.decisions();
+    let mut decisions = running.decisions().context("dev runs every role, the webhook included")?;
     install_sample(&client).await?;
     let pods = Api::<Pod>::namespaced(client.clone(), "demo-tenant");
     let pod = loop {
