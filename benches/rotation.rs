@@ -96,7 +96,8 @@ async fn run(dir: &std::path::Path, copies: usize) -> anyhow::Result<()> {
     let source_c = with_token(&catalog.source, "token-c");
     let started = Instant::now();
     let patch = json!({ "data": source_c.data });
-    sources.patch(&catalog.secret, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    // The content hash follows the source's UID and resourceVersion: the stored source's.
+    let source_c = sources.patch(&catalog.secret, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     wait_for(|| synced() - before >= copies as f64, Duration::from_secs(120)).await?;
     let rotation = started.elapsed();
 

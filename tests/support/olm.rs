@@ -266,6 +266,7 @@ pub async fn private_catalog(client: &kube::Client, secrets: &[&str]) -> Catalog
 /// A catalog in `namespace` (one of the e2e webhook's catalog namespaces), listing a fresh pull
 /// secret and `secrets`.
 pub async fn catalog_in(client: &kube::Client, namespace: &str, secrets: &[&str]) -> Catalog {
+    super::create_namespace_if_missing(client, namespace).await;
     let (name, secret) = (unique_name("catalog"), unique_name("registry-creds"));
     let source = create_pull_secret(client, namespace, &secret, "token-1").await;
     let mut listed = vec![secret.as_str()];
