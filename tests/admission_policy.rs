@@ -44,25 +44,24 @@ fn merge(into: &mut Value, from: Value) {
     }
 }
 
-/// The refusal of the policy, not of RBAC or validation.
-fn assert_refused_by_policy<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str, verb: &str) {
+/// The refusal of the chart's policy `policy` (not of RBAC or validation); its message.
+fn refused_by<T: std::fmt::Debug>(result: Result<T, kube::Error>, policy: &str, what: &str) -> String {
     match result {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 403, "{what}: {status:?}");
-            assert!(
-                status.message.contains("ValidatingAdmissionPolicy 'olm-pullsecret-injector-managed-secrets'"),
-                "{what}: not the policy's refusal: {}",
-                status.message
-            );
-            assert!(status.message.contains(&format!("may only {verb}")), "{what}: {}", status.message);
-            assert!(
-                status.message.contains("app.kubernetes.io/managed-by=olm-pullsecret-injector"),
-                "{}",
-                status.message
-            );
+            let name = format!("ValidatingAdmissionPolicy 'olm-pullsecret-injector-{policy}'");
+            assert!(status.message.contains(&name), "{what}: not the policy's refusal: {}", status.message);
+            status.message
         }
         other => panic!("{what} must be refused by the policy, got {other:?}"),
     }
+}
+
+/// The refusal of the managed-secrets policy.
+fn assert_refused_by_policy<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str, verb: &str) {
+    let message = refused_by(result, "managed-secrets", what);
+    assert!(message.contains(&format!("may only {verb}")), "{what}: {message}");
+    assert!(message.contains("app.kubernetes.io/managed-by=olm-pullsecret-injector"), "{message}");
 }
 
 /// Applies the chart's service account, RBAC, policy and binding; returns an admin client, a
@@ -197,19 +196,9 @@ async fn the_webhook_account_may_update_and_delete_only_its_copies() {
     by_admin.delete("tenant-opaque", &DeleteParams::default()).await.unwrap();
 }
 
-/// The refusal of the ServiceAccount policy, not of RBAC or validation.
+/// The refusal of the ServiceAccount policy.
 fn assert_refused_by_sa_policy<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
-    match result {
-        Err(kube::Error::Api(status)) => {
-            assert_eq!(status.code, 403, "{what}: {status:?}");
-            assert!(
-                status.message.contains("ValidatingAdmissionPolicy 'olm-pullsecret-injector-service-accounts'"),
-                "{what}: not the policy's refusal: {}",
-                status.message
-            );
-        }
-        other => panic!("{what} must be refused by the policy, got {other:?}"),
-    }
+    refused_by(result, "service-accounts", what);
 }
 
 #[tokio::test]

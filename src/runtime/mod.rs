@@ -41,8 +41,12 @@ pub struct Running {
     admin_server: JoinHandle<()>,
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).await.map_err(|source| Error::Bind { what, addr, source })
+/// A listener on `addr` and the address it got (port 0: any free port).
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
+    let error = |source| Error::Bind { what, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    Ok((listener, bound))
 }
 
 /// Starts every part of `config.role`. The admin port answers at once (not ready); the HTTPS
@@ -58,12 +62,7 @@ pub async fn start(client: kube::Client, config: Config) -> Result<Running, Erro
         false => None,
     };
 
-    let admin = bind("the admin port", config.admin_listen).await?;
-    let admin_addr = admin.local_addr().map_err(|source| Error::Bind {
-        what: "the admin port",
-        addr: config.admin_listen,
-        source,
-    })?;
+    let (admin, admin_addr) = bind("the admin port", config.admin_listen).await?;
     info!(addr = %admin_addr, ?role, "admin server listening");
     let admin_router = crate::serving::admin::router(readiness.clone());
     // The admin port outlives the drain (readiness must read false meanwhile): `stopped` ends it.
@@ -115,12 +114,7 @@ pub async fn start(client: kube::Client, config: Config) -> Result<Running, Erro
     let (webhook, webhook_addr, serving) = match (listening, tls) {
         (Some(listening), Some(tls)) => {
             tokio::spawn(until(shutdown.clone(), tls.clone().watch(TLS_POLL)));
-            let listener = bind("--listen", config.listen).await?;
-            let addr = listener.local_addr().map_err(|source| Error::Bind {
-                what: "--listen",
-                addr: config.listen,
-                source,
-            })?;
+            let (listener, addr) = bind("--listen", config.listen).await?;
             info!(%addr, "webhook listening");
             listening.ready();
             let webhook = Arc::new(Webhook::new(ctx, config.admission.clone()));
