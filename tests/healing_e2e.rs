@@ -124,5 +124,9 @@ async fn pods_admitted_without_the_webhook_are_reported_then_healed_and_service_
     .await;
     assert_eq!(pull_secret_names(&healed), [catalog.secret.as_str()]);
     assert!(pods.get_opt(&name).await.unwrap().is_none_or(|p| p.metadata.deletion_timestamp.is_some()));
-    assert!(healer.logs().contains("pod evicted so that its controller recreates it"));
+    let logs = healer.logs();
+    assert!(logs.contains("pod evicted so that its controller recreates it"));
+    // No Pod was served after this one was admitted: the eviction was the one that tells whether
+    // the webhook is called, and its replacement (served) says it is.
+    assert!(logs.contains("this eviction tells"), "{logs}");
 }

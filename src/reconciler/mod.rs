@@ -69,6 +69,8 @@ struct Memory {
     pods_checked: HashMap<String, u64>,
     pods_reported: HashSet<String>,
     healed_controllers: HashMap<String, pods::Healing>,
+    /// Whether the webhook is known to be called, before healing evicts.
+    called: pods::Called,
     /// Controllers whose healing was given up (reported once).
     heals_given_up: HashSet<String>,
     /// `<ns>/<copy>` → when the copy was last checked with a probe.

@@ -1,12 +1,15 @@
 //! The pods sweep: a Pod admitted without the secrets it needs (the webhook was not called) is
 //! reported once with a Warning Event; with `--heal-pods` a controller-owned one is evicted (the
 //! Eviction API respects PodDisruptionBudgets) so that its controller recreates it through the
-//! webhook, at most a few times per controller.
+//! webhook, at most a few times per controller, and only once the webhook is known to be called
+//! again: a Pod admitted with its secrets after the one to evict, or else the replacement of a
+//! single eviction (the canary) that must come back with its secrets before any other.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
@@ -31,6 +34,49 @@ const HEAL_WARMUP: Duration = Duration::from_secs(10);
 const MAX_HEALS: u32 = 3;
 /// How long one eviction request may take.
 const EVICTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// While the webhook is not known to be called, one eviction (the canary) at most this often.
+const CANARY_EVERY: Duration = Duration::from_secs(120);
+
+/// What the Pods say of whether the webhook is called, gathered during a leader's term.
+#[derive(Default)]
+pub(super) struct Called {
+    /// The newest creation of a Pod that needed pull secrets and was admitted with them: the
+    /// webhook was called then.
+    newest_served: Option<Time>,
+    /// The last eviction made without that proof.
+    canary: Option<Instant>,
+}
+
+/// Whether a Pod admitted at `created` may be evicted now.
+#[derive(Debug, PartialEq, Eq)]
+enum MayEvict {
+    /// The webhook was called after this Pod was admitted: its replacement will be served.
+    Yes,
+    /// Not known: one eviction tells, by whether the replacement comes back served.
+    AsCanary,
+    /// A canary's replacement is awaited.
+    Wait,
+}
+
+impl Called {
+    fn served(&mut self, created: &Time) {
+        if self.newest_served.as_ref().is_none_or(|newest| newest < created) {
+            self.newest_served = Some(created.clone());
+        }
+    }
+
+    fn may_evict(&self, created: Option<&Time>) -> MayEvict {
+        if let (Some(newest), Some(created)) = (&self.newest_served, created)
+            && newest > created
+        {
+            return MayEvict::Yes;
+        }
+        match self.canary {
+            Some(at) if at.elapsed() < CANARY_EVERY => MayEvict::Wait,
+            _ => MayEvict::AsCanary,
+        }
+    }
+}
 
 /// Whether a checked Pod is done with, or must be looked at again on the next pass.
 enum Checked {
@@ -65,15 +111,16 @@ impl Reconciler {
         memory.pods_reported.retain(|uid| live.contains(uid));
     }
 
-    /// The sources whose secret the Pod should list and does not.
-    async fn missing(&self, pod: &Pod, ns: &str) -> Result<Vec<String>, Error> {
+    /// How many secrets the Pod should list, and the sources of those it does not.
+    async fn missing(&self, pod: &Pod, ns: &str) -> Result<(usize, Vec<String>), Error> {
         let name = pod.name_any();
         let subject = Subject::of(Kind::Pod, ns, &name, pod.owner_references());
         let resolution = self.ctx.resolver.resolve(&subject).await?;
         let listed = pull_secret_names(pod);
         let needs_copies = resolution.needs.iter().any(|n| matches!(n.provision, Provision::Copy(_)));
         let copies_here = if needs_copies { self.copies_in(ns) } else { Vec::new() };
-        Ok(resolution
+        let needed = resolution.needs.iter().filter(|n| !matches!(n.provision, Provision::Unusable(_))).count();
+        let missing = resolution
             .needs
             .iter()
             .filter(|need| match &need.provision {
@@ -82,7 +129,8 @@ impl Reconciler {
                 Provision::Copy(_) => !copies_of(&copies_here, &need.source_ref()).any(|n| listed.contains(&n)),
             })
             .map(|need| need.source_ref())
-            .collect())
+            .collect();
+        Ok((needed, missing))
     }
 
     /// Reports (once) and heals a Pod that lacks secrets.
@@ -94,8 +142,11 @@ impl Reconciler {
         uid: &str,
         memory: &mut Memory,
     ) -> Result<Checked, Error> {
-        let missing = self.missing(pod, ns).await?;
+        let (needed, missing) = self.missing(pod, ns).await?;
         if missing.is_empty() {
+            if let Some(created) = pod.metadata.creation_timestamp.as_ref().filter(|_| needed > 0) {
+                memory.called.served(created);
+            }
             return Ok(Checked::Done);
         }
         let name = pod.name_any();
@@ -137,6 +188,10 @@ impl Reconciler {
         {
             return Ok(Checked::Again);
         }
+        let may = memory.called.may_evict(pod.metadata.creation_timestamp.as_ref());
+        if may == MayEvict::Wait {
+            return Ok(Checked::Again);
+        }
         let eviction = kube::api::EvictParams {
             delete_options: Some(kube::api::DeleteParams {
                 preconditions: Some(kube::api::Preconditions { uid: Some(uid.to_string()), resource_version: None }),
@@ -167,6 +222,10 @@ impl Reconciler {
             .or_insert(Healing { last: Instant::now(), evictions: 0 });
         healing.last = Instant::now();
         healing.evictions += 1;
+        if may == MayEvict::AsCanary {
+            memory.called.canary = Some(Instant::now());
+            info!(namespace = %ns, pod = %name, "the webhook is not known to be called: this eviction tells, no other until its replacement is served");
+        }
         metrics::reconcile_action(Action::PodHealed);
         info!(namespace = %ns, pod = %name, controller = %format!("{}/{}", controller.kind, controller.name), %missing, "pod evicted so that its controller recreates it with its pull secrets");
         Ok(Checked::Done)
@@ -224,6 +283,23 @@ mod tests {
         assert_eq!(pod.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
         assert!(pod.status.as_ref().unwrap().pod_ip.is_none());
         assert!(!finished(&pod));
+    }
+
+    #[test]
+    fn pods_are_evicted_only_once_the_webhook_is_known_to_be_called() {
+        let at = |s: &str| Time(s.parse().unwrap());
+        let mut called = Called::default();
+        let old = at("2026-01-01T00:00:00Z");
+        assert_eq!(called.may_evict(Some(&old)), MayEvict::AsCanary, "nothing known: one eviction tells");
+        called.canary = Some(Instant::now());
+        assert_eq!(called.may_evict(Some(&old)), MayEvict::Wait, "its replacement is awaited");
+        called.served(&at("2025-12-31T00:00:00Z"));
+        assert_eq!(called.may_evict(Some(&old)), MayEvict::Wait, "served before the Pod was admitted proves nothing");
+        called.served(&at("2026-01-01T00:01:00Z"));
+        assert_eq!(called.may_evict(Some(&old)), MayEvict::Yes, "a Pod served after it: the webhook is called");
+        assert_eq!(called.may_evict(Some(&at("2026-01-01T00:02:00Z"))), MayEvict::Wait);
+        called.canary = Instant::now().checked_sub(CANARY_EVERY);
+        assert_eq!(called.may_evict(Some(&at("2026-01-01T00:02:00Z"))), MayEvict::AsCanary, "another canary later");
     }
 
     #[test]
