@@ -65,16 +65,19 @@ async fn pods_admitted_without_the_webhook_are_reported_then_healed_and_service_
     assert!(pull_secret_names(&unhealed).is_empty());
     let uid = unhealed.metadata.uid.clone().unwrap();
     let name = unhealed.metadata.name.clone().unwrap();
+    let replica_set = unhealed.metadata.owner_references.clone().unwrap().remove(0);
 
     // Without --heal-pods the Pod is reported, not touched.
     let events = Api::<Event>::namespaced(client.clone(), tenant);
-    eventually("a PodMissingPullSecret event on the pod", Duration::from_secs(20), || async {
+    eventually("a PodMissingPullSecret event on the pod's ReplicaSet", Duration::from_secs(20), || async {
         let list = events.list(&ListParams::default()).await.unwrap().items;
         list.iter()
             .any(|e| {
+                // Told per owner: one Event on the ReplicaSet, however many of its Pods.
                 e.reason.as_deref() == Some("PodMissingPullSecret")
                     && e.type_.as_deref() == Some("Warning")
-                    && e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid.as_str())
+                    && e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(replica_set.uid.as_str())
+                    && e.note.as_deref().is_some_and(|n| n.contains(&name))
             })
             .then_some(())
     })

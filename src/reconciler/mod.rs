@@ -69,6 +69,8 @@ struct Memory {
     pods_checked: HashMap<String, u64>,
     pods_reported: HashSet<String>,
     healed_controllers: HashMap<String, pods::Healing>,
+    /// Pods admitted without their secrets, waiting to be reported per owner.
+    unreported: pods::Unreported,
     /// Whether the webhook is known to be called, before healing evicts.
     called: pods::Called,
     /// Controllers whose healing was given up (reported once).

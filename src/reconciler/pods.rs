@@ -5,14 +5,14 @@
 //! again: a Pod admitted with its secrets after the one to evict, or else the replacement of a
 //! single eviction (the canary) that must come back with its secrets before any other.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::{Resource, ResourceExt};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Memory, Pass, Reconciler, failed, forget_gone};
 use crate::error::Error;
@@ -36,6 +36,109 @@ const MAX_HEALS: u32 = 3;
 const EVICTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// While the webhook is not known to be called, one eviction (the canary) at most this often.
 const CANARY_EVERY: Duration = Duration::from_secs(120);
+
+/// Reports of Pods admitted without their secrets: one Event per owning controller (or bare Pod)
+/// at most this often, however many of its Pods there are.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+/// And at most this many such Events a minute in all: an outage in a large cluster must not turn
+/// into a flood of writes to the API server. The rest wait for the next minute.
+const REPORTS_PER_MINUTE: u32 = 20;
+/// Pods named in one report.
+const NAMED_PER_REPORT: usize = 3;
+
+/// Pods admitted without their secrets, by owner, waiting to be reported.
+#[derive(Default)]
+pub(super) struct Unreported {
+    by_owner: HashMap<String, OwnerReport>,
+    /// The minute the budget counts from, and the Events published in it.
+    budget: Option<(Instant, u32)>,
+}
+
+struct OwnerReport {
+    regarding: ObjectReference,
+    what: String,
+    /// Pods seen without their secrets; `reported` of them are in a published Event.
+    pods: usize,
+    reported: usize,
+    names: Vec<String>,
+    missing: String,
+    healing: bool,
+    last: Option<Instant>,
+}
+
+impl Unreported {
+    fn add(&mut self, pod: &Pod, ns: &str, missing: &str, healing: bool) {
+        let controller = pod.owner_references().iter().find(|r| r.controller == Some(true));
+        let (key, regarding, what) = match controller {
+            Some(c) => {
+                let reference = ObjectReference {
+                    api_version: Some(c.api_version.clone()),
+                    ..events::reference(&c.kind, ns, &c.name, Some(&c.uid))
+                };
+                (c.uid.clone(), reference, format!("{} {}", c.kind, c.name))
+            }
+            None => {
+                let uid = pod.uid().unwrap_or_default();
+                (
+                    uid.clone(),
+                    events::reference("Pod", ns, &pod.name_any(), Some(&uid)),
+                    format!("Pod {}", pod.name_any()),
+                )
+            }
+        };
+        let report = self.by_owner.entry(key).or_insert_with(|| OwnerReport {
+            regarding,
+            what,
+            pods: 0,
+            reported: 0,
+            names: Vec::new(),
+            missing: missing.to_string(),
+            healing,
+            last: None,
+        });
+        report.pods += 1;
+        if report.names.len() < NAMED_PER_REPORT {
+            report.names.push(pod.name_any());
+        }
+    }
+
+    /// The reports due now, within the budget; each marked published.
+    fn due(&mut self) -> Vec<(ObjectReference, String, String)> {
+        let budget = self.budget.get_or_insert((Instant::now(), 0));
+        if budget.0.elapsed() >= Duration::from_secs(60) {
+            *budget = (Instant::now(), 0);
+        }
+        let mut due = Vec::new();
+        for report in self.by_owner.values_mut() {
+            if report.pods == report.reported || report.last.is_some_and(|at| at.elapsed() < REPORT_EVERY) {
+                continue;
+            }
+            if budget.1 >= REPORTS_PER_MINUTE {
+                break;
+            }
+            budget.1 += 1;
+            let named = report.names.join(", ");
+            let note = format!(
+                "{} Pod(s) of {} admitted without the pull secrets of their operator's catalog ({}), e.g. {named}, \
+                 probably while the webhook was not called; {}",
+                report.pods,
+                report.what,
+                report.missing,
+                if report.healing {
+                    "evicting them so that the controller recreates them"
+                } else {
+                    "recreate them to get them"
+                }
+            );
+            report.reported = report.pods;
+            report.last = Some(Instant::now());
+            due.push((report.regarding.clone(), report.what.clone(), note));
+        }
+        // Owners told of long ago and with nothing new are forgotten.
+        self.by_owner.retain(|_, r| r.pods > r.reported || r.last.is_none_or(|at| at.elapsed() < 10 * REPORT_EVERY));
+        due
+    }
+}
 
 /// What the Pods say of whether the webhook is called, gathered during a leader's term.
 #[derive(Default)]
@@ -109,6 +212,10 @@ impl Reconciler {
         let live: HashSet<String> = self.pods.state().iter().filter_map(|p| p.uid()).collect();
         forget_gone(&mut memory.pods_checked, &live);
         memory.pods_reported.retain(|uid| live.contains(uid));
+        for (regarding, what, note) in memory.unreported.due() {
+            info!(owner = %what, "{note}");
+            self.ctx.events.warning(regarding, events::POD_MISSING, note);
+        }
     }
 
     /// How many secrets the Pod should list, and the sources of those it does not.
@@ -153,18 +260,11 @@ impl Reconciler {
         let missing = missing.join(", ");
         let controller = pod.owner_references().iter().find(|r| r.controller == Some(true));
         if memory.pods_reported.insert(uid.to_string()) {
+            // Counted one by one; told per owner (see `Unreported`), so a burst costs few writes.
             metrics::reconcile_action(Action::PodMissingPullSecret);
-            warn!(namespace = %ns, pod = %name, %missing, "pod was admitted without the pull secrets it needs");
-            let note = format!(
-                "admitted without the pull secrets of its operator's catalog ({missing}), probably while the webhook \
-                 was not called; {}",
-                if self.options.heal_pods && controller.is_some_and(|c| heals(&c.kind)) {
-                    "evicting it so that its controller recreates it"
-                } else {
-                    "recreate it to get them"
-                }
-            );
-            self.ctx.events.warning(events::reference("Pod", ns, &name, Some(uid)), events::POD_MISSING, note);
+            debug!(namespace = %ns, pod = %name, %missing, "pod was admitted without the pull secrets it needs");
+            let healing = self.options.heal_pods && controller.is_some_and(|c| heals(&c.kind));
+            memory.unreported.add(pod, ns, &missing, healing);
         }
         let Some(controller) = controller.filter(|c| self.options.heal_pods && heals(&c.kind)) else {
             return Ok(Checked::Done);
@@ -300,6 +400,36 @@ mod tests {
         assert_eq!(called.may_evict(Some(&at("2026-01-01T00:02:00Z"))), MayEvict::Wait);
         called.canary = Instant::now().checked_sub(CANARY_EVERY);
         assert_eq!(called.may_evict(Some(&at("2026-01-01T00:02:00Z"))), MayEvict::AsCanary, "another canary later");
+    }
+
+    fn pod(name: &str, controller: Option<&str>) -> Pod {
+        let owners: Vec<serde_json::Value> = controller
+            .map(|rs| serde_json::json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "uid": format!("uid-{rs}"), "controller": true}))
+            .into_iter()
+            .collect();
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": "t", "uid": format!("uid-{name}"), "ownerReferences": owners}}))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_burst_of_pods_without_their_secrets_costs_few_events() {
+        let mut unreported = Unreported::default();
+        for i in 0..1000 {
+            unreported.add(&pod(&format!("web-{i}"), Some("web-1")), "t", "m/creds", true);
+        }
+        let due = unreported.due();
+        assert_eq!(due.len(), 1, "one Event for the ReplicaSet of 1,000 Pods");
+        assert_eq!(due[0].0.kind.as_deref(), Some("ReplicaSet"));
+        assert!(due[0].2.starts_with("1000 Pod(s) of ReplicaSet web-1"), "{}", due[0].2);
+        unreported.add(&pod("web-late", Some("web-1")), "t", "m/creds", true);
+        assert!(unreported.due().is_empty(), "at most one a minute per owner");
+
+        let mut bare = Unreported::default();
+        for i in 0..1000 {
+            bare.add(&pod(&format!("bare-{i}"), None), "t", "m/creds", false);
+        }
+        assert_eq!(bare.due().len() as u32, REPORTS_PER_MINUTE, "at most this many a minute in all");
+        assert!(bare.due().is_empty(), "the rest wait for the next minute");
     }
 
     #[test]
