@@ -26,6 +26,9 @@ use tracing::{info, warn};
 use crate::state::index::{CatalogNamespaces, Ignored, Index};
 use crate::state::olm::{CatalogSource, ClusterServiceVersion, InstallPlan, OperatorGroup, Subscription};
 
+/// The label selector that leaves out the CSVs OLM copied into target namespaces.
+pub const NOT_COPIED: &str = "!olm.copiedFrom";
+
 /// Only these secret types are ever read, and so handed out: a pull secret is all a tenant gets.
 pub const PULL_SECRET_TYPES: [&str; 2] = ["kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg"];
 
@@ -113,7 +116,9 @@ impl Caches {
         tokio::spawn(reflect(subscriptions, subscriptions_w, "subscriptions", wake(&caches.changed)));
         let install_plans = watcher(Api::<InstallPlan>::all(client.clone()), cfg());
         tokio::spawn(reflect(install_plans, install_plans_w, "installplans", wake(&caches.changed)));
-        let csvs = watcher(Api::<ClusterServiceVersion>::all(client.clone()), cfg());
+        // OLM copies an all-namespaces operator's CSV into every namespace (OpenShift's default):
+        // tens of thousands of objects that are never anchors. The API server leaves them out.
+        let csvs = watcher(Api::<ClusterServiceVersion>::all(client.clone()), cfg().labels(NOT_COPIED));
         tokio::spawn(reflect(csvs, csvs_w, "clusterserviceversions", wake(&caches.changed)));
         let operator_groups = watcher(Api::<OperatorGroup>::all(client.clone()), cfg());
         tokio::spawn(reflect(operator_groups, operator_groups_w, "operatorgroups", wake(&caches.changed)));
