@@ -1,4 +1,4 @@
-//! Memory (DESIGN 7): the resident set of `serve` with 10,000 namespaces and 1,000 operators'
+//! Memory: the resident set of `serve` with 10,000 namespaces and 1,000 operators'
 //! objects (a CatalogSource, Subscription, CSV and OperatorGroup each) in its caches must stay
 //! under 64 MiB, with the CSVs OLM copies of all-namespaces operators into every namespace
 //! (OpenShift's default; 20,000 of about 8 KiB each) on top. The baseline, measured in the same

@@ -1,4 +1,4 @@
-//! Rotation (DESIGN 7): a changed source secret must reach 1,000 copies in under 30 s against the
+//! Rotation: a changed source secret must reach 1,000 copies in under 30 s against the
 //! local API server. The baseline, measured in the same run, is the API server's own pace for
 //! the same writes: this process patching the 1,000 copies directly, 16 requests in flight (the
 //! reconciler's concurrency). The reconciler's time is reported as a ratio of it.

@@ -1,4 +1,4 @@
-//! Warm-path throughput (DESIGN 7): a realistic ~7 KB operand Pod review over TLS, HTTP/1.1
+//! Warm-path throughput: a realistic ~7 KB operand Pod review over TLS, HTTP/1.1
 //! keep-alive, 32 connections, the load generator on the same cores. The webhook's throughput is
 //! reported as a ratio of a no-op TLS handler measured in the same run (the physical limit here).
 //!

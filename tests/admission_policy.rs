@@ -1,4 +1,4 @@
-//! The chart's ValidatingAdmissionPolicies (DESIGN 5): RBAC lets the project's service accounts
+//! The chart's ValidatingAdmissionPolicies: RBAC lets the project's service accounts
 //! create, patch and (the reconciler) delete any Secret, and the reconciler patch any
 //! ServiceAccount; the policies narrow that to managed pull-secret copies and to the
 //! `imagePullSecrets` and our annotation of ServiceAccounts outside the platform namespaces.

@@ -1,4 +1,4 @@
-//! DESIGN 8: the API server stops answering for 30 s (its process is frozen with SIGSTOP, so
+//! Reliability: the API server stops answering for 30 s (its process is frozen with SIGSTOP, so
 //! connections hang rather than fail). The webhook keeps answering warm reviews from its caches,
 //! answers a review that needs the API server within its deadline (a retryable 503 for a Pod),
 //! stays ready, steps down as the reconciler's lease holder, and once the API server is back it

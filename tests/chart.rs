@@ -1,7 +1,7 @@
 //! The Helm chart, rendered by helm built from its Go module (tests/helm): `helm lint` and
 //! `helm template` for each certificate mode and for non-default values, the values schema, the
-//! properties DESIGN 5 asks of the render, and every rendered object applied to the real control
-//! plane with server-side apply.
+//! properties the README asks of the render ("Install", "RBAC", "Security"), and every rendered
+//! object applied to the real control plane with server-side apply.
 
 mod support;
 
@@ -93,7 +93,7 @@ fn the_schema_and_the_chart_refuse_bad_values() {
     }
 }
 
-/// DESIGN 5, checked on the default render (self-signed certificates).
+/// The chart's properties, checked on the default render (self-signed certificates).
 #[test]
 fn the_default_render_has_the_properties_of_the_design() {
     let objects = Helm::shared().template("psi", NS, &json!({}));

@@ -1,4 +1,4 @@
-//! Mutated AdmissionReviews through the real router, in process (DESIGN 8): whatever the body,
+//! Mutated AdmissionReviews through the real router, in process: whatever the body,
 //! the answer is 200 with a review that echoes the uid, or 400 with a JSON error; never a panic,
 //! never a 5xx. The caches are synced from fixtures in which the seeds' namespace is reached by
 //! an operator, so reviews that still parse go through the resolver, the owner lookups and the
