@@ -76,7 +76,11 @@ async fn run(dir: &std::path::Path, namespaces: usize, operators: usize, copied:
                 "apiVersion": "operators.coreos.com/v1alpha1", "kind": "ClusterServiceVersion",
                 "metadata": { "name": format!("global-operator-{}.v1.0.0", i / names.len()),
                     "labels": { "olm.copiedFrom": "openshift-operators" } },
-                "spec": { "displayName": "Global operator", "description": description }
+                "spec": { "displayName": "Global operator", "description": description,
+                    "install": { "strategy": "deployment", "spec": { "deployments": [{ "name": "global-operator",
+                        "spec": { "selector": { "matchLabels": { "app": "global" } },
+                            "template": { "metadata": { "labels": { "app": "global" } },
+                                "spec": { "containers": [{ "name": "op", "image": "registry.example/global:1" }] } } } }] } } }
             }))
             .unwrap();
             async move {

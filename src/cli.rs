@@ -10,7 +10,6 @@ use clap::{Args, Parser, Subcommand};
 use tracing::warn;
 
 use crate::commands;
-use crate::resolve::NamespaceRules;
 use crate::runtime::{self, Config, ReconcilerConfig, Role};
 use crate::webhook::{OnCopyFailure, Settings};
 
@@ -81,12 +80,8 @@ pub struct AdminArgs {
 
 #[derive(Args, Debug)]
 pub struct WebhookArgs {
-    /// The webhook's own namespace (never mutated).
-    #[arg(long, env = "POD_NAMESPACE", default_value = runtime::DEFAULT_NAMESPACE)]
-    pub namespace: String,
-    /// Further namespaces to leave alone (repeat or comma-separate).
-    #[arg(long, env = "PSI_EXCLUDE_NAMESPACE", value_delimiter = ',')]
-    pub exclude_namespace: Vec<String>,
+    #[command(flatten)]
+    pub namespaces: commands::NamespaceArgs,
     /// What to do with a Pod whose secrets could not be copied: deny (retryable 503) or allow.
     #[arg(long, env = "PSI_ON_COPY_FAILURE", default_value = "deny", value_parser = parse_on_copy_failure)]
     pub on_copy_failure: OnCopyFailure,
@@ -130,10 +125,7 @@ impl ServeArgs {
             connections: Default::default(),
             requests: Default::default(),
             drain_delay: self.server.drain_delay,
-            namespaces: NamespaceRules {
-                own_namespace: self.webhook.namespace,
-                excluded_namespaces: self.webhook.exclude_namespace,
-            },
+            namespaces: self.webhook.namespaces.into(),
             catalogs: self.webhook.catalogs.into(),
             admission: Settings { on_copy_failure: self.webhook.on_copy_failure, deadline: self.webhook.deadline },
             reconciler: ReconcilerConfig {
@@ -245,5 +237,13 @@ mod tests {
         assert!(parse_on_copy_failure("maybe").is_err());
         assert_eq!(parse_role("reconciler"), Ok(Role::Reconciler));
         assert!(parse_role("both").is_err());
+    }
+
+    #[test]
+    fn only_openshift_namespaces_can_be_included() {
+        let parsed = Cli::try_parse_from(["psi", "serve", "--include-namespace", "openshift-gitops,openshift-logging"]);
+        let Command::Serve(args) = parsed.unwrap().command else { unreachable!() };
+        assert_eq!(args.into_config().namespaces.included_namespaces, ["openshift-gitops", "openshift-logging"]);
+        assert!(Cli::try_parse_from(["psi", "serve", "--include-namespace", "kube-system"]).is_err());
     }
 }

@@ -24,6 +24,7 @@ fn non_default_values(catalogs: [&str; 2]) -> Value {
         "serviceMonitor": { "enabled": true, "labels": { "release": "prometheus" } },
         "operandOwnerRules": [{ "apiGroups": ["etcd.database.coreos.com"], "resources": ["etcdclusters"], "verbs": ["get"] }],
         "excludeNamespaces": ["legacy-apps"],
+        "includeNamespaces": ["openshift-gitops"],
         "replicas": 3,
         "onCopyFailure": "allow",
         "cleanupGrace": "30m",
@@ -73,6 +74,7 @@ fn the_schema_and_the_chart_refuse_bad_values() {
         (json!({ "onCopyFailure": "retry" }), "/onCopyFailure"),
         (json!({ "drainDelay": "five seconds" }), "/drainDelay"),
         (json!({ "catalogNamespaces": ["Not_A_Namespace"] }), "/catalogNamespaces/0"),
+        (json!({ "includeNamespaces": ["kube-system"] }), "/includeNamespaces/0"),
         (json!({ "healpods": true }), "healpods"),
         (json!({ "operandOwnerRules": [{ "apiGroups": ["x"], "resources": ["y"] }] }), "verbs"),
         // Cross-checks the schema cannot express, done by the templates.
@@ -323,9 +325,20 @@ fn non_default_values_reach_the_webhook_configuration_and_the_deployment() {
         assert_eq!(hook["timeoutSeconds"], if told { 5 } else { 10 });
         let excluded = hook["namespaceSelector"]["matchExpressions"][0]["values"].as_array().unwrap();
         assert!(excluded.iter().any(|v| v == "legacy-apps"), "{excluded:?}");
+        if let Some(condition) = hook["matchConditions"][0]["expression"].as_str() {
+            assert!(condition.contains(r#"request.namespace in ["openshift-gitops"]"#), "{condition}");
+        }
     }
+    let policy = find(&objects, "ValidatingAdmissionPolicy", &format!("{name}-service-accounts"));
+    assert!(policy["spec"]["validations"][1]["expression"].as_str().unwrap().contains("openshift-gitops"));
     let webhook_args = args(&objects, name);
-    for arg in ["--exclude-namespace=legacy-apps", "--on-copy-failure=allow", "--deadline=8s", "--log-format=text"] {
+    for arg in [
+        "--exclude-namespace=legacy-apps",
+        "--include-namespace=openshift-gitops",
+        "--on-copy-failure=allow",
+        "--deadline=8s",
+        "--log-format=text",
+    ] {
         assert!(webhook_args.contains(&arg.to_string()), "{arg} missing from {webhook_args:?}");
     }
     let reconciler_args = args(&objects, &format!("{name}-reconciler"));

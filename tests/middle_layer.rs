@@ -288,6 +288,7 @@ async fn an_all_namespaces_operator_reaches_every_namespace_but_the_platforms() 
     assert_eq!(resolver.skip("openshift-operators"), None, "the home of all-namespaces operators");
     assert_eq!(resolver.skip("kube-system"), Some(Skip::KubeNamespace));
     assert_eq!(resolver.skip("openshift-monitoring"), Some(Skip::OpenshiftNamespace));
+    assert_eq!(resolver.skip("openshift-included"), None, "an openshift-* namespace chosen by --include-namespace");
     assert_eq!(resolver.skip(OWN_NAMESPACE), Some(Skip::OwnNamespace));
     assert_eq!(resolver.skip("excluded"), Some(Skip::ExcludedNamespace));
     assert_eq!(resolver.skip("opted-out"), Some(Skip::OptedOut));

@@ -21,12 +21,9 @@ pub struct ExplainArgs {
     /// Output format.
     #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
     pub output: String,
-    /// The webhook's own namespace (never mutated), as `serve --namespace`.
-    #[arg(long, env = "POD_NAMESPACE", default_value = crate::runtime::DEFAULT_NAMESPACE)]
-    pub namespace: String,
-    /// Namespaces `serve` leaves alone, as `serve --exclude-namespace`.
-    #[arg(long, env = "PSI_EXCLUDE_NAMESPACE", value_delimiter = ',')]
-    pub exclude_namespace: Vec<String>,
+    /// The namespaces `serve` leaves alone, as it is given them.
+    #[command(flatten)]
+    pub namespaces: super::NamespaceArgs,
     #[command(flatten)]
     pub catalogs: super::CatalogArgs,
 }
@@ -58,7 +55,7 @@ pub struct SecretState {
 }
 
 pub async fn run(client: kube::Client, args: ExplainArgs) -> anyhow::Result<()> {
-    let rules = NamespaceRules { own_namespace: args.namespace, excluded_namespaces: args.exclude_namespace };
+    let rules = NamespaceRules::from(args.namespaces);
     let report = explain(client, &args.target, rules, args.catalogs.into()).await?;
     if args.output == "json" {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -6,7 +6,40 @@ pub mod certs;
 pub mod dev;
 pub mod explain;
 
+use crate::resolve::NamespaceRules;
 use crate::state::index::CatalogNamespaces;
+
+/// Which namespaces are left alone: flags of `serve` that `explain` takes too.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NamespaceArgs {
+    /// The webhook's own namespace (never mutated).
+    #[arg(long, env = "POD_NAMESPACE", default_value = crate::runtime::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Further namespaces to leave alone (repeat or comma-separate).
+    #[arg(long, env = "PSI_EXCLUDE_NAMESPACE", value_delimiter = ',')]
+    pub exclude_namespace: Vec<String>,
+    /// `openshift-*` namespaces to handle after all (repeat or comma-separate); `kube-*` and the
+    /// webhook's own namespace are always left alone.
+    #[arg(long, env = "PSI_INCLUDE_NAMESPACE", value_delimiter = ',', value_parser = parse_included)]
+    pub include_namespace: Vec<String>,
+}
+
+fn parse_included(name: &str) -> Result<String, String> {
+    match name.starts_with("openshift-") {
+        true => Ok(name.to_string()),
+        false => Err(format!("{name:?}: only openshift-* namespaces are excluded by default")),
+    }
+}
+
+impl From<NamespaceArgs> for NamespaceRules {
+    fn from(args: NamespaceArgs) -> Self {
+        NamespaceRules {
+            own_namespace: args.namespace,
+            excluded_namespaces: args.exclude_namespace,
+            included_namespaces: args.include_namespace,
+        }
+    }
+}
 
 /// Where catalogs count: flags of `serve` that `explain` takes too, so both resolve alike.
 #[derive(clap::Args, Debug, Clone)]

@@ -30,6 +30,8 @@ pub struct NamespaceRules {
     /// The webhook's own namespace: never mutated.
     pub own_namespace: String,
     pub excluded_namespaces: Vec<String>,
+    /// `openshift-*` namespaces handled after all (as `openshift-operators` always is).
+    pub included_namespaces: Vec<String>,
 }
 
 /// Why an object or a namespace is left alone.
@@ -164,7 +166,10 @@ impl Resolver {
     pub fn leaves_alone(&self, ns: &str) -> Option<Skip> {
         if ns.starts_with("kube-") {
             Some(Skip::KubeNamespace)
-        } else if ns.starts_with("openshift-") && ns != "openshift-operators" {
+        } else if ns.starts_with("openshift-")
+            && ns != "openshift-operators"
+            && !self.rules.included_namespaces.iter().any(|i| i == ns)
+        {
             Some(Skip::OpenshiftNamespace)
         } else if ns == self.rules.own_namespace {
             Some(Skip::OwnNamespace)

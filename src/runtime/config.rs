@@ -82,7 +82,7 @@ impl Default for Config {
             connections: ConnectionLimits::default(),
             requests: RequestLimits::default(),
             drain_delay: Duration::from_secs(5),
-            namespaces: NamespaceRules { own_namespace: DEFAULT_NAMESPACE.into(), excluded_namespaces: Vec::new() },
+            namespaces: NamespaceRules { own_namespace: DEFAULT_NAMESPACE.into(), ..NamespaceRules::default() },
             catalogs: CatalogNamespaces::default(),
             admission: Settings { on_copy_failure: OnCopyFailure::Deny, deadline: Duration::from_secs(3) },
             reconciler: ReconcilerConfig {

@@ -289,8 +289,11 @@ impl World {
         let feed = Caches::from_fixture(fixture);
         let owners = MemoryOwners::default();
         let api = MemoryApi::default();
-        let rules =
-            NamespaceRules { own_namespace: OWN_NAMESPACE.into(), excluded_namespaces: vec!["excluded".into()] };
+        let rules = NamespaceRules {
+            own_namespace: OWN_NAMESPACE.into(),
+            excluded_namespaces: vec!["excluded".into()],
+            included_namespaces: vec!["openshift-included".into()],
+        };
         let ctx = Context::new(api.client(), feed.caches().clone(), Owners::new(owners.clone()), rules, "test");
         World { feed, owners, api, ctx }
     }

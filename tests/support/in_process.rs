@@ -30,7 +30,7 @@ pub async fn serve(client: kube::Client, dir: &Path) -> SocketAddr {
 fn namespace_rules() -> olm_pullsecret_injector::resolve::NamespaceRules {
     olm_pullsecret_injector::resolve::NamespaceRules {
         own_namespace: super::webhook::NAMESPACE.into(),
-        excluded_namespaces: vec![],
+        ..Default::default()
     }
 }
 

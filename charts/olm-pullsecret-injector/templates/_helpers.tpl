@@ -181,4 +181,7 @@ securityContext:
 {{- with .Values.excludeNamespaces }}
 - --exclude-namespace={{ join "," . }}
 {{- end }}
+{{- with .Values.includeNamespaces }}
+- --include-namespace={{ join "," . }}
+{{- end }}
 {{- end -}}
