@@ -33,6 +33,8 @@ pub enum Command {
     Certs(commands::certs::CertsArgs),
     /// Explain, against a live cluster, why a Pod or ServiceAccount has (or lacks) pull secrets.
     Explain(commands::explain::ExplainArgs),
+    /// Take back every copy and ServiceAccount entry the project made (after an uninstall).
+    Cleanup(commands::cleanup::CleanupArgs),
 }
 
 #[derive(Args, Debug)]
@@ -181,6 +183,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Explain(args) => {
             let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
             commands::explain::run(client, args).await
+        }
+        Command::Cleanup(args) => {
+            let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+            commands::cleanup::run(client, args).await
         }
         Command::Certs(args) => commands::certs::run(args),
     }

@@ -43,6 +43,42 @@ pub struct Report {
     pub verdict: String,
 }
 
+impl Report {
+    /// Whether a secret the object needs is missing from the namespace or from its list.
+    pub fn missing_something(&self) -> bool {
+        missing(&self.secrets).next().is_some()
+    }
+
+    /// The report as text, for a person.
+    pub fn print(&self) {
+        println!("{}", self.object);
+        println!("  verdict:  {}", self.verdict);
+        for chain in &self.chains {
+            println!("  chain:    {chain}");
+        }
+        for dropped in &self.dropped {
+            println!("  dropped:  {dropped}");
+        }
+        for s in &self.secrets {
+            let name = s.name.as_deref().unwrap_or("-");
+            let state = match (s.source_exists, s.exists_in_namespace, s.listed_in_object) {
+                (false, _, _) => "source missing or not a pull secret".to_string(),
+                (true, exists, listed) => format!(
+                    "{} in the namespace, {} in imagePullSecrets",
+                    if exists { "present" } else { "MISSING" },
+                    if listed { "listed" } else { "NOT listed" }
+                ),
+            };
+            println!("  secret:   {} -> {name}: {state}", s.source);
+        }
+    }
+}
+
+/// The secrets that exist at their source but not in the namespace, or are not listed.
+fn missing(secrets: &[SecretState]) -> impl Iterator<Item = &SecretState> {
+    secrets.iter().filter(|s| s.source_exists && !(s.exists_in_namespace && s.listed_in_object))
+}
+
 #[derive(Serialize, Debug)]
 pub struct SecretState {
     /// `<catalog namespace>/<name>` of the source.
@@ -57,29 +93,9 @@ pub struct SecretState {
 pub async fn run(client: kube::Client, args: ExplainArgs) -> anyhow::Result<()> {
     let rules = NamespaceRules::from(args.namespaces);
     let report = explain(client, &args.target, rules, args.catalogs.into()).await?;
-    if args.output == "json" {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
-    println!("{}", report.object);
-    println!("  verdict:  {}", report.verdict);
-    for chain in &report.chains {
-        println!("  chain:    {chain}");
-    }
-    for dropped in &report.dropped {
-        println!("  dropped:  {dropped}");
-    }
-    for s in &report.secrets {
-        let name = s.name.as_deref().unwrap_or("-");
-        let state = match (s.source_exists, s.exists_in_namespace, s.listed_in_object) {
-            (false, _, _) => "source missing or not a pull secret".to_string(),
-            (true, exists, listed) => format!(
-                "{} in the namespace, {} in imagePullSecrets",
-                if exists { "present" } else { "MISSING" },
-                if listed { "listed" } else { "NOT listed" }
-            ),
-        };
-        println!("  secret:   {} -> {name}: {state}", s.source);
+    match args.output.as_str() {
+        "json" => println!("{}", serde_json::to_string_pretty(&report)?),
+        _ => report.print(),
     }
     Ok(())
 }
@@ -169,11 +185,7 @@ pub async fn explain(
         });
     }
 
-    let missing: Vec<&str> = secrets
-        .iter()
-        .filter(|s| s.source_exists && !(s.exists_in_namespace && s.listed_in_object))
-        .map(|s| s.source.as_str())
-        .collect();
+    let missing: Vec<&str> = missing(&secrets).map(|s| s.source.as_str()).collect();
     let verdict = if resolution.found().is_empty() {
         "not injected: no trusted chain leads from this object to a catalog with pull secrets".to_string()
     } else if missing.is_empty() {

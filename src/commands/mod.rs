@@ -1,10 +1,13 @@
 //! The commands besides `serve`: [`dev`] (the local control plane with the webhook registered),
-//! [`explain`] (why an object has or lacks its pull secrets) and [`certs`] (a development pair).
-//! They call the runtime and the resolver; nothing below calls them.
+//! [`explain`] (why an object has or lacks its pull secrets), [`cleanup`] (take back every copy and
+//! entry), [`certs`] (a development pair) and the kubectl [`plugin`]. They call the runtime and the
+//! resolver; nothing below calls them.
 
 pub mod certs;
+pub mod cleanup;
 pub mod dev;
 pub mod explain;
+pub mod plugin;
 
 use crate::resolve::NamespaceRules;
 use crate::state::index::CatalogNamespaces;
@@ -15,6 +18,13 @@ pub struct NamespaceArgs {
     /// The webhook's own namespace (never mutated).
     #[arg(long, env = "POD_NAMESPACE", default_value = crate::runtime::DEFAULT_NAMESPACE)]
     pub namespace: String,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+}
+
+/// The namespaces left alone besides the webhook's own.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ScopeArgs {
     /// Further namespaces to leave alone (repeat or comma-separate).
     #[arg(long, env = "PSI_EXCLUDE_NAMESPACE", value_delimiter = ',')]
     pub exclude_namespace: Vec<String>,
@@ -31,13 +41,20 @@ fn parse_included(name: &str) -> Result<String, String> {
     }
 }
 
+impl ScopeArgs {
+    /// The rules, with the webhook's own namespace.
+    pub fn rules(self, own_namespace: String) -> NamespaceRules {
+        NamespaceRules {
+            own_namespace,
+            excluded_namespaces: self.exclude_namespace,
+            included_namespaces: self.include_namespace,
+        }
+    }
+}
+
 impl From<NamespaceArgs> for NamespaceRules {
     fn from(args: NamespaceArgs) -> Self {
-        NamespaceRules {
-            own_namespace: args.namespace,
-            excluded_namespaces: args.exclude_namespace,
-            included_namespaces: args.include_namespace,
-        }
+        args.scope.rules(args.namespace)
     }
 }
 
