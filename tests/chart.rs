@@ -674,3 +674,21 @@ fn the_client_ca_and_the_network_policy_render() {
     assert!(ingress[0].get("from").is_none(), "{ingress}");
     assert_eq!(ingress[1]["from"], json!([{ "namespaceSelector": {} }]));
 }
+
+/// `certificates.mode: auto` (the default) is the OpenShift service CA where the cluster serves
+/// OpenShift's config API, and a self-signed pair elsewhere (and offline).
+#[test]
+fn auto_certificates_follow_the_cluster() {
+    let name = "psi-olm-pullsecret-injector";
+    let offline = Helm::shared().template("psi", NS, &json!({}));
+    assert!(of_kind(&offline, "Secret").iter().any(|s| s["metadata"]["name"] == format!("{name}-tls")));
+    let openshift = Helm::shared().template_serving("psi", NS, &json!({}), &["config.openshift.io/v1"]);
+    assert!(of_kind(&openshift, "Secret").is_empty(), "the service CA writes the pair");
+    let service = find(&openshift, "Service", name);
+    assert_eq!(
+        service["metadata"]["annotations"]["service.beta.openshift.io/serving-cert-secret-name"],
+        format!("{name}-tls")
+    );
+    let config = find(&openshift, "MutatingWebhookConfiguration", name);
+    assert_eq!(config["metadata"]["annotations"]["service.beta.openshift.io/inject-cabundle"], "true");
+}

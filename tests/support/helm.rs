@@ -60,11 +60,38 @@ impl Helm {
         values: &Value,
         kube_version: &str,
     ) -> Result<Vec<Value>, String> {
+        self.try_template_with(release, namespace, values, kube_version, &[])
+    }
+
+    /// As `template`, for a cluster that also serves `api_versions` (`.Capabilities.APIVersions`).
+    pub fn template_serving(
+        &self,
+        release: &str,
+        namespace: &str,
+        values: &Value,
+        api_versions: &[&str],
+    ) -> Vec<Value> {
+        self.try_template_with(release, namespace, values, &self.kube_version, api_versions)
+            .unwrap_or_else(|e| panic!("helm template failed:\n{e}"))
+    }
+
+    fn try_template_with(
+        &self,
+        release: &str,
+        namespace: &str,
+        values: &Value,
+        kube_version: &str,
+        api_versions: &[&str],
+    ) -> Result<Vec<Value>, String> {
         let values_file = write_values(values);
         let values_path = values_file.path().to_string_lossy().into_owned();
         let chart = chart_dir().to_string_lossy().into_owned();
-        let args = ["template", release, &chart, "--namespace", namespace, "--kube-version", kube_version];
-        parse_documents(&self.run(&[&args[..], &["--values", &values_path]].concat())?)
+        let mut args = vec!["template", release, &chart, "--namespace", namespace, "--kube-version", kube_version];
+        args.extend(["--values", &values_path]);
+        for api_version in api_versions {
+            args.extend(["--api-versions", api_version]);
+        }
+        parse_documents(&self.run(&args)?)
     }
 
     /// `helm template --dry-run=server` against the cluster of `kubeconfig`: the chart's

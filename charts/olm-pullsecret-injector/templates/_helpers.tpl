@@ -87,7 +87,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if ge (include "psi.millis" .Values.deadline | int) (mul (int .Values.timeoutSeconds) 1000) -}}
 {{- fail (printf "deadline (%s) must be below timeoutSeconds (%d): the API server must get the webhook's answer, not a timeout" .Values.deadline (int .Values.timeoutSeconds)) -}}
 {{- end -}}
-{{- if and (eq .Values.certificates.mode "cert-manager") .Values.certificates.certManager.issuerRef (not .Values.certificates.certManager.issuerRef.name) -}}
+{{- if and (eq (include "psi.certificatesMode" .) "cert-manager") .Values.certificates.certManager.issuerRef (not .Values.certificates.certManager.issuerRef.name) -}}
 {{- fail "certificates.certManager.issuerRef needs a name" -}}
 {{- end -}}
 {{- end -}}
@@ -184,4 +184,17 @@ securityContext:
 {{- with .Values.includeNamespaces }}
 - --include-namespace={{ join "," . }}
 {{- end }}
+{{- end -}}
+
+{{/* The certificate mode in effect: `auto` is `openshift` where the OpenShift service CA serves
+(the cluster has config.openshift.io/v1) and `self-signed` elsewhere, including a `helm template`
+without a cluster. */}}
+{{- define "psi.certificatesMode" -}}
+{{- if ne .Values.certificates.mode "auto" -}}
+{{- .Values.certificates.mode -}}
+{{- else if .Capabilities.APIVersions.Has "config.openshift.io/v1" -}}
+openshift
+{{- else -}}
+self-signed
+{{- end -}}
 {{- end -}}
