@@ -692,3 +692,45 @@ fn auto_certificates_follow_the_cluster() {
     let config = find(&openshift, "MutatingWebhookConfiguration", name);
     assert_eq!(config["metadata"]["annotations"]["service.beta.openshift.io/inject-cabundle"], "true");
 }
+
+/// The alerts pass promtool (built from its Go module in tests/promtool), and every metric of
+/// ours that the alerts and the dashboard read is one the binary exports.
+#[test]
+fn alerts_pass_promtool_and_read_only_metrics_the_binary_exports() {
+    let values = json!({ "prometheusRule": { "enabled": true }, "grafanaDashboard": { "enabled": true } });
+    let objects = Helm::shared().template("psi", NS, &values);
+    let name = "psi-olm-pullsecret-injector";
+    let rule = find(&objects, "PrometheusRule", name);
+    let rules_file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    serde_json::to_writer(&rules_file, &json!({ "groups": rule["spec"]["groups"] })).unwrap();
+    let promtool = support::gotool::build("promtool", "github.com/prometheus/prometheus/cmd/promtool", "").unwrap();
+    let output = std::process::Command::new(promtool).args(["check", "rules"]).arg(rules_file.path()).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "promtool refused the rules:\n{said}");
+    assert!(said.contains("5 rules found"), "{said}");
+
+    let dashboard = find(&objects, "ConfigMap", &format!("{name}-dashboard"));
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let dashboard = dashboard["data"]["olm-pullsecret-injector.json"].as_str().unwrap();
+    let panels: Value = serde_json::from_str(dashboard).expect("the dashboard is JSON");
+    assert!(panels["panels"].as_array().unwrap().len() >= 6);
+
+    // What the binary registers: `# TYPE <name> <type>`; samples add _total, _bucket, _sum, _count.
+    // A family labelled by what happens shows once something did: one forbidden lookup.
+    olm_pullsecret_injector::telemetry::metrics::owner_lookup_forbidden("widgets.example.com");
+    let exported: Vec<String> = olm_pullsecret_injector::telemetry::metrics::encode()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next().map(str::to_string))
+        .collect();
+    let text = format!("{}{dashboard}", serde_json::to_string(&rule["spec"]).unwrap());
+    let mut read = 0;
+    for start in text.match_indices("pullsecret_injector_").map(|(i, _)| i) {
+        let metric: String =
+            text[start..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit()).collect();
+        let base =
+            ["_total", "_bucket", "_sum", "_count"].iter().fold(metric.as_str(), |m, s| m.strip_suffix(s).unwrap_or(m));
+        assert!(exported.iter().any(|e| e == base), "{metric} is not exported; the binary has {exported:?}");
+        read += 1;
+    }
+    assert!(read >= 10, "the alerts and the dashboard read our metrics ({read} uses)");
+}

@@ -75,6 +75,19 @@ pub enum Action {
 }
 
 impl Action {
+    const ALL: [Action; 10] = [
+        Action::CopySynced,
+        Action::CopyReplaced,
+        Action::CopyRemoved,
+        Action::CopyRecreated,
+        Action::CopyRestored,
+        Action::CopyReleased,
+        Action::ServiceAccountBackfilled,
+        Action::ServiceAccountEntriesRemoved,
+        Action::PodMissingPullSecret,
+        Action::PodHealed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::CopySynced => "copy_synced",
@@ -146,10 +159,15 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let reconcile_actions = Family::<ActionLabels, Counter>::default();
     registry.register(
         "reconcile_actions",
-        "Reconciler actions: copy_synced, copy_replaced, copy_removed, service_account_backfilled, \
-         service_account_entries_removed, pod_missing_pull_secret, pod_healed",
+        "Reconciler actions: copy_synced, copy_replaced, copy_removed, copy_recreated, copy_restored, \
+         copy_released, service_account_backfilled, service_account_entries_removed, \
+         pod_missing_pull_secret, pod_healed",
         reconcile_actions.clone(),
     );
+    // Every series exists from the start (at 0): `increase()` and dashboards see the first event.
+    for action in Action::ALL {
+        drop(reconcile_actions.get_or_create(&ActionLabels { action: action.as_str() }));
+    }
     let reconcile_errors = Counter::default();
     registry.register(
         "reconcile_errors",
@@ -175,6 +193,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
          (the annotation does not parse) or namespace_not_configured (outside the catalog namespaces)",
         ignored_catalogs.clone(),
     );
+    for reason in IGNORED_REASONS {
+        drop(ignored_catalogs.get_or_create(&ReasonLabels { reason }));
+    }
     let connections_refused = Counter::default();
     registry.register(
         "connections_refused",
@@ -246,11 +267,12 @@ pub fn cache_hit() {
 pub fn owner_lookup_forbidden(resource: &str) {
     METRICS.owner_lookups_forbidden.get_or_create(&ResourceLabels { resource: resource.to_string() }).inc();
 }
+/// The `reason` labels of `ignored_catalogs`.
+const IGNORED_REASONS: [&str; 2] = ["invalid_namespace_selector", "namespace_not_configured"];
+
 /// The catalogs ignored now, by reason (`invalid_namespace_selector`, `namespace_not_configured`).
 pub fn set_ignored_catalogs(invalid_selectors: usize, outside_catalog_namespaces: usize) {
-    for (reason, count) in
-        [("invalid_namespace_selector", invalid_selectors), ("namespace_not_configured", outside_catalog_namespaces)]
-    {
+    for (reason, count) in IGNORED_REASONS.into_iter().zip([invalid_selectors, outside_catalog_namespaces]) {
         METRICS.ignored_catalogs.get_or_create(&ReasonLabels { reason }).set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 }

@@ -1,12 +1,10 @@
 //! Helm, built by the tests from its Go module (`tests/helm`, a `tool` directive on
-//! helm.sh/helm/v3/cmd/helm), never downloaded. Like the control plane it is built once into
-//! `target/helm/` and rebuilt only when `tests/helm/go.mod`, `go.sum` or a `.go` file there
-//! changes; the first build takes a minute or two.
+//! helm.sh/helm/v3/cmd/helm; see `gotool`), never downloaded; the first build takes a minute or
+//! two.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Instant;
 
 use serde_json::Value;
 
@@ -178,56 +176,15 @@ fn write_values(values: &Value) -> tempfile::NamedTempFile {
 
 /// The Kubernetes version the control plane is built from (k8s.io/kubernetes in its go.mod).
 fn control_plane_kube_version() -> String {
-    let go_mod = std::fs::read_to_string(repo().join("tests/controlplane/go.mod")).unwrap();
-    go_mod_version(&go_mod, "k8s.io/kubernetes").expect("k8s.io/kubernetes in tests/controlplane/go.mod")
+    super::gotool::required_version("controlplane", "k8s.io/kubernetes")
+        .expect("k8s.io/kubernetes in tests/controlplane/go.mod")
 }
 
-fn go_mod_version(go_mod: &str, module: &str) -> Option<String> {
-    go_mod.lines().find_map(|line| {
-        let mut words = line.split_whitespace();
-        (words.next() == Some(module)).then(|| words.next().map(|v| v.trim_start_matches('v').to_string()))?
-    })
-}
-
-fn source_dir() -> PathBuf {
-    repo().join("tests/helm")
-}
-
-/// Builds the helm tool of tests/helm unless a binary built from the same sources exists.
+/// Builds the helm tool of tests/helm (see `gotool`), with its version stamped in.
 fn build() -> Result<PathBuf, String> {
-    let out_dir = repo().join("target/helm");
-    std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
-    let binary = out_dir.join("helm");
-    let stamp = out_dir.join("helm.sources-sha256");
-    let digest = olm_pullsecret_injector::commands::dev::controlplane::go_sources_digest(&source_dir(), "")
-        .map_err(|e| format!("reading tests/helm: {e}"))?;
-    if binary.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&digest) {
-        return Ok(binary);
-    }
-    let go_mod = std::fs::read_to_string(source_dir().join("go.mod")).map_err(|e| e.to_string())?;
-    let version =
-        go_mod_version(&go_mod, "helm.sh/helm/v3").ok_or("helm.sh/helm/v3 is not required by tests/helm/go.mod")?;
-    let started = Instant::now();
-    eprintln!("building helm v{version} from tests/helm (the first build takes a minute or two)");
-    // Several test binaries may build at once: each writes its own file and renames it.
-    let partial = out_dir.join(format!("helm.partial-{}", std::process::id()));
-    let status = Command::new("go")
-        .args(["build", "-buildvcs=false", "-trimpath"])
-        .arg(format!("-ldflags=-s -w -X helm.sh/helm/v3/internal/version.version=v{version}"))
-        .arg("-o")
-        .arg(&partial)
-        .arg("helm.sh/helm/v3/cmd/helm")
-        .env("GOFLAGS", "-mod=mod")
-        .current_dir(source_dir())
-        .status()
-        .map_err(|e| format!("running `go` (Go 1.26 must be installed): {e}"))?;
-    if !status.success() {
-        return Err(format!("go build of helm.sh/helm/v3/cmd/helm failed ({status})"));
-    }
-    std::fs::rename(&partial, &binary).map_err(|e| e.to_string())?;
-    std::fs::write(&stamp, digest).map_err(|e| e.to_string())?;
-    eprintln!("built helm in {:.0?}", started.elapsed());
-    Ok(binary)
+    let version = super::gotool::required_version("helm", "helm.sh/helm/v3")?;
+    let ldflags = format!("-X helm.sh/helm/v3/internal/version.version=v{version}");
+    super::gotool::build("helm", "helm.sh/helm/v3/cmd/helm", &ldflags)
 }
 
 /// The rendered objects of one kind.

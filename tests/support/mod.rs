@@ -4,6 +4,7 @@
 
 pub mod controlplane;
 pub mod fixtures;
+pub mod gotool;
 pub mod helm;
 pub mod in_process;
 pub mod olm;
