@@ -8,6 +8,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
+use support::in_process::setting;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -20,14 +21,8 @@ use support::{ControlPlane, create_namespace, unique_name};
 const IN_FLIGHT: usize = 16;
 
 fn main() -> anyhow::Result<()> {
-    let pods: usize = std::env::var("PODS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let owners: usize = std::env::var("OWNERS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-faults");
-    std::fs::create_dir_all(&dir)?;
-    let _log_guard =
-        olm_pullsecret_injector::telemetry::logging::init("json", std::fs::File::create(dir.join("webhook.log"))?);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(run(&dir, pods, owners))
+    let (pods, owners) = (setting("PODS", 1000), setting("OWNERS", 10));
+    support::in_process::bench("faults", |dir| async move { run(&dir, pods, owners).await })
 }
 
 fn reported() -> f64 {

@@ -11,6 +11,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
+use support::in_process::setting;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -23,15 +24,9 @@ use support::olm::*;
 const IN_FLIGHT: usize = 16;
 
 fn main() -> anyhow::Result<()> {
-    let namespaces: usize = std::env::var("NAMESPACES").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
-    let operators: usize = std::env::var("OPERATORS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000);
-    let copied: usize = std::env::var("COPIED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-memory");
-    std::fs::create_dir_all(&dir)?;
-    let _log_guard =
-        olm_pullsecret_injector::telemetry::logging::init("json", std::fs::File::create(dir.join("webhook.log"))?);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(run(&dir, namespaces, operators, copied))
+    let (namespaces, operators, copied) =
+        (setting("NAMESPACES", 10_000), setting("OPERATORS", 1_000), setting("COPIED", 20_000));
+    support::in_process::bench("memory", |dir| async move { run(&dir, namespaces, operators, copied).await })
 }
 
 fn resident_mib() -> f64 {

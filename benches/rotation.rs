@@ -9,6 +9,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
+use support::in_process::setting;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -21,13 +22,8 @@ use support::{ControlPlane, create_namespace, unique_name};
 const IN_FLIGHT: usize = 16;
 
 fn main() -> anyhow::Result<()> {
-    let copies: usize = std::env::var("COPIES").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-rotation");
-    std::fs::create_dir_all(&dir)?;
-    let _log_guard =
-        olm_pullsecret_injector::telemetry::logging::init("json", std::fs::File::create(dir.join("webhook.log"))?);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(run(&dir, copies))
+    let copies = setting("COPIES", 1000);
+    support::in_process::bench("rotation", |dir| async move { run(&dir, copies).await })
 }
 
 async fn run(dir: &std::path::Path, copies: usize) -> anyhow::Result<()> {

@@ -44,3 +44,22 @@ pub async fn install_ledger(client: &kube::Client) {
     })
     .await;
 }
+
+/// A bench's setting from the environment variable `name`, or `default`.
+pub fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// Runs a bench: `run` gets its own directory under the target dir (the webhook's log is written
+/// there) and a two-thread runtime, as `serve` would have on the chart's two cores.
+pub fn bench<F: Future<Output = anyhow::Result<()>>>(
+    name: &str,
+    run: impl FnOnce(std::path::PathBuf) -> F,
+) -> anyhow::Result<()> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-{name}"));
+    std::fs::create_dir_all(&dir)?;
+    let _log_guard =
+        olm_pullsecret_injector::telemetry::logging::init("json", std::fs::File::create(dir.join("webhook.log"))?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(run(dir))
+}
