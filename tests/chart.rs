@@ -734,3 +734,32 @@ fn alerts_pass_promtool_and_read_only_metrics_the_binary_exports() {
     }
     assert!(read >= 10, "the alerts and the dashboard read our metrics ({read} uses)");
 }
+
+/// The chart's README lists every value of values.yaml with its default, and nothing else.
+#[test]
+fn the_chart_readme_lists_every_value_with_its_default() {
+    let values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(helm::chart_dir().join("values.yaml")).unwrap()).unwrap();
+    let readme = std::fs::read_to_string(helm::chart_dir().join("README.md")).unwrap();
+    fn leaves(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+        match value.as_object() {
+            Some(map) if !map.is_empty() => {
+                for (key, child) in map {
+                    let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    leaves(&path, child, out);
+                }
+            }
+            _ => out.push((prefix.to_string(), value.to_string())),
+        }
+    }
+    let mut expected = Vec::new();
+    leaves("", &values, &mut expected);
+    for (path, default) in &expected {
+        assert!(
+            readme.contains(&format!("| `{path}` | `{default}` |")),
+            "{path} (default {default}) is not in the table"
+        );
+    }
+    let rows = readme.lines().filter(|l| l.starts_with("| `")).count();
+    assert_eq!(rows, expected.len(), "the table has rows for values that do not exist");
+}
