@@ -1,0 +1,134 @@
+//! Bursts (issue 13): 50 Deployments × 4 replicas of an operand appear at once in a fresh
+//! namespace, through the real control plane (its controller-manager makes the ReplicaSets and
+//! Pods), with `serve` in this process registered as the webhook. The first review of each new
+//! ReplicaSet misses every cache; the baseline, in the same run, is the other reviews of the
+//! burst. Reports their p50/p99 (the webhook's own decision time, from its log), and the owner
+//! GETs and copies the burst cost.
+//!
+//!     cargo bench --bench bursts               (DEPLOYMENTS=50 REPLICAS=4 by default)
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use serde_json::json;
+use support::in_process::setting;
+use support::olm::*;
+use support::{ControlPlane, create_namespace, unique_name};
+
+const IN_FLIGHT: usize = 16;
+
+fn main() -> anyhow::Result<()> {
+    let (deployments, replicas) = (setting("DEPLOYMENTS", 50), setting("REPLICAS", 4));
+    support::in_process::bench("bursts", |dir| async move { run(&dir, deployments, replicas).await })
+}
+
+fn metric(name: &str) -> f64 {
+    olm_pullsecret_injector::telemetry::metrics::encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted.get(((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0)
+}
+
+async fn run(dir: &std::path::Path, deployments: usize, replicas: usize) -> anyhow::Result<()> {
+    let cp = ControlPlane::shared();
+    let client = cp.admin().await;
+    let catalog = private_catalog(&client, &[]).await;
+    let (operator_ns, tenant) = (unique_name("operator"), unique_name("burst"));
+    create_namespace(&client, &operator_ns).await;
+    create_namespace(&client, &tenant).await;
+    let operator = install_operator_unseen(&client, &catalog, &operator_ns, &[&operator_ns, &tenant], WIDGET).await;
+    let owner = create_operand(&client, WIDGET, &tenant, "prod").await;
+
+    let certs = olm_pullsecret_injector::commands::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
+    olm_pullsecret_injector::commands::certs::write(dir, &certs)?;
+    let addr = support::in_process::serve(client.clone(), dir).await;
+    let config =
+        support::webhook::chart_webhook_configuration(&format!("https://{addr}/mutate"), &certs.ca_pem, "Fail");
+    support::helm::apply(&client, &config, false).await.map_err(anyhow::Error::msg)?;
+    // The API server loads the configuration asynchronously, and the caches must know the operator.
+    wait_until_webhook_knows(&client, &operator).await;
+
+    let (lookups, copies) =
+        (metric("pullsecret_injector_owner_cache_misses_total"), metric("pullsecret_injector_copies_created_total"));
+    let started = Instant::now();
+    futures::stream::iter(0..deployments)
+        .for_each_concurrent(IN_FLIGHT, |i| {
+            let (client, tenant, owner) = (client.clone(), tenant.clone(), owner.clone());
+            async move {
+                create_deployment(&client, &tenant, &format!("burst-{i}"), Some(owner), replicas as i32, json!({}))
+                    .await
+            }
+        })
+        .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &tenant);
+    let want = deployments * replicas;
+    loop {
+        let made = pods.list(&ListParams::default()).await?.items;
+        if made.len() >= want {
+            let patched = made.iter().filter(|p| !pull_secret_names(p).is_empty()).count();
+            anyhow::ensure!(patched == want, "{patched} of {want} Pods got the secret");
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(180), "only {} of {want} Pods", made.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "burst: {deployments} Deployments x {replicas} Pods admitted and patched in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let (lookups, copies) = (
+        metric("pullsecret_injector_owner_cache_misses_total") - lookups,
+        metric("pullsecret_injector_copies_created_total") - copies,
+    );
+
+    // The decisions of the burst, from the log (written in batches: give it a moment).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = std::fs::read_to_string(dir.join("webhook.log"))?;
+    let mut first: HashMap<String, f64> = HashMap::new();
+    let mut rest = Vec::new();
+    for line in log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+        if line["message"] != "admission decision" || line["namespace"] != tenant.as_str() || line["kind"] != "Pod" {
+            continue;
+        }
+        // Pods are named <replicaset>-<5 characters>; a review carries the generateName <replicaset>-.
+        let replica_set = line["name"].as_str().unwrap_or("").trim_end_matches('-').to_string();
+        let millis = line["duration_ms"].as_f64().unwrap_or(0.0);
+        match first.get(&replica_set) {
+            None => {
+                first.insert(replica_set, millis);
+            }
+            Some(_) => rest.push(millis),
+        }
+    }
+    let mut first: Vec<f64> = first.into_values().collect();
+    first.sort_by(f64::total_cmp);
+    rest.sort_by(f64::total_cmp);
+    println!(
+        "first review of each new ReplicaSet ({}): p50 {:.2} ms, p99 {:.2} ms (target p99 < 15 ms)",
+        first.len(),
+        percentile(&first, 0.5),
+        percentile(&first, 0.99)
+    );
+    println!(
+        "the other reviews of the burst, baseline ({}): p50 {:.2} ms, p99 {:.2} ms; first/baseline p99 {:.1}x",
+        rest.len(),
+        percentile(&rest, 0.5),
+        percentile(&rest, 0.99),
+        percentile(&first, 0.99) / percentile(&rest, 0.99).max(0.001)
+    );
+    println!(
+        "API calls: {lookups} owner GETs for {deployments} ReplicaSets and Deployments (+1 operand), {copies} copies created"
+    );
+    support::webhook::unregister(&client).await;
+    Ok(())
+}
