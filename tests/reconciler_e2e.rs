@@ -373,3 +373,42 @@ async fn a_copy_a_tenant_deletes_or_alters_is_made_true_again_and_one_it_takes_o
     assert_eq!(still.metadata.resource_version, taken.metadata.resource_version, "the tenant's Secret was touched");
     assert_eq!(still.data, taken.data);
 }
+
+/// A tenant deletes our copy and puts a Secret of its own under that name: the webhook is told of
+/// the delete and the reconciler sees the name taken, so the tenant's Secret is left alone and the
+/// next Pod gets a copy under the hashed name.
+#[tokio::test]
+async fn a_copy_a_tenant_replaces_with_its_own_secret_is_left_alone() {
+    let (client, _) = setup().await;
+    let (catalog, _, tenants) = private_operator(&client, &["replace"]).await;
+    operand_pods_with_copies(&client, &catalog, &tenants).await;
+    let tenant = &tenants[0];
+    let secrets = Api::<Secret>::namespaced(client.clone(), tenant);
+    let name = catalog.secret.as_str();
+    // The reconciler makes a deleted copy again within a fraction of a second: the tenant's
+    // create right after its delete usually wins; if not, it tries again.
+    let own = eventually("the tenant's own Secret under the copy's name", Duration::from_secs(30), || async {
+        let _ = secrets.delete(name, &DeleteParams::default()).await;
+        let own: Secret =
+            serde_json::from_value(json!({ "metadata": { "name": name }, "type": "kubernetes.io/dockerconfigjson",
+            "stringData": { ".dockerconfigjson": docker_config("registry.example", "the-tenants-own") } }))
+            .unwrap();
+        secrets.create(&PostParams::default(), &own).await.ok()
+    })
+    .await;
+    let ledger = Api::<olm_pullsecret_injector::inject::ledger::PullSecretCopy>::all(client.clone());
+    let entry = olm_pullsecret_injector::inject::ledger::entry_name(tenant, name);
+    eventually("the ledger to let go of the copy", Duration::from_secs(30), || async {
+        ledger.get_opt(&entry).await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let owner = create_operand(&client, WIDGET, tenant, "next").await;
+    let pod = bare_pod(json!({ "name": "after-replace", "ownerReferences": [owner] }));
+    let created = Api::<Pod>::namespaced(client.clone(), tenant).create(&PostParams::default(), &pod).await.unwrap();
+    let names = pull_secret_names(&created);
+    assert!(names.len() == 1 && names[0].starts_with(&format!("{name}-")), "{names:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = secrets.get(name).await.unwrap();
+    assert_eq!(still.metadata.uid, own.metadata.uid, "the tenant's Secret was replaced");
+    assert_eq!(still.metadata.resource_version, own.metadata.resource_version, "the tenant's Secret was touched");
+}
