@@ -14,17 +14,22 @@ pub fn free_addr() -> SocketAddr {
 /// Starts the runtime (webhook and reconciler) with `dir/tls.crt` and `dir/tls.key`; returns
 /// once it accepts connections.
 pub async fn serve(client: kube::Client, dir: &Path) -> SocketAddr {
+    serve_as(client, dir, runtime::Role::All).await
+}
+
+/// As `serve`, running only `role` (which must serve the webhook).
+pub async fn serve_as(client: kube::Client, dir: &Path, role: runtime::Role) -> SocketAddr {
     let catalogs = CatalogNamespaces {
         global: super::olm::GLOBAL_CATALOGS.into(),
         private: vec![super::olm::SELF_HOSTED_CATALOGS.into()],
     };
-    let config = Config { namespaces: namespace_rules(), catalogs, ..Config::local(dir) };
+    let config = Config { role, namespaces: namespace_rules(), catalogs, ..Config::local(dir) };
     for namespace in [super::webhook::NAMESPACE, super::olm::GLOBAL_CATALOGS, super::olm::SELF_HOSTED_CATALOGS] {
         super::create_namespace_if_missing(&client, namespace).await;
     }
     install_ledger(&client).await;
     let running = runtime::start(client, config).await.expect("the runtime starts");
-    running.webhook_addr.expect("the default role serves the webhook")
+    running.webhook_addr.expect("the role serves the webhook")
 }
 
 fn namespace_rules() -> olm_pullsecret_injector::resolve::NamespaceRules {
