@@ -587,3 +587,25 @@ async fn a_copy_deleted_or_altered_by_a_tenant_is_marked_and_made_again() {
     assert_eq!(answer["response"]["allowed"], true);
     assert!(world.api.ledger_entry("tenant", "own").is_none());
 }
+
+/// Taking an observation off a ledger entry takes off only the one that was dealt with: one the
+/// webhook wrote meanwhile (the tenant changed the copy again) stays for the next pass.
+#[tokio::test]
+async fn a_newer_observation_of_a_copy_is_never_lost() {
+    use olm_pullsecret_injector::inject::ledger::Observed;
+    let world = world();
+    let router = world.router(OnCopyFailure::Deny);
+    post(&router, review("Pod", "CREATE", "tenant", pod(&[replica_set("web-1", "r-1")], None))).await;
+    let ledger = world.ctx.copies.ledger();
+    let observed = || {
+        world.api.ledger_entry("tenant", "creds").unwrap()["metadata"]["annotations"]["pullsecret-injector.io/observed"]
+            .clone()
+    };
+    ledger.mark("tenant", "creds", Observed::Deleted).await.unwrap();
+    // The copy is made again, and meanwhile the tenant alters it.
+    ledger.mark("tenant", "creds", Observed::Altered).await.unwrap();
+    ledger.unmark("tenant", "creds", Observed::Deleted).await.unwrap();
+    assert_eq!(observed(), "altered", "the newer observation stays");
+    ledger.unmark("tenant", "creds", Observed::Altered).await.unwrap();
+    assert_eq!(observed(), Value::Null);
+}

@@ -18,6 +18,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
+use crate::inject::patch::{pointer, remove, test};
 
 pub const GROUP: &str = "pullsecret-injector.io";
 pub const VERSION: &str = "v1alpha1";
@@ -133,24 +134,43 @@ impl Ledger {
         let params = PatchParams::apply(crate::FIELD_MANAGER).force();
         let applied = self.api.patch(&entry, &params, &Patch::Apply(&body)).await.map_err(Error::Ledger)?;
         // The copy is true again: what was observed of it is dealt with.
-        if Observed::of(&applied).is_some() { self.unmark(namespace, name).await } else { Ok(()) }
+        match Observed::of(&applied) {
+            Some(seen) => self.unmark(namespace, name, seen).await,
+            None => Ok(()),
+        }
     }
 
     /// Marks the entry of `namespace/name` (if there is one) with what was observed.
     pub async fn mark(&self, namespace: &str, name: &str, observed: Observed) -> Result<(), Error> {
-        self.annotate(namespace, name, json!(observed.as_str())).await
+        let patch = json!({ "metadata": { "annotations": { OBSERVED_ANNOTATION: observed.as_str() } } });
+        self.patch(namespace, name, &Patch::Merge(&patch)).await
     }
 
-    pub async fn unmark(&self, namespace: &str, name: &str) -> Result<(), Error> {
-        self.annotate(namespace, name, json!(null)).await
+    /// Takes the observation `handled` off the entry, and only that one: a newer observation
+    /// (the tenant changed the copy again meanwhile) stays for the next pass.
+    pub async fn unmark(&self, namespace: &str, name: &str, handled: Observed) -> Result<(), Error> {
+        let path = || pointer(["metadata", "annotations", OBSERVED_ANNOTATION]);
+        let patch = json_patch::Patch(vec![test(path(), json!(handled.as_str())), remove(path())]);
+        self.patch(namespace, name, &Patch::<()>::Json(patch)).await
     }
 
-    async fn annotate(&self, namespace: &str, name: &str, value: serde_json::Value) -> Result<(), Error> {
-        let patch = json!({ "metadata": { "annotations": { OBSERVED_ANNOTATION: value } } });
+    /// Patches the entry; gone, or a failed `test` (changed meanwhile), is no error.
+    async fn patch<P: serde::Serialize + std::fmt::Debug>(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: &Patch<P>,
+    ) -> Result<(), Error> {
         let params = PatchParams { field_manager: Some(crate::FIELD_MANAGER.into()), ..Default::default() };
-        match self.api.patch(&entry_name(namespace, name), &params, &Patch::Merge(&patch)).await {
+        match self.api.patch(&entry_name(namespace, name), &params, patch).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(kube::Error::Api(status))
+                if status.code == 404
+                    || status.code == 422
+                    || status.code == 500 && status.message.contains("test") =>
+            {
+                Ok(())
+            }
             Err(error) => Err(Error::Ledger(error)),
         }
     }

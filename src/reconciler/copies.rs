@@ -74,7 +74,11 @@ impl Reconciler {
                     } else if observed.is_some() || due {
                         routine_checks += usize::from(observed.is_none());
                         memory.verified_at.insert(key.clone(), Instant::now());
-                        if let Err(e) = self.verify(&entry, &source, observed, &mut memory.deleted_since).await {
+                        let checked = async {
+                            let found = self.ctx.copies.probe(ns, name, &entry.spec.source).await?;
+                            self.repair(&entry, &source, found, observed, &mut memory.deleted_since).await
+                        };
+                        if let Err(e) = checked.await {
                             failed("check a copy", ns, name, e);
                         }
                     }
@@ -114,20 +118,21 @@ impl Reconciler {
             .await;
     }
 
-    /// Looks at a copy that is still needed, through a probe that answers only for our own
-    /// copy: made again if it is gone, written back if its data is not its source's, forgotten
-    /// if the tenant took it over.
-    async fn verify(
+    /// Acts on what a probe `found` of a copy that is still needed (the probe answers only for
+    /// our own copy): made again if it is gone, written back if its data is not its source's,
+    /// forgotten if the tenant took it over.
+    async fn repair(
         &self,
         entry: &PullSecretCopy,
         source: &Arc<Secret>,
+        found: Probe,
         observed: Option<Observed>,
         deleted_since: &mut HashMap<String, Instant>,
     ) -> Result<(), Error> {
         let (ns, name) = (entry.spec.namespace.as_str(), entry.spec.name.as_str());
         let key = format!("{ns}/{name}");
         let copies = &self.ctx.copies;
-        match copies.probe(ns, name, &entry.spec.source).await? {
+        match found {
             Probe::Missing => {
                 copies.forget(ns, name, None);
                 let made = copies.ensure(ns, source, false).await?;
@@ -151,12 +156,14 @@ impl Reconciler {
                 if since.elapsed() >= DELETE_SETTLE {
                     deleted_since.remove(&key);
                     self.restore_if_changed(entry, source, data.as_ref()).await?;
-                    copies.ledger().unmark(ns, name).await?;
+                    copies.ledger().unmark(ns, name, Observed::Deleted).await?;
                 }
             }
             Probe::Ours { data, .. } => {
-                if !self.restore_if_changed(entry, source, data.as_ref()).await? && observed.is_some() {
-                    copies.ledger().unmark(ns, name).await?;
+                // A restore records the copy, which takes the observation off itself.
+                let restored = self.restore_if_changed(entry, source, data.as_ref()).await?;
+                if let (false, Some(seen)) = (restored, observed) {
+                    copies.ledger().unmark(ns, name, seen).await?;
                 }
             }
         }
@@ -210,9 +217,11 @@ impl Reconciler {
         // The patch was refused. Our copy that refuses it has another type (the source changed
         // type, which is immutable): replace it under the same name. Anything else is repaired
         // as a copy found changed.
-        let Probe::Ours { .. } = copies.probe(ns, name, source_ref).await? else {
-            return self.verify(entry, source, None, &mut HashMap::new()).await;
-        };
+        let found = copies.probe(ns, name, source_ref).await?;
+        if !matches!(found, Probe::Ours { .. }) {
+            // Not observed by admission: nothing to settle.
+            return self.repair(entry, source, found, None, &mut HashMap::new()).await;
+        }
         copies.delete(ns, name, source_ref).await?;
         if let Ensured::Created(_) | Ensured::Updated(_) = copies.ensure(ns, source, false).await? {
             metrics::reconcile_action(Action::CopyReplaced);

@@ -247,10 +247,20 @@ impl MemoryApi {
                 respond(StatusCode::OK, &secret)
             }
             ("PATCH", ["apis", "pullsecret-injector.io", "v1alpha1", "pullsecretcopies", name]) => {
-                let entry: Value = serde_json::from_slice(&body).unwrap();
+                let body: Value = serde_json::from_slice(&body).unwrap();
                 let mut ledger = self.ledger.lock().unwrap();
+                if body.is_array() {
+                    // A JSON patch, `test`s included, of an entry that must exist.
+                    let Some(stored) = ledger.get_mut(*name) else { return status(StatusCode::NOT_FOUND, "not found") };
+                    let patch: json_patch::Patch = serde_json::from_value(body).unwrap();
+                    if json_patch::patch(stored, &patch).is_err() {
+                        return status(StatusCode::UNPROCESSABLE_ENTITY, "the test operation failed");
+                    }
+                    return respond(StatusCode::OK, stored);
+                }
+                // Server-side apply or a merge patch.
                 let stored = ledger.entry(name.to_string()).or_insert_with(|| json!({}));
-                json_patch::merge(stored, &entry);
+                json_patch::merge(stored, &body);
                 respond(StatusCode::OK, stored)
             }
             ("POST", [.., "events"]) => respond(StatusCode::CREATED, &serde_json::from_slice::<Value>(&body).unwrap()),
