@@ -109,7 +109,8 @@ impl Reconciler {
     /// Starts the watches the reconciler needs (on every replica, so a takeover is immediate).
     pub fn start(ctx: Arc<Context>, options: Options, ledger: LedgerFollow) -> Arc<Reconciler> {
         let client = ctx.client.clone();
-        let changed = Arc::new(Notify::new());
+        // Every watch of the reconciler wakes the one the ledger's watch wakes.
+        let LedgerFollow { store: ledger, changed } = ledger;
         let (pods, pods_w) = reflector::store();
         let stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).modify(pods::trim);
         tokio::spawn(reflect(stream, pods_w, "pods", wake(&changed)));
@@ -117,17 +118,6 @@ impl Reconciler {
         let stream = watcher(Api::<ServiceAccount>::all(client.clone()), watcher::Config::default())
             .modify(|sa: &mut ServiceAccount| sa.secrets = None);
         tokio::spawn(reflect(stream, sas_w, "serviceaccounts", wake(&changed)));
-        let LedgerFollow { store: ledger, changed: ledger_changed } = ledger;
-        // A ledger change is a reason for a pass like any other.
-        tokio::spawn({
-            let changed = changed.clone();
-            async move {
-                loop {
-                    ledger_changed.notified().await;
-                    changed.notify_one();
-                }
-            }
-        });
         Arc::new(Reconciler { ctx, options, pods, service_accounts, ledger, changed, started: Instant::now() })
     }
 
