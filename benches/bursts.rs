@@ -17,9 +17,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde_json::json;
+use support::ControlPlane;
 use support::in_process::setting;
 use support::olm::*;
-use support::{ControlPlane, create_namespace, unique_name};
 
 const IN_FLIGHT: usize = 16;
 
@@ -42,11 +42,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn run(dir: &std::path::Path, deployments: usize, replicas: usize) -> anyhow::Result<()> {
     let cp = ControlPlane::shared();
     let client = cp.admin().await;
-    let catalog = private_catalog(&client, &[]).await;
-    let (operator_ns, tenant) = (unique_name("operator"), unique_name("burst"));
-    create_namespace(&client, &operator_ns).await;
-    create_namespace(&client, &tenant).await;
-    let operator = install_operator_unseen(&client, &catalog, &operator_ns, &[&operator_ns, &tenant], WIDGET).await;
+    let (_, operator, mut tenants) = private_operator_unseen(&client, &["burst"]).await;
+    let tenant = tenants.remove(0);
     let owner = create_operand(&client, WIDGET, &tenant, "prod").await;
 
     let certs = olm_pullsecret_injector::commands::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;

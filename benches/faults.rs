@@ -15,8 +15,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
+use support::ControlPlane;
 use support::olm::*;
-use support::{ControlPlane, create_namespace, unique_name};
 
 const IN_FLIGHT: usize = 16;
 
@@ -38,11 +38,8 @@ fn reported() -> f64 {
 async fn run(dir: &std::path::Path, pods: usize, owners: usize) -> anyhow::Result<()> {
     let cp = ControlPlane::shared();
     let client = cp.admin().await;
-    let catalog = private_catalog(&client, &[]).await;
-    let (operator_ns, tenant) = (unique_name("operator"), unique_name("faults"));
-    create_namespace(&client, &operator_ns).await;
-    create_namespace(&client, &tenant).await;
-    install_operator_unseen(&client, &catalog, &operator_ns, &[&operator_ns, &tenant], WIDGET).await;
+    let (_, _, mut tenants) = private_operator_unseen(&client, &["faults"]).await;
+    let tenant = tenants.remove(0);
     // Operand custom resources, each the controller of its share of the Pods.
     let mut controllers = Vec::new();
     for i in 0..owners {

@@ -327,9 +327,8 @@ async fn a_catalog_outside_the_catalog_namespaces_is_reported_and_serves_nobody(
 #[tokio::test]
 async fn a_copy_a_tenant_deletes_or_alters_is_made_true_again_and_one_it_takes_over_is_left_alone() {
     let (client, _) = setup().await;
-    let (catalog, _, tenants) = private_operator(&client, &["tamper"]).await;
-    operand_pods_with_copies(&client, &catalog, &tenants).await;
-    let tenant = &tenants[0];
+    let (catalog, tenant) = tenant_with_a_copy(&client, "tamper").await;
+    let tenant = tenant.as_str();
     let secrets = Api::<Secret>::namespaced(client.clone(), tenant);
     let name = catalog.secret.as_str();
 
@@ -356,22 +355,41 @@ async fn a_copy_a_tenant_deletes_or_alters_is_made_true_again_and_one_it_takes_o
     let own = json!({ "metadata": { "labels": { "app.kubernetes.io/managed-by": null } },
         "stringData": { ".dockerconfigjson": docker_config("registry.example", "the-tenants-own") } });
     let taken = secrets.patch(name, &PatchParams::default(), &Patch::Merge(&own)).await.unwrap();
+    the_tenants_secret_stays_and_the_next_pod_gets_the_hashed_name(&client, tenant, &catalog, &taken).await;
+}
+
+/// A tenant with our copy of a fresh catalog's secret, made for an operand's Pod.
+async fn tenant_with_a_copy(client: &kube::Client, prefix: &str) -> (Catalog, String) {
+    let (catalog, _, mut tenants) = private_operator(client, &[prefix]).await;
+    operand_pods_with_copies(client, &catalog, &tenants).await;
+    (catalog, tenants.remove(0))
+}
+
+/// After a tenant put a Secret of its own (`own`) under our copy's name: the ledger lets go of
+/// the copy, the next Pod gets a copy under the hashed name, and `own` is never touched.
+async fn the_tenants_secret_stays_and_the_next_pod_gets_the_hashed_name(
+    client: &kube::Client,
+    tenant: &str,
+    catalog: &Catalog,
+    own: &Secret,
+) {
+    let name = catalog.secret.as_str();
     let ledger = Api::<olm_pullsecret_injector::inject::ledger::PullSecretCopy>::all(client.clone());
     let entry = olm_pullsecret_injector::inject::ledger::entry_name(tenant, name);
     eventually("the ledger to let go of the copy", Duration::from_secs(30), || async {
         ledger.get_opt(&entry).await.unwrap().is_none().then_some(())
     })
     .await;
-    let owner = create_operand(&client, WIDGET, tenant, "again").await;
-    let pod = bare_pod(json!({ "name": "after-takeover", "ownerReferences": [owner] }));
+    let owner = create_operand(client, WIDGET, tenant, "next").await;
+    let pod = bare_pod(json!({ "name": "next", "ownerReferences": [owner] }));
     let created = Api::<Pod>::namespaced(client.clone(), tenant).create(&PostParams::default(), &pod).await.unwrap();
-    let hashed = pull_secret_names(&created);
-    assert_eq!(hashed.len(), 1);
-    assert!(hashed[0].starts_with(&format!("{name}-")), "{hashed:?}");
+    let names = pull_secret_names(&created);
+    assert!(names.len() == 1 && names[0].starts_with(&format!("{name}-")), "{names:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let still = secrets.get(name).await.unwrap();
-    assert_eq!(still.metadata.resource_version, taken.metadata.resource_version, "the tenant's Secret was touched");
-    assert_eq!(still.data, taken.data);
+    let still = Api::<Secret>::namespaced(client.clone(), tenant).get(name).await.unwrap();
+    assert_eq!(still.metadata.uid, own.metadata.uid, "the tenant's Secret was replaced");
+    assert_eq!(still.metadata.resource_version, own.metadata.resource_version, "the tenant's Secret was touched");
+    assert_eq!(still.data, own.data);
 }
 
 /// A tenant deletes our copy and puts a Secret of its own under that name: the webhook is told of
@@ -380,9 +398,8 @@ async fn a_copy_a_tenant_deletes_or_alters_is_made_true_again_and_one_it_takes_o
 #[tokio::test]
 async fn a_copy_a_tenant_replaces_with_its_own_secret_is_left_alone() {
     let (client, _) = setup().await;
-    let (catalog, _, tenants) = private_operator(&client, &["replace"]).await;
-    operand_pods_with_copies(&client, &catalog, &tenants).await;
-    let tenant = &tenants[0];
+    let (catalog, tenant) = tenant_with_a_copy(&client, "replace").await;
+    let tenant = tenant.as_str();
     let secrets = Api::<Secret>::namespaced(client.clone(), tenant);
     let name = catalog.secret.as_str();
     // The reconciler makes a deleted copy again within a fraction of a second: the tenant's
@@ -396,19 +413,5 @@ async fn a_copy_a_tenant_replaces_with_its_own_secret_is_left_alone() {
         secrets.create(&PostParams::default(), &own).await.ok()
     })
     .await;
-    let ledger = Api::<olm_pullsecret_injector::inject::ledger::PullSecretCopy>::all(client.clone());
-    let entry = olm_pullsecret_injector::inject::ledger::entry_name(tenant, name);
-    eventually("the ledger to let go of the copy", Duration::from_secs(30), || async {
-        ledger.get_opt(&entry).await.unwrap().is_none().then_some(())
-    })
-    .await;
-    let owner = create_operand(&client, WIDGET, tenant, "next").await;
-    let pod = bare_pod(json!({ "name": "after-replace", "ownerReferences": [owner] }));
-    let created = Api::<Pod>::namespaced(client.clone(), tenant).create(&PostParams::default(), &pod).await.unwrap();
-    let names = pull_secret_names(&created);
-    assert!(names.len() == 1 && names[0].starts_with(&format!("{name}-")), "{names:?}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let still = secrets.get(name).await.unwrap();
-    assert_eq!(still.metadata.uid, own.metadata.uid, "the tenant's Secret was replaced");
-    assert_eq!(still.metadata.resource_version, own.metadata.resource_version, "the tenant's Secret was touched");
+    the_tenants_secret_stays_and_the_next_pod_gets_the_hashed_name(&client, tenant, &catalog, &own).await;
 }

@@ -349,8 +349,16 @@ impl Operator {
 }
 
 /// A private catalog and an operator installed from it into a fresh namespace, reaching that
-/// namespace and one fresh namespace per entry of `tenants` (used as name prefixes).
+/// namespace and one fresh namespace per entry of `tenants` (used as name prefixes); returns
+/// once the webhook uses it.
 pub async fn private_operator(client: &kube::Client, tenants: &[&str]) -> (Catalog, Operator, Vec<String>) {
+    let installed = private_operator_unseen(client, tenants).await;
+    wait_until_webhook_knows(client, &installed.1).await;
+    installed
+}
+
+/// As `private_operator`, without waiting for a webhook (none may be registered yet).
+pub async fn private_operator_unseen(client: &kube::Client, tenants: &[&str]) -> (Catalog, Operator, Vec<String>) {
     let catalog = private_catalog(client, &[]).await;
     let ns = unique_name("operator");
     create_namespace(client, &ns).await;
@@ -360,7 +368,7 @@ pub async fn private_operator(client: &kube::Client, tenants: &[&str]) -> (Catal
     }
     let mut targets = vec![ns.as_str()];
     targets.extend(tenants.iter().map(String::as_str));
-    let operator = install_operator(client, &catalog, &ns, &targets).await;
+    let operator = install_operator_unseen(client, &catalog, &ns, &targets, WIDGET).await;
     (catalog, operator, tenants)
 }
 
