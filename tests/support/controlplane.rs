@@ -32,9 +32,28 @@ impl ControlPlane {
         self.0.impersonating(namespace, name).await.expect("impersonating client")
     }
 
-    /// Writes a kubeconfig that impersonates the service account, for a child process.
+    /// Writes a kubeconfig that impersonates the service account, for a child process. It holds
+    /// its certificates and key inline: a process in another root filesystem (the image's) can
+    /// use it too.
     pub fn write_impersonating_kubeconfig(&self, namespace: &str, name: &str, path: &Path) {
-        let kubeconfig = self.0.impersonating_kubeconfig(namespace, name).expect("kubeconfig");
+        use base64::Engine;
+        let inline = |file: Option<String>| {
+            file.map(|file| base64::engine::general_purpose::STANDARD.encode(std::fs::read(file).unwrap()))
+        };
+        let mut kubeconfig = self.0.impersonating_kubeconfig(namespace, name).expect("kubeconfig");
+        for cluster in kubeconfig.clusters.iter_mut().filter_map(|c| c.cluster.as_mut()) {
+            if let Some(data) = inline(cluster.certificate_authority.take()) {
+                cluster.certificate_authority_data = Some(data);
+            }
+        }
+        for auth in kubeconfig.auth_infos.iter_mut().filter_map(|a| a.auth_info.as_mut()) {
+            if let Some(data) = inline(auth.client_certificate.take()) {
+                auth.client_certificate_data = Some(data);
+            }
+            if let Some(data) = inline(auth.client_key.take()) {
+                auth.client_key_data = Some(data.into());
+            }
+        }
         std::fs::write(path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
     }
 }

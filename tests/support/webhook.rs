@@ -209,6 +209,75 @@ pub fn start_with_cert_files(
 ) -> WebhookProcess {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    start_from(cp, &Entrypoint::this_build(), name, &dir, (cert_file, key_file, ca_pem), extra_args)
+}
+
+/// How a replica's processes start: the binary of this build, or an image's entrypoint inside
+/// its unpacked root filesystem as the image's user.
+pub struct Entrypoint {
+    /// The command line that `serve ...` follows.
+    pub command: Vec<String>,
+    /// The root directory the processes see: files under it are named to them from there.
+    pub root: PathBuf,
+    /// The user and group the processes run as (None: as this test).
+    pub user: Option<(u32, u32)>,
+}
+
+impl Entrypoint {
+    pub fn this_build() -> Self {
+        Entrypoint { command: vec![env!("CARGO_BIN_EXE_olm-pullsecret-injector").into()], root: "/".into(), user: None }
+    }
+
+    /// `path` (under `root`) as the processes see it.
+    fn path(&self, path: &Path) -> String {
+        let inside = path.strip_prefix(&self.root).unwrap_or_else(|_| panic!("{path:?} is outside {:?}", self.root));
+        Path::new("/").join(inside).to_string_lossy().into_owned()
+    }
+
+    /// The command, entering the root and becoming the user in the child before it runs: done
+    /// there rather than by chroot(8), so that the parent-death signal set after it (which a
+    /// change of user clears) still ties the process to this test.
+    fn command(&self) -> Command {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(&self.command[0]);
+        command.args(&self.command[1..]);
+        if self.root != Path::new("/") || self.user.is_some() {
+            let root = std::ffi::CString::new(self.root.as_os_str().as_bytes()).unwrap();
+            let user = self.user;
+            // SAFETY: only async-signal-safe calls, on memory owned by the closure.
+            unsafe {
+                command.pre_exec(move || {
+                    let check = |result: libc::c_int| match result {
+                        0 => Ok(()),
+                        _ => Err(std::io::Error::last_os_error()),
+                    };
+                    check(libc::chroot(root.as_ptr()))?;
+                    check(libc::chdir(c"/".as_ptr()))?;
+                    if let Some((uid, gid)) = user {
+                        check(libc::setgroups(0, std::ptr::null()))?;
+                        check(libc::setgid(gid))?;
+                        check(libc::setuid(uid))?;
+                    }
+                    Ok(())
+                });
+            }
+        }
+        command
+    }
+}
+
+/// Starts a replica from `entrypoint`, its kubeconfigs and log in `dir` (under the entrypoint's
+/// root), serving `cert_file` and `key_file` (signed by `ca_pem`), and waits until it is ready.
+pub fn start_from(
+    cp: &ControlPlane,
+    entrypoint: &Entrypoint,
+    name: &str,
+    dir: &Path,
+    (cert_file, key_file, ca_pem): (&Path, &Path, &str),
+    extra_args: &[&str],
+) -> WebhookProcess {
+    let dir = dir.to_path_buf();
     let (port, admin_port, reconciler_admin_port) = (free_port(), free_port(), free_port());
     let log_path = dir.join("webhook.log");
     std::fs::File::create(&log_path).unwrap();
@@ -217,14 +286,14 @@ pub fn start_with_cert_files(
         cp.write_impersonating_kubeconfig(NAMESPACE, service_account, &kubeconfig);
         // Both write whole lines with O_APPEND: one file, in the order things happened.
         let log = std::fs::OpenOptions::new().append(true).open(&log_path).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_olm-pullsecret-injector"));
+        let mut command = entrypoint.command();
         command
             .args(["serve", "--role", role, "--admin-listen", &format!("127.0.0.1:{admin}")])
             .args(role_args)
             .args(["--namespace", NAMESPACE])
             .args(CATALOG_ARGS)
             .args(extra_args)
-            .env("KUBECONFIG", &kubeconfig)
+            .env("KUBECONFIG", entrypoint.path(&kubeconfig))
             .env("RUST_LOG", "info,olm_pullsecret_injector=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -235,9 +304,9 @@ pub fn start_with_cert_files(
         "--listen".to_string(),
         format!("127.0.0.1:{port}"),
         "--tls-cert-file".into(),
-        cert_file.to_string_lossy().into(),
+        entrypoint.path(cert_file),
         "--tls-key-file".into(),
-        key_file.to_string_lossy().into(),
+        entrypoint.path(key_file),
     ];
     let child = spawn("webhook", SERVICE_ACCOUNT, admin_port, webhook_args);
     let reconciler = spawn("reconciler", RECONCILER_SERVICE_ACCOUNT, reconciler_admin_port, Vec::new());
