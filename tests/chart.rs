@@ -11,6 +11,7 @@ use support::{ControlPlane, create_namespace_if_missing, eventually, unique_name
 
 const MODES: [&str; 3] = ["self-signed", "cert-manager", "openshift"];
 const NS: &str = "psi-system";
+const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// Every value changed from its default that changes what is rendered.
 fn non_default_values(catalogs: [&str; 2]) -> Value {
@@ -29,7 +30,7 @@ fn non_default_values(catalogs: [&str; 2]) -> Value {
         "onCopyFailure": "allow",
         "cleanupGrace": "30m",
         "logFormat": "text",
-        "image": { "repository": "registry.example.com/psi", "tag": "1.2.3" },
+        "image": { "repository": "registry.example.com/psi", "tag": "1.2.3", "digest": DIGEST },
         "imagePullSecrets": [{ "name": "registry-login" }],
         "clientCA": { "configMapName": "apiserver-client-ca", "key": "ca.crt" },
         "networkPolicy": { "apiServerCIDRs": ["10.0.0.0/24"], "metricsNamespaceLabels": { "name": "monitoring" } },
@@ -70,6 +71,7 @@ fn the_schema_and_the_chart_refuse_bad_values() {
     let refused = [
         (json!({ "certificates": { "mode": "bogus" } }), "/certificates/mode"),
         (json!({ "replicas": "two" }), "/replicas"),
+        (json!({ "image": { "digest": "latest" } }), "/image/digest"),
         (json!({ "failurePolicy": "Sometimes" }), "/failurePolicy"),
         (json!({ "onCopyFailure": "retry" }), "/onCopyFailure"),
         (json!({ "drainDelay": "five seconds" }), "/drainDelay"),
@@ -207,7 +209,12 @@ fn the_default_render_has_the_properties_of_the_design() {
         assert!(args.contains(&arg.to_string()), "{args:?}");
     }
     assert!(!args.contains(&"--heal-pods".to_string()));
-    assert_eq!(c["image"], "olm-pullsecret-injector:0.1.0", "the tag defaults to the appVersion");
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        c["image"],
+        format!("ghcr.io/olm-pullsecret-injector/olm-pullsecret-injector:{version}"),
+        "the project's image; the tag defaults to the appVersion, which is the crate's version"
+    );
 
     let pdb = find(&objects, "PodDisruptionBudget", name);
     assert_eq!(pdb["spec"]["minAvailable"], 1);
@@ -354,7 +361,7 @@ fn non_default_values_reach_the_webhook_configuration_and_the_deployment() {
     let deployment = find(&objects, "Deployment", name);
     assert_eq!(deployment["spec"]["replicas"], 3);
     assert_eq!(deployment["spec"]["template"]["spec"]["imagePullSecrets"], json!([{ "name": "registry-login" }]));
-    assert_eq!(container(&objects, name)["image"], "registry.example.com/psi:1.2.3");
+    assert_eq!(container(&objects, name)["image"], format!("registry.example.com/psi:1.2.3@{DIGEST}"));
     let monitor = find(&objects, "ServiceMonitor", name);
     assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
@@ -762,4 +769,21 @@ fn the_chart_readme_lists_every_value_with_its_default() {
     }
     let rows = readme.lines().filter(|l| l.starts_with("| `")).count();
     assert_eq!(rows, expected.len(), "the table has rows for values that do not exist");
+}
+
+/// The chart is released with the crate: the same version, license and home, and a changelog
+/// entry for that version.
+#[test]
+fn the_chart_is_released_with_the_crate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chart: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("charts/olm-pullsecret-injector/Chart.yaml")).unwrap())
+            .unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!((&chart["version"], &chart["appVersion"]), (&json!(version), &json!(version)));
+    assert_eq!(chart["home"], env!("CARGO_PKG_REPOSITORY"));
+    assert_eq!(chart["sources"], json!([env!("CARGO_PKG_REPOSITORY")]));
+    assert_eq!(chart["annotations"]["artifacthub.io/license"], env!("CARGO_PKG_LICENSE"));
+    let changelog = std::fs::read_to_string(root.join("CHANGELOG.md")).unwrap();
+    assert!(changelog.lines().any(|l| l.starts_with(&format!("## {version} "))), "CHANGELOG.md has {version}");
 }

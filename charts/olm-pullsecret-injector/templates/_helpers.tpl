@@ -135,7 +135,7 @@ tolerations:
 admin port (ready once every watch has synced, false while draining), resources and the
 restricted security context. */}}
 {{- define "psi.containerCommon" -}}
-image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}{{ with .Values.image.digest }}@{{ . }}{{ end }}"
 imagePullPolicy: {{ .Values.image.pullPolicy }}
 env:
   # The replica's identity in the Lease and in Events.
