@@ -787,3 +787,41 @@ fn the_chart_is_released_with_the_crate() {
     let changelog = std::fs::read_to_string(root.join("CHANGELOG.md")).unwrap();
     assert!(changelog.lines().any(|l| l.starts_with(&format!("## {version} "))), "CHANGELOG.md has {version}");
 }
+
+/// `cleanupOnUninstall`: a post-delete hook Job runs `cleanup` from the chart's image as an
+/// identity of its own (files/rbac.yaml's cleanupClusterRules), every object of it a hook that
+/// goes once the Job has succeeded; off by default.
+#[test]
+fn cleanup_on_uninstall_is_a_post_delete_hook_with_an_identity_of_its_own() {
+    let file: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(helm::chart_dir().join("files/rbac.yaml")).unwrap()).unwrap();
+    let name = "psi-olm-pullsecret-injector-cleanup";
+    let helm = Helm::shared();
+    let hooks = |objects: &[Value]| -> Vec<Value> {
+        objects.iter().filter(|o| o["metadata"]["annotations"]["helm.sh/hook"].is_string()).cloned().collect()
+    };
+    assert!(hooks(&helm.template("psi", NS, &json!({}))).is_empty(), "opt-in");
+
+    let objects = helm.template("psi", NS, &json!({ "cleanupOnUninstall": true }));
+    let hooks = hooks(&objects);
+    let kinds: Vec<&str> = hooks.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Job"]);
+    for hook in &hooks {
+        let annotations = &hook["metadata"]["annotations"];
+        assert_eq!(annotations["helm.sh/hook"], "post-delete", "after the webhook and reconciler are gone");
+        assert_eq!(annotations["helm.sh/hook-delete-policy"], "before-hook-creation,hook-succeeded");
+        assert_eq!(hook["metadata"]["name"], name);
+    }
+    assert_eq!(find(&hooks, "ClusterRole", name)["rules"], file["cleanupClusterRules"]);
+    let binding = find(&hooks, "ClusterRoleBinding", name);
+    assert_eq!(binding["subjects"], json!([{ "kind": "ServiceAccount", "name": name, "namespace": NS }]));
+    let job = find(&hooks, "Job", name);
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], name);
+    let container = &pod["containers"][0];
+    assert_eq!(container["args"], json!(["cleanup"]));
+    let deployment = find(&objects, "Deployment", "psi-olm-pullsecret-injector");
+    assert_eq!(container["image"], deployment["spec"]["template"]["spec"]["containers"][0]["image"]);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+}

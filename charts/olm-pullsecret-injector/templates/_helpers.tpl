@@ -135,8 +135,7 @@ tolerations:
 admin port (ready once every watch has synced, false while draining), resources and the
 restricted security context. */}}
 {{- define "psi.containerCommon" -}}
-image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}{{ with .Values.image.digest }}@{{ . }}{{ end }}"
-imagePullPolicy: {{ .Values.image.pullPolicy }}
+{{ include "psi.image" . }}
 env:
   # The replica's identity in the Lease and in Events.
   - name: POD_NAME
@@ -164,6 +163,17 @@ readinessProbe:
   failureThreshold: 1
 resources:
   {{- toYaml .Values.resources | nindent 2 }}
+{{ include "psi.containerSecurityContext" . }}
+{{- end -}}
+
+{{/* The image, by tag and, when image.digest is set, pinned by digest. */}}
+{{- define "psi.image" -}}
+image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}{{ with .Values.image.digest }}@{{ . }}{{ end }}"
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+{{- end -}}
+
+{{/* The restricted security context of every container of the chart. */}}
+{{- define "psi.containerSecurityContext" -}}
 securityContext:
   allowPrivilegeEscalation: false
   readOnlyRootFilesystem: true
