@@ -12,6 +12,7 @@ static SHARED: OnceLock<ControlPlane> = OnceLock::new();
 impl ControlPlane {
     pub fn shared() -> &'static ControlPlane {
         SHARED.get_or_init(|| {
+            remove_leftovers_of_exited_runs(Path::new(env!("CARGO_TARGET_TMPDIR")));
             let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("controlplane-{}", std::process::id()));
             ControlPlane(
                 controlplane::ControlPlane::start(&dir)
@@ -55,5 +56,19 @@ impl ControlPlane {
             }
         }
         std::fs::write(path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    }
+}
+
+/// Removes what exited test binaries left in the tests' scratch directory, where each names its
+/// directories `<what>-<pid>` (kept after a run, for a failure's logs): a control plane's data
+/// alone is about 65 MB, and every run of the suite leaves one per test binary.
+fn remove_leftovers_of_exited_runs(scratch: &Path) {
+    let Ok(entries) = std::fs::read_dir(scratch) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.rsplit_once('-')).and_then(|(_, pid)| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
