@@ -31,6 +31,14 @@ pub mod webhook;
 pub use context::Context;
 pub use webhook::http::router;
 
+/// The image's static musl binary allocates through mimalloc: musl's own allocator serialises
+/// threads on one lock, and with it the warm path answered a fifth of the reviews per second of
+/// the glibc build. Here rather than in each binary, so that benches built for musl measure
+/// what the image runs.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Label on every managed copy.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "olm-pullsecret-injector";
