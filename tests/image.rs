@@ -1,8 +1,9 @@
 //! The project's image, as an administrator's cluster would run it: built from `Containerfile`
 //! by `hack/build-image` without a daemon (buildah, vfs storage of its own), its config and files
-//! checked, its layers unpacked into a root filesystem and its entrypoint started there (chrooted,
-//! as the image's user) as both processes of a replica against the local control plane, with
-//! the chart's RBAC: registered, it patches the Pods of a real Deployment.
+//! checked (nothing but the binary and licenses), its layers unpacked into a root filesystem and
+//! its entrypoint started there (chrooted, as the image's user) as both processes of a replica
+//! against the local control plane, with the chart's RBAC: registered, it patches the Pods of a
+//! real Deployment.
 
 mod support;
 
@@ -19,6 +20,7 @@ use support::webhook::{self, Entrypoint};
 
 const BINARY: &str = "usr/local/bin/olm-pullsecret-injector";
 const LICENSE: &str = "licenses/LICENSE";
+const THIRD_PARTY: &str = "licenses/THIRD-PARTY-LICENSES";
 
 /// An image written as an OCI layout (`buildah push ... oci:DIR`).
 struct Layout(PathBuf);
@@ -150,7 +152,7 @@ async fn the_image_holds_one_static_binary_and_runs_as_a_replica_that_patches_po
     // root, readable (and the binary executable) by any UID in group 0, writable by nobody.
     let layers = image.layers();
     let files = files(&layers);
-    assert_eq!(files.keys().collect::<Vec<_>>(), [LICENSE, BINARY], "nothing but the binary and its license");
+    assert_eq!(files.keys().collect::<Vec<_>>(), [LICENSE, THIRD_PARTY, BINARY], "nothing but the binary and licenses");
     for (path, file) in &files {
         assert_eq!(file.owner, (0, 0), "{path} is root's");
         assert_eq!(file.mode & 0o222, 0, "{path} is writable: {:o}", file.mode);
@@ -158,6 +160,19 @@ async fn the_image_holds_one_static_binary_and_runs_as_a_replica_that_patches_po
     }
     assert_eq!(files[BINARY].mode & 0o011, 0o011, "executable by group and others");
     assert_eq!(files[LICENSE].data, std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("LICENSE")).unwrap());
+    // The licenses of what is linked in: the allocator, TLS, the runtime; not a build-time-only
+    // crate (a proc-macro) nor a test dependency.
+    let third_party = String::from_utf8(files[THIRD_PARTY].data.clone()).unwrap();
+    let lines: Vec<&str> = third_party.lines().collect();
+    let headings = lines.windows(2).filter(|pair| pair[0] == "=".repeat(78)).map(|pair| pair[1]);
+    let crates: Vec<&str> = headings.map(|heading| heading.split(' ').next().unwrap()).collect();
+    assert!(crates.len() > 100, "{} crates", crates.len());
+    for linked in ["mimalloc", "ring", "rustls", "tokio", "kube-client", "serde_json"] {
+        assert!(crates.contains(&linked), "{linked} in {THIRD_PARTY}");
+    }
+    for not_linked in ["serde_derive", "tar", "flate2", "tempfile"] {
+        assert!(!crates.contains(&not_linked), "{not_linked} is not in the binary");
+    }
     let binary = &files[BINARY].data;
     println!(
         "image: {:.1} MiB compressed, binary {:.1} MiB",
