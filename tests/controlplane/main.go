@@ -239,7 +239,8 @@ func apiserverArgs(p *pki, etcdPort, apiPort int) []string {
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
 		"--enable-priority-and-fairness=false",
-		"--profiling=false",
+		// /debug/pprof (cluster-admin only): the pod_create bench profiles the API server.
+		"--profiling=true",
 		"--v=1",
 	}
 }
