@@ -146,7 +146,14 @@ pub async fn follow(
             chains.dropped.push(format!("{here}: owner kind not followed"));
             continue;
         };
-        match owners.verified(query(&owner, plural, ns), &owner.uid).await? {
+        let alongside = deployment_named_by(&owner).map(|name| OwnerQuery {
+            api_version: "apps/v1",
+            kind: "Deployment",
+            plural: "deployments",
+            namespace: ns,
+            name,
+        });
+        match owners.verified_prefetching(query(&owner, plural, ns), &owner.uid, alongside).await? {
             Verified::Owner(meta) => {
                 seen.push(owner.uid.clone());
                 if meta.owner_references.is_empty() {
@@ -206,6 +213,16 @@ pub async fn follow(
 
 fn query<'a>(owner: &'a super::owners::OwnerRef, plural: &'a str, namespace: &'a str) -> OwnerQuery<'a> {
     OwnerQuery { api_version: &owner.api_version, kind: &owner.kind, plural, namespace, name: &owner.name }
+}
+
+/// The Deployment a ReplicaSet's name says owns it (`<deployment>-<pod-template-hash>`), to be
+/// fetched alongside the ReplicaSet. A guess that only saves a round trip: a wrong one costs one
+/// GET (in the tenant's own namespace) and changes no answer.
+fn deployment_named_by(owner: &super::owners::OwnerRef) -> Option<&str> {
+    if owner.api_version != "apps/v1" || owner.kind != "ReplicaSet" {
+        return None;
+    }
+    owner.name.rsplit_once('-').map(|(deployment, _)| deployment).filter(|d| !d.is_empty())
 }
 
 fn not_allowed(path: &str, resource: &str) -> String {
