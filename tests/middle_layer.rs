@@ -110,6 +110,27 @@ async fn an_operand_pod_gets_a_copy_through_the_router_and_the_decision_names_it
     assert_eq!(decision.secrets, ["creds"]);
 }
 
+/// A new ReplicaSet's first Pod: the Deployment its name points at is fetched alongside it, so
+/// the chain costs two round trips (ReplicaSet and Deployment together, then the Widget), not
+/// three. The guess believes nothing: a ReplicaSet named unlike its Deployment still resolves
+/// through its verified reference, at the cost of one GET for the name it pointed at.
+#[tokio::test(start_paused = true)]
+async fn a_new_replica_sets_deployment_is_fetched_alongside_it() {
+    let world = world();
+    world.owners.set_latency(std::time::Duration::from_millis(50));
+    let started = tokio::time::Instant::now();
+    let resolution = resolve(&world, Kind::Pod, "tenant", "", vec![replica_set("web-1", "r-1")]).await;
+    let elapsed = started.elapsed();
+    assert_eq!(resolution.chains.found.len(), 1, "{}", dropped(&resolution));
+    assert!(elapsed.as_millis() < 150, "two round trips, not three: {elapsed:?}");
+    assert_eq!(world.owners.lookups(), 3, "ReplicaSet, Deployment, Widget: none twice");
+
+    world.owners.insert("tenant", "ReplicaSet", "solo-2", "r-2", vec![deployment("web", "d-1")]);
+    let resolution = resolve(&world, Kind::Pod, "tenant", "", vec![replica_set("solo-2", "r-2")]).await;
+    assert_eq!(resolution.chains.found.len(), 1, "{}", dropped(&resolution));
+    assert_eq!(world.owners.lookups(), 5, "the ReplicaSet, and Deployment/solo, which does not exist");
+}
+
 #[tokio::test]
 async fn a_warm_review_makes_no_lookup_and_no_write() {
     let world = world();
