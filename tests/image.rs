@@ -1,9 +1,10 @@
 //! The project's image, as an administrator's cluster would run it: built from `Containerfile`
-//! by `hack/build-image` without a daemon (buildah, vfs storage of its own), its config and files
-//! checked (nothing but the binary and licenses), its layers unpacked into a root filesystem and
-//! its entrypoint started there (chrooted, as the image's user) as both processes of a replica
-//! against the local control plane, with the chart's RBAC: registered, it patches the Pods of a
-//! real Deployment.
+//! by `hack/build-image` without a daemon (buildah, vfs storage of its own) for linux/amd64 and
+//! linux/arm64, each platform's config and files checked (nothing but the binary and licenses),
+//! its layers unpacked into a root filesystem and its entrypoint started there (chrooted, as the
+//! image's user; arm64 through qemu's user-mode emulator) as both processes of a replica against
+//! the local control plane, with the chart's RBAC: registered, it patches the Pods of a real
+//! Deployment.
 
 mod support;
 
@@ -11,18 +12,18 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::ControlPlane;
 use support::olm::*;
 use support::webhook::{self, Entrypoint};
+use support::{ControlPlane, eventually};
 
 const BINARY: &str = "usr/local/bin/olm-pullsecret-injector";
 const LICENSE: &str = "licenses/LICENSE";
 const THIRD_PARTY: &str = "licenses/THIRD-PARTY-LICENSES";
 
-/// An image written as an OCI layout (`buildah push ... oci:DIR`).
+/// A manifest list written as an OCI layout (`buildah manifest push --all ... oci:DIR`).
 struct Layout(PathBuf);
 
 impl Layout {
@@ -36,16 +37,24 @@ impl Layout {
         serde_json::from_slice(&self.blob(digest)).unwrap()
     }
 
-    fn manifest(&self) -> Value {
-        let index: Value = serde_json::from_slice(&std::fs::read(self.0.join("index.json")).unwrap()).unwrap();
-        let manifests = index["manifests"].as_array().unwrap();
-        assert_eq!(manifests.len(), 1, "one image: {index}");
-        self.json(&manifests[0]["digest"])
+    /// The image for `architecture` in the manifest list the layout holds.
+    fn manifest(&self, architecture: &str) -> Value {
+        let top: Value = serde_json::from_slice(&std::fs::read(self.0.join("index.json")).unwrap()).unwrap();
+        assert_eq!(top["manifests"].as_array().unwrap().len(), 1, "one manifest list: {top}");
+        let list = self.json(&top["manifests"][0]["digest"]);
+        let platforms: Vec<&Value> = list["manifests"].as_array().unwrap().iter().map(|m| &m["platform"]).collect();
+        assert_eq!(
+            platforms,
+            [&json!({ "architecture": "amd64", "os": "linux" }), &json!({ "architecture": "arm64", "os": "linux" })]
+        );
+        let entry =
+            list["manifests"].as_array().unwrap().iter().find(|m| m["platform"]["architecture"] == architecture);
+        self.json(&entry.unwrap()["digest"])
     }
 
     /// Each layer's tar stream, uncompressed.
-    fn layers(&self) -> Vec<Vec<u8>> {
-        let manifest = self.manifest();
+    fn layers(&self, architecture: &str) -> Vec<Vec<u8>> {
+        let manifest = self.manifest(architecture);
         let layers = manifest["layers"].as_array().unwrap();
         layers
             .iter()
@@ -64,8 +73,8 @@ impl Layout {
             .collect()
     }
 
-    fn compressed_size(&self) -> u64 {
-        self.manifest()["layers"].as_array().unwrap().iter().map(|l| l["size"].as_u64().unwrap()).sum()
+    fn compressed_size(&self, architecture: &str) -> u64 {
+        self.manifest(architecture)["layers"].as_array().unwrap().iter().map(|l| l["size"].as_u64().unwrap()).sum()
     }
 }
 
@@ -128,16 +137,12 @@ fn build(dir: &Path) -> Layout {
     Layout(layout)
 }
 
-#[tokio::test]
-async fn the_image_holds_one_static_binary_and_runs_as_a_replica_that_patches_pods() {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("image-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let image = build(&dir);
-
+/// The checks of one platform's image: config, files, licenses. Returns its config and layers.
+fn inspect(image: &Layout, architecture: &str) -> (Value, Vec<Vec<u8>>) {
     // The config: numeric non-root user in group 0, the binary as entrypoint, the OCI labels.
-    let config = image.json(&image.manifest()["config"]["digest"]);
-    let config = &config["config"];
+    let config = image.json(&image.manifest(architecture)["config"]["digest"]);
+    assert_eq!((&config["architecture"], &config["os"]), (&json!(architecture), &json!("linux")));
+    let config = config["config"].clone();
     assert_eq!(config["User"], "65532:0");
     assert_eq!(config["Entrypoint"], json!([format!("/{BINARY}")]));
     assert_eq!(config["Cmd"], json!(["serve"]));
@@ -148,9 +153,9 @@ async fn the_image_holds_one_static_binary_and_runs_as_a_replica_that_patches_po
     assert_eq!(labels["org.opencontainers.image.source"], env!("CARGO_PKG_REPOSITORY"));
     assert_eq!(labels["org.opencontainers.image.revision"].as_str().unwrap().len(), 40, "{labels}");
 
-    // The files: the binary and the license, nothing else (no shell, no libraries), owned by
+    // The files: the binary and the licenses, nothing else (no shell, no libraries), owned by
     // root, readable (and the binary executable) by any UID in group 0, writable by nobody.
-    let layers = image.layers();
+    let layers = image.layers(architecture);
     let files = files(&layers);
     assert_eq!(files.keys().collect::<Vec<_>>(), [LICENSE, THIRD_PARTY, BINARY], "nothing but the binary and licenses");
     for (path, file) in &files {
@@ -159,6 +164,8 @@ async fn the_image_holds_one_static_binary_and_runs_as_a_replica_that_patches_po
         assert_eq!(file.mode & 0o044, 0o044, "{path} is not readable by group and others: {:o}", file.mode);
     }
     assert_eq!(files[BINARY].mode & 0o011, 0o011, "executable by group and others");
+    let machine = u16::from_le_bytes([files[BINARY].data[18], files[BINARY].data[19]]);
+    assert_eq!(machine, if architecture == "amd64" { 62 } else { 183 }, "an ELF binary for {architecture}");
     assert_eq!(files[LICENSE].data, std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("LICENSE")).unwrap());
     // The licenses of what is linked in: the allocator, TLS, the runtime; not a build-time-only
     // crate (a proc-macro) nor a test dependency.
@@ -173,17 +180,23 @@ async fn the_image_holds_one_static_binary_and_runs_as_a_replica_that_patches_po
     for not_linked in ["serde_derive", "tar", "flate2", "tempfile"] {
         assert!(!crates.contains(&not_linked), "{not_linked} is not in the binary");
     }
-    let binary = &files[BINARY].data;
     println!(
-        "image: {:.1} MiB compressed, binary {:.1} MiB",
-        image.compressed_size() as f64 / 1048576.0,
-        binary.len() as f64 / 1048576.0
+        "image for {architecture}: {:.1} MiB compressed, binary {:.1} MiB",
+        image.compressed_size(architecture) as f64 / 1048576.0,
+        files[BINARY].data.len() as f64 / 1048576.0
     );
+    (config, layers)
+}
 
-    // Unpacked, the root filesystem holds no loader or library: the binary runs there only if
-    // it is static. Both processes of a replica start from the entrypoint, as the image's user.
-    let rootfs = dir.join("rootfs");
-    unpack(&layers, &rootfs);
+/// Starts a replica from the image's entrypoint inside `rootfs` (its layers unpacked there), as
+/// the image's user, prefixed by `emulator` (a static qemu put into the root filesystem) if any;
+/// checks that it runs as that user in those files, and registers it.
+async fn start_replica(
+    client: &kube::Client,
+    config: &Value,
+    rootfs: &Path,
+    emulator: Option<&str>,
+) -> webhook::WebhookProcess {
     let replica_dir = rootfs.join("run/replica");
     std::fs::create_dir_all(&replica_dir).unwrap();
     let certs =
@@ -193,20 +206,16 @@ async fn the_image_holds_one_static_binary_and_runs_as_a_replica_that_patches_po
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(replica_dir.join("tls.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let (uid, gid) = config["User"].as_str().unwrap().split_once(':').unwrap();
-    let entrypoint = Entrypoint {
-        command: config["Entrypoint"].as_array().unwrap().iter().map(|arg| arg.as_str().unwrap().into()).collect(),
-        root: rootfs.clone(),
-        user: Some((uid.parse().unwrap(), gid.parse().unwrap())),
-    };
-
-    let cp = ControlPlane::shared();
-    let client = cp.admin().await;
-    webhook::grant_chart_rbac_with(&client, |_| {}).await;
+    let mut command: Vec<String> = emulator.map(|path| path.to_string()).into_iter().collect();
+    command.extend(config["Entrypoint"].as_array().unwrap().iter().map(|arg| arg.as_str().unwrap().to_string()));
+    let entrypoint =
+        Entrypoint { command, root: rootfs.to_path_buf(), user: Some((uid.parse().unwrap(), gid.parse().unwrap())) };
     let certificate = (replica_dir.join("tls.crt"), replica_dir.join("tls.key"));
+    let name = rootfs.file_name().unwrap().to_string_lossy();
     let replica = webhook::start_from(
-        cp,
+        ControlPlane::shared(),
         &entrypoint,
-        "image",
+        &name,
         &replica_dir,
         (&certificate.0, &certificate.1, &certs.ca_pem),
         &["--drain-delay", "0s"],
@@ -215,16 +224,59 @@ async fn the_image_holds_one_static_binary_and_runs_as_a_replica_that_patches_po
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(status.lines().any(|l| l.starts_with(&format!("Uid:\t{uid}\t"))), "runs as {uid}:\n{status}");
     assert_eq!(std::fs::read_link(format!("/proc/{pid}/root")).unwrap(), rootfs, "runs in the image's files");
-    webhook::register_with(&client, &replica, "Fail").await;
+    webhook::register_with(client, &replica, "Fail").await;
+    replica
+}
 
-    // A real Deployment of an operand: its Pods are patched and the copy is made.
-    let (catalog, _, tenants) = private_operator(&client, &["image"]).await;
-    let tenant = &tenants[0];
-    let owner = create_operand(&client, WIDGET, tenant, "prod").await;
-    create_deployment(&client, tenant, "app", Some(owner), 2, json!({})).await;
-    for pod in pods_of(&client, tenant, "app", 2).await {
-        assert_eq!(pull_secret_names(&pod), [catalog.secret.as_str()], "{}", replica.logs());
+/// A real Deployment of an operand in `tenant`: its Pods are patched and the copy is made.
+async fn operand_deployment_gets_its_copy(client: &kube::Client, catalog: &Catalog, tenant: &str) {
+    let owner = create_operand(client, WIDGET, tenant, "prod").await;
+    create_deployment(client, tenant, "app", Some(owner), 2, json!({})).await;
+    for pod in pods_of(client, tenant, "app", 2).await {
+        assert_eq!(pull_secret_names(&pod), [catalog.secret.as_str()]);
     }
     let copies = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), tenant);
     assert!(copies.get_opt(&catalog.secret).await.unwrap().is_some(), "the copy is made");
+}
+
+#[tokio::test]
+async fn the_image_holds_one_static_binary_and_runs_as_a_replica_that_patches_pods() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("image-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = build(&dir);
+    let (amd64, amd64_layers) = inspect(&image, "amd64");
+    let (arm64, arm64_layers) = inspect(&image, "arm64");
+
+    let client = ControlPlane::shared().admin().await;
+    webhook::grant_chart_rbac_with(&client, |_| {}).await;
+    let (catalog, _, tenants) = private_operator_unseen(&client, &["image", "image"]).await;
+
+    // Unpacked, the root filesystem holds no loader or library: the binary runs there only if
+    // it is static. Both processes of a replica start from the entrypoint, as the image's user.
+    let rootfs = dir.join("rootfs-amd64");
+    unpack(&amd64_layers, &rootfs);
+    let replica = start_replica(&client, &amd64, &rootfs, None).await;
+    operand_deployment_gets_its_copy(&client, &catalog, &tenants[0]).await;
+    replica.signal(libc::SIGTERM);
+    eventually("the amd64 replica to stop", Duration::from_secs(20), || async { replica.exit_status() }).await;
+
+    // The arm64 image the same way, its binary run by qemu's user-mode emulator (a static binary
+    // of the test machine, copied into the root filesystem: the image has none).
+    let rootfs = dir.join("rootfs-arm64");
+    unpack(&arm64_layers, &rootfs);
+    let qemu = "/qemu-aarch64-static";
+    std::fs::copy(which("qemu-aarch64-static"), rootfs.join(&qemu[1..])).unwrap();
+    let replica = start_replica(&client, &arm64, &rootfs, Some(qemu)).await;
+    operand_deployment_gets_its_copy(&client, &catalog, &tenants[1]).await;
+    replica.signal(libc::SIGTERM);
+}
+
+/// The full path of `program` on the PATH.
+fn which(program: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("{program} is not installed (hack/install-image-tools installs it)"))
 }
