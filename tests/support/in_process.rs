@@ -8,7 +8,8 @@ use olm_pullsecret_injector::runtime::{self, Config};
 use olm_pullsecret_injector::state::index::CatalogNamespaces;
 
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    let [port] = super::free_ports();
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// Starts the runtime (webhook and reconciler) with `dir/tls.crt` and `dir/tls.key`; returns

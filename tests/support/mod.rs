@@ -17,6 +17,25 @@ pub use controlplane::ControlPlane;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 
+/// `N` distinct loopback ports that were free a moment ago, below the kernel's ephemeral range
+/// (32768 and up): a port taken from that range can go to an outgoing connection of any process
+/// before the child that is to listen on it binds it, and one released and asked for again can
+/// come back twice.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Test binaries run one after another but each starts over: spread them by process id.
+    let start = 20_000 + (std::process::id() % 600) as u16 * 20;
+    let mut held = Vec::with_capacity(N);
+    while held.len() < N {
+        let port = 20_000 + (start - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(listener);
+        }
+    }
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
 /// A namespace name unique within this control plane.
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -113,10 +113,6 @@ pub async fn grant_operand_owner_read(client: &kube::Client, group: &str, plural
     apply_all(client, [helm::find(&objects, "ClusterRole", &format!("{RELEASE}-operand-owner-rules"))]).await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl WebhookProcess {
     /// Starts the webhook once per test binary and registers it for Pods and ServiceAccounts.
     pub async fn shared() -> &'static WebhookProcess {
@@ -278,7 +274,7 @@ pub fn start_from(
     extra_args: &[&str],
 ) -> WebhookProcess {
     let dir = dir.to_path_buf();
-    let (port, admin_port, reconciler_admin_port) = (free_port(), free_port(), free_port());
+    let [port, admin_port, reconciler_admin_port] = super::free_ports();
     let log_path = dir.join("webhook.log");
     std::fs::File::create(&log_path).unwrap();
     let spawn = |role: &str, service_account: &str, admin: u16, role_args: Vec<String>| {
