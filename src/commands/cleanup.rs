@@ -77,7 +77,8 @@ async fn apply(client: &kube::Client, copies: &Copies, removal: &Removal) -> any
     match removal {
         Removal::Entries { namespace, service_account, names } => {
             let api = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
-            let sa = api.get(service_account).await?;
+            // Deleted since the plan: nothing of ours is left on it.
+            let Some(sa) = api.get_opt(service_account).await? else { return Ok(()) };
             let Some(injected) = sa.annotations().get(INJECTED_ANNOTATION) else { return Ok(()) };
             let existing: Vec<&str> = sa.image_pull_secrets.iter().flatten().map(|r| r.name.as_str()).collect();
             let names: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -217,7 +217,7 @@ fn query<'a>(owner: &'a super::owners::OwnerRef, plural: &'a str, namespace: &'a
 
 /// The Deployment a ReplicaSet's name says owns it (`<deployment>-<pod-template-hash>`), to be
 /// fetched alongside the ReplicaSet. A guess that only saves a round trip: a wrong one costs one
-/// GET (in the tenant's own namespace) and changes no answer.
+/// GET (in the tenant's own namespace), and what it did not find is not remembered.
 fn deployment_named_by(owner: &super::owners::OwnerRef) -> Option<&str> {
     if owner.api_version != "apps/v1" || owner.kind != "ReplicaSet" {
         return None;

@@ -199,7 +199,9 @@ impl Owners {
         self.cache.get(key).is_some() || self.missing.get(key).is_some()
     }
 
-    /// Caches `query`'s owner unless it is known; a failure is left to the lookup that needs it.
+    /// Caches `query`'s owner if it exists and is not known yet. Only what was found is kept: a
+    /// guess that finds nothing must not hide an owner created a moment later (the lookup that
+    /// needs it asks again), and a failure is left to that lookup too.
     async fn prefetch(&self, query: OwnerQuery<'_>) {
         let key = key(&query);
         if self.known(&key) {
@@ -207,7 +209,10 @@ impl Owners {
         }
         self.one_at_a_time(&key, async {
             if !self.known(&key) {
-                let _ = self.fetch(query, &key).await;
+                metrics::cache_miss();
+                if let Ok(Some(meta)) = self.source.get(query).await {
+                    self.cache.insert(key.clone(), Arc::new(meta));
+                }
             }
         })
         .await
