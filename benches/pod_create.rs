@@ -138,17 +138,8 @@ impl Reference {
                 json!({ "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response });
             std::future::ready(axum::Json(review))
         };
-        let tls = olm_pullsecret_injector::serving::tls::CertReloader::load(dir.join("tls.crt"), dir.join("tls.key"))?;
         let app = axum::Router::new().route("/mutate", axum::routing::post(answer));
-        let addr = support::in_process::free_addr();
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        tokio::spawn(olm_pullsecret_injector::serving::https::serve_tls(
-            listener,
-            tls.server_config(None),
-            app,
-            Default::default(),
-            std::future::pending(),
-        ));
+        let addr = support::in_process::serve_tls(dir, app).await?;
         Ok(Reference { addr, calls })
     }
 }

@@ -128,18 +128,8 @@ fn pod_review(pod: &Pod, ns: &str) -> Vec<u8> {
 /// The physical limit: the same TLS server, a handler that reads the body and answers allowed.
 async fn start_noop(dir: &std::path::Path) -> anyhow::Result<std::net::SocketAddr> {
     const ALLOWED: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"00000000-0000-0000-0000-000000000000","allowed":true}}"#;
-    let tls = olm_pullsecret_injector::serving::tls::CertReloader::load(dir.join("tls.crt"), dir.join("tls.key"))?;
     let app = axum::Router::new().route("/mutate", axum::routing::post(|_body: Bytes| async { ALLOWED }));
-    let listen = support::in_process::free_addr();
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    tokio::spawn(olm_pullsecret_injector::serving::https::serve_tls(
-        listener,
-        tls.server_config(None),
-        app,
-        Default::default(),
-        std::future::pending(),
-    ));
-    Ok(listen)
+    support::in_process::serve_tls(dir, app).await
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;

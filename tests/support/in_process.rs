@@ -12,6 +12,22 @@ pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// Serves `app` on the webhook's own TLS server with `dir/tls.crt` and `dir/tls.key`: the
+/// benches' reference handlers run where ours does.
+pub async fn serve_tls(dir: &Path, app: axum::Router) -> anyhow::Result<SocketAddr> {
+    let tls = olm_pullsecret_injector::serving::tls::CertReloader::load(dir.join("tls.crt"), dir.join("tls.key"))?;
+    let addr = free_addr();
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tokio::spawn(olm_pullsecret_injector::serving::https::serve_tls(
+        listener,
+        tls.server_config(None),
+        app,
+        Default::default(),
+        std::future::pending(),
+    ));
+    Ok(addr)
+}
+
 /// Starts the runtime (webhook and reconciler) with `dir/tls.crt` and `dir/tls.key`; returns
 /// once it accepts connections.
 pub async fn serve(client: kube::Client, dir: &Path) -> SocketAddr {
