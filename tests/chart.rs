@@ -804,13 +804,40 @@ fn cleanup_on_uninstall_is_a_post_delete_hook_with_an_identity_of_its_own() {
 
     let objects = helm.template("psi", NS, &json!({ "cleanupOnUninstall": true }));
     let hooks = hooks(&objects);
-    let kinds: Vec<&str> = hooks.iter().map(|o| o["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Job"]);
+    let mut kinds: Vec<&str> = hooks.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Job",
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicyBinding"
+        ]
+    );
     for hook in &hooks {
         let annotations = &hook["metadata"]["annotations"];
         assert_eq!(annotations["helm.sh/hook"], "post-delete", "after the webhook and reconciler are gone");
         assert_eq!(annotations["helm.sh/hook-delete-policy"], "before-hook-creation,hook-succeeded");
-        assert_eq!(hook["metadata"]["name"], name);
+        let weight = if hook["kind"] == "Job" { "0" } else { "-1" };
+        assert_eq!(annotations["helm.sh/hook-weight"], weight, "everything else exists before the Job");
+        assert!(hook["metadata"]["name"].as_str().unwrap().starts_with(name));
+    }
+    // The release's admission policies are gone when the hook runs: the hook brings the same two
+    // for its own identity.
+    for policy in ["managed-secrets", "service-accounts"] {
+        let release = find(&objects, "ValidatingAdmissionPolicy", &format!("psi-olm-pullsecret-injector-{policy}"));
+        let hook = find(&hooks, "ValidatingAdmissionPolicy", &format!("{name}-{policy}"));
+        let users = json!(format!("request.userInfo.username in [\"system:serviceaccount:{NS}:{name}\"]"));
+        assert_eq!(hook["spec"]["matchConditions"][0]["expression"], users);
+        assert_eq!(hook["spec"]["validations"], release["spec"]["validations"]);
+        assert_eq!(hook["spec"]["variables"], release["spec"]["variables"]);
+        let binding = find(&hooks, "ValidatingAdmissionPolicyBinding", &format!("{name}-{policy}"));
+        assert_eq!(binding["spec"]["policyName"], format!("{name}-{policy}"));
     }
     assert_eq!(find(&hooks, "ClusterRole", name)["rules"], file["cleanupClusterRules"]);
     let binding = find(&hooks, "ClusterRoleBinding", name);

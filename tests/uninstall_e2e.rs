@@ -9,8 +9,9 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use support::helm;
 use support::olm::*;
@@ -84,6 +85,8 @@ async fn the_post_delete_hook_takes_back_every_copy_and_entry_with_its_own_ident
         assert!(planned.lines().any(|l| l == copy), "{copy}:\n{planned}");
     }
 
+    the_hook_identity_reads_and_changes_nothing_else(&client, hook_identity, &tenants[0]).await;
+
     let (code, out) = run_as(hook_identity, &args);
     assert_eq!(code, 0, "the hook Job's command succeeds with the hook's rights alone:\n{out}");
     let removed = out.lines().filter(|l| l.starts_with("removed ")).count();
@@ -92,9 +95,84 @@ async fn the_post_delete_hook_takes_back_every_copy_and_entry_with_its_own_ident
         let copies = Api::<Secret>::namespaced(client.clone(), tenant);
         assert!(copies.get_opt(&catalog.secret).await.unwrap().is_none(), "the copy in {tenant} is gone");
     }
+    let tenants_own = Api::<Secret>::namespaced(client.clone(), &tenants[0]);
+    assert!(tenants_own.get_opt("tenant-registry").await.unwrap().is_some(), "the tenant's own Secret stays");
     let sa = sas.get("widget-runner").await.unwrap();
     let names: Vec<String> = sa.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect();
     assert_eq!(names, ["tenant-own"], "the tenant's own entry stays");
     let ledger = Api::<olm_pullsecret_injector::inject::ledger::PullSecretCopy>::all(client.clone());
     assert!(ledger.list(&Default::default()).await.unwrap().items.is_empty(), "the ledger is empty");
+}
+
+/// The hook's ClusterRole may patch and delete any Secret and patch any ServiceAccount (RBAC
+/// cannot name our copies), and the release's admission policies are gone by the time it runs:
+/// the hook's own policies keep it to our copies. Attacked as whoever took over the Job's pod
+/// would: read a tenant's Secret through a patch's answer, delete it, change a platform
+/// ServiceAccount. The API server must refuse each, and the Secret must stay as it was.
+async fn the_hook_identity_reads_and_changes_nothing_else(client: &kube::Client, identity: &str, tenant: &str) {
+    let tenants_own: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "tenant-registry" },
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": { ".dockerconfigjson": r#"{"auths":{"registry.tenant.example":{"auth":"dGVuYW50OnNlY3JldA=="}}}"# }
+    }))
+    .unwrap();
+    let secrets = Api::<Secret>::namespaced(client.clone(), tenant);
+    let before = secrets.create(&PostParams::default(), &tenants_own).await.unwrap();
+
+    let hook = ControlPlane::shared().impersonating(NAMESPACE, identity).await;
+    let as_hook = Api::<Secret>::namespaced(hook.clone(), tenant);
+    let refused_by_policy = |result: Result<Secret, kube::Error>, policy: &str| match result {
+        Err(kube::Error::Api(e)) => e.code == 403 && e.message.contains(policy),
+        _ => false,
+    };
+    let secrets_policy = format!("{identity}-managed-secrets");
+    let annotate = Patch::Merge(json!({ "metadata": { "annotations": { "probe": "x" } } }));
+    // The policy is in force once the API server's policy cache has it (a second or so after
+    // Helm created it, before the Job's pod would start); until then a dry-run answers.
+    eventually("the hook's Secret policy to be in force", Duration::from_secs(10), || async {
+        let dry_run = PatchParams { dry_run: true, ..Default::default() };
+        refused_by_policy(as_hook.patch("tenant-registry", &dry_run, &annotate).await, &secrets_policy).then_some(())
+    })
+    .await;
+    assert!(
+        refused_by_policy(as_hook.patch("tenant-registry", &PatchParams::default(), &annotate).await, &secrets_policy),
+        "a patch of a tenant's own Secret (whose answer would carry its data) is refused"
+    );
+    match as_hook.delete("tenant-registry", &DeleteParams::default()).await {
+        Err(kube::Error::Api(e)) => assert!(e.code == 403 && e.message.contains(&secrets_policy), "{e:?}"),
+        other => panic!("deleting a tenant's own Secret is refused, got {other:?}"),
+    }
+    let after = secrets.get("tenant-registry").await.unwrap();
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "the tenant's Secret is untouched");
+
+    let platform = Api::<ServiceAccount>::namespaced(hook.clone(), "kube-system");
+    match platform.patch("default", &PatchParams::default(), &annotate).await {
+        Err(kube::Error::Api(e)) => {
+            assert!(e.code == 403 && e.message.contains(&format!("{identity}-service-accounts")), "{e:?}")
+        }
+        other => panic!("changing a platform ServiceAccount is refused, got {other:?}"),
+    }
+
+    // And what RBAC itself says: no Secret may be read, anywhere.
+    let reviews = Api::<SubjectAccessReview>::all(client.clone());
+    for namespace in [tenant, "kube-system", ""] {
+        for verb in ["get", "list", "watch"] {
+            let review = SubjectAccessReview {
+                spec: SubjectAccessReviewSpec {
+                    user: Some(format!("system:serviceaccount:{NAMESPACE}:{identity}")),
+                    groups: Some(vec!["system:serviceaccounts".into(), "system:authenticated".into()]),
+                    resource_attributes: Some(ResourceAttributes {
+                        verb: Some(verb.into()),
+                        namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
+                        resource: Some("secrets".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let answer = reviews.create(&PostParams::default(), &review).await.unwrap();
+            assert!(!answer.status.unwrap().allowed, "{identity}: {verb} secrets in {namespace:?}");
+        }
+    }
 }
