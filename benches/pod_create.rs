@@ -167,20 +167,7 @@ const WEBHOOK_THREADS: &str = "webhook-serve";
 
 /// CPU seconds (user and system) of this process's threads that are the webhook's.
 fn webhook_cpu_seconds() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut ticks = 0u64;
-    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !(name.starts_with(WEBHOOK_THREADS) || name.starts_with("log-writer")) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // After the parenthesised name: state is field 3, utime field 14, stime field 15.
-        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-        ticks += fields.get(11..13).map_or(0, |f| f.iter().map(|v| v.parse::<u64>().unwrap_or(0)).sum());
-    }
-    ticks as f64 / ticks_per_second
+    support::in_process::thread_cpu_seconds(&[WEBHOOK_THREADS, "log-writer"])
 }
 
 /// The API server's CPU profile over the next `seconds`, written to `file`.

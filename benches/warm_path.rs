@@ -21,6 +21,8 @@ use support::olm::*;
 use support::{ControlPlane, create_namespace, unique_name};
 
 const CONNECTIONS: usize = 32;
+const SERVER_THREADS: &str = "bench-server";
+const LOAD_THREADS: &str = "bench-load";
 
 fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
@@ -34,8 +36,14 @@ fn main() -> anyhow::Result<()> {
         olm_pullsecret_injector::telemetry::logging::init("json", std::fs::File::create(dir.join("webhook.log"))?);
 
     // Servers and load generator each get a runtime of their own on the same two cores.
-    let servers = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let load = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // Named, so that each one's CPU can be read per round (user and system time, from /proc).
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(SERVER_THREADS)
+        .enable_all()
+        .build()?;
+    let load =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name(LOAD_THREADS).enable_all().build()?;
 
     let (review, webhook_addr) = servers.block_on(start_webhook(&dir))?;
     let noop_addr = servers.block_on(start_noop(&dir))?;
@@ -49,10 +57,19 @@ fn main() -> anyhow::Result<()> {
     for round in 0..2 {
         for (name, addr) in [("no-op TLS handler", noop_addr), ("webhook (warm)", webhook_addr)] {
             let _ = load.block_on(run_load(addr, &ca, &review, Duration::from_secs(1)))?; // warm-up
+            let cpu = |prefixes: &[&str]| support::in_process::thread_cpu_seconds(prefixes);
+            let (server_before, load_before) = (cpu(&[SERVER_THREADS, "log-writer"]), cpu(&[LOAD_THREADS]));
             let r = load.block_on(run_load(addr, &ca, &review, Duration::from_secs(seconds)))?;
+            let per_review_us = |seconds: f64| seconds / r.count as f64 * 1e6;
             println!(
-                "round {round} {name:<18} {:>8.0} reviews/s  p50 {:>6.3} ms  p99 {:>6.3} ms  errors {}",
-                r.per_second, r.p50_ms, r.p99_ms, r.errors
+                "round {round} {name:<18} {:>8.0} reviews/s  p50 {:>6.3} ms  p99 {:>6.3} ms  errors {}  \
+                 CPU per review: server {:.1} us, load generator {:.1} us",
+                r.per_second,
+                r.p50_ms,
+                r.p99_ms,
+                r.errors,
+                per_review_us(cpu(&[SERVER_THREADS, "log-writer"]) - server_before),
+                per_review_us(cpu(&[LOAD_THREADS]) - load_before),
             );
             results.push((name, r));
         }
@@ -168,6 +185,7 @@ async fn send_one(addr: std::net::SocketAddr, ca: &str, body: &[u8]) -> anyhow::
 }
 
 struct LoadResult {
+    count: usize,
     per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -208,5 +226,11 @@ async fn run_load(addr: std::net::SocketAddr, ca: &str, body: &[u8], duration: D
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
     let at = |q: f64| latencies.get(((latencies.len() as f64) * q) as usize).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
-    Ok(LoadResult { per_second: latencies.len() as f64 / elapsed, p50_ms: at(0.50), p99_ms: at(0.99), errors })
+    Ok(LoadResult {
+        count: latencies.len(),
+        per_second: latencies.len() as f64 / elapsed,
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        errors,
+    })
 }

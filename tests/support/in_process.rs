@@ -85,3 +85,22 @@ pub fn bench<F: Future<Output = anyhow::Result<()>>>(
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(run(dir))
 }
+
+/// CPU seconds (user and system) spent so far by this process's threads whose names start with
+/// one of `prefixes` (a runtime's `thread_name`), from /proc.
+pub fn thread_cpu_seconds(prefixes: &[&str]) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !prefixes.iter().any(|prefix| name.starts_with(prefix)) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // After the parenthesised name: state is field 3, utime field 14, stime field 15.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        ticks += fields.get(11..13).map_or(0, |f| f.iter().map(|v| v.parse::<u64>().unwrap_or(0)).sum());
+    }
+    ticks as f64 / ticks_per_second
+}
