@@ -6,8 +6,8 @@
 //! source, so the webhook needs no read access to tenant secrets. Concurrent admissions of one
 //! namespace wait for a single create; `AlreadyExists` (another replica) is success.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -20,6 +20,7 @@ use crate::inject::ledger::{Ledger, PullSecretCopy};
 use crate::inject::patch::{add, pointer, test};
 use crate::resolve::{Need, Provision};
 use crate::state::events::Events;
+use crate::state::single_flight::SingleFlight;
 use crate::state::ttl::TtlMap;
 use crate::{CONTENT_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCE_ANNOTATION, SOURCE_UID_ANNOTATION};
 
@@ -65,7 +66,8 @@ pub struct Copies {
     ledger: Ledger,
     /// `<tenant ns>/<source ns>/<source name>` → the copy made from which content.
     ensured: TtlMap<String, EnsuredCopy>,
-    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One create per copy however many admissions arrive at once.
+    in_flight: SingleFlight,
 }
 
 /// A copy known to hold a source's content.
@@ -94,7 +96,7 @@ impl Copies {
     pub fn new(client: kube::Client, events: Events) -> Self {
         let ensured = TtlMap::new(ENSURED_TTL, MAX_ENSURED);
         let ledger = Ledger::new(client.clone());
-        Copies { client, events, ledger, ensured, in_flight: Mutex::new(HashMap::new()) }
+        Copies { client, events, ledger, ensured, in_flight: SingleFlight::default() }
     }
 
     /// The names to list in `imagePullSecrets` of an object in `namespace`: originals as they
@@ -124,23 +126,22 @@ impl Copies {
             return Ok(Ensured::Unchanged(name));
         }
 
-        // One create per copy however many admissions arrive at once.
-        let gate = self.in_flight.lock().expect("in-flight map").entry(key.clone()).or_default().clone();
-        let _held = gate.lock().await;
-        if let Some(name) = self.remembered(&key, &hash) {
-            return Ok(Ensured::Unchanged(name));
-        }
-
-        let result = self.ensure_either_name(namespace, source, &hash, dry_run).await;
-        if let Ok(ensured) = &result
-            && !dry_run
-        {
-            let entry =
-                EnsuredCopy { namespace: namespace.to_string(), name: ensured.name().to_string(), content_hash: hash };
-            self.ensured.insert(key.clone(), entry);
-        }
-        self.in_flight.lock().expect("in-flight map").remove(&key);
-        result
+        self.in_flight
+            .run(&key, async {
+                if let Some(name) = self.remembered(&key, &hash) {
+                    return Ok(Ensured::Unchanged(name));
+                }
+                let result = self.ensure_either_name(namespace, source, &hash, dry_run).await;
+                if let Ok(ensured) = &result
+                    && !dry_run
+                {
+                    let name = ensured.name().to_string();
+                    let entry = EnsuredCopy { namespace: namespace.to_string(), name, content_hash: hash.clone() };
+                    self.ensured.insert(key.clone(), entry);
+                }
+                result
+            })
+            .await
     }
 
     /// The source's own name, else the hashed fallback name.

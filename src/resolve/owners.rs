@@ -3,8 +3,7 @@
 //! against), so a warm admission makes no API call; a freshly created owner that is not yet known
 //! costs one metadata-only GET through an [`OwnerSource`].
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use tracing::warn;
 
 use crate::error::Error;
+use crate::state::single_flight::SingleFlight;
 use crate::state::ttl::TtlMap;
 use crate::telemetry::metrics;
 
@@ -121,7 +121,7 @@ pub struct Owners {
     missing: TtlMap<String, ()>,
     /// One lookup per owner at a time: concurrent reviews of a new ReplicaSet's Pods wait for the
     /// first one's answer instead of each asking the API server.
-    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    in_flight: SingleFlight,
     /// Resources whose refusal was logged already: once per resource, not per review.
     forbidden_logged: Mutex<HashSet<String>>,
 }
@@ -132,7 +132,7 @@ impl Owners {
             source: Box::new(source),
             cache: TtlMap::new(TTL, MAX_ENTRIES),
             missing: TtlMap::new(NEGATIVE_TTL, MAX_ENTRIES),
-            in_flight: Mutex::default(),
+            in_flight: SingleFlight::default(),
             forbidden_logged: Mutex::default(),
         }
     }
@@ -158,7 +158,7 @@ impl Owners {
             metrics::cache_hit();
             return Ok(known);
         }
-        let lookup = self.one_at_a_time(&key, async {
+        let lookup = self.in_flight.run(&key, async {
             match self.remembered(&key, uid) {
                 Some(known) => {
                     metrics::cache_hit();
@@ -171,18 +171,6 @@ impl Owners {
             Some(next) => tokio::join!(lookup, self.prefetch(next)).0,
             None => lookup.await,
         }
-    }
-
-    /// Runs `work` for `key` while no other lookup of `key` runs: concurrent reviews of one new
-    /// owner make one GET.
-    async fn one_at_a_time<T>(&self, key: &str, work: impl Future<Output = T>) -> T {
-        let gate = self.in_flight.lock().expect("in-flight lookups").entry(key.to_string()).or_default().clone();
-        let done = {
-            let _held = gate.lock().await;
-            work.await
-        };
-        self.in_flight.lock().expect("in-flight lookups").remove(key);
-        done
     }
 
     /// The cached answer: the owner if it was found with this UID, or that it was not found.
@@ -207,15 +195,16 @@ impl Owners {
         if self.known(&key) {
             return;
         }
-        self.one_at_a_time(&key, async {
-            if !self.known(&key) {
-                metrics::cache_miss();
-                if let Ok(Some(meta)) = self.source.get(query).await {
-                    self.cache.insert(key.clone(), Arc::new(meta));
+        self.in_flight
+            .run(&key, async {
+                if !self.known(&key) {
+                    metrics::cache_miss();
+                    if let Ok(Some(meta)) = self.source.get(query).await {
+                        self.cache.insert(key.clone(), Arc::new(meta));
+                    }
                 }
-            }
-        })
-        .await
+            })
+            .await
     }
 
     async fn look_up(&self, query: OwnerQuery<'_>, key: &str, uid: &str) -> Result<Verified, Error> {
