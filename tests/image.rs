@@ -180,6 +180,14 @@ fn inspect(image: &Layout, architecture: &str) -> (Value, Vec<Vec<u8>>) {
     for not_linked in ["serde_derive", "tar", "flate2", "tempfile"] {
         assert!(!crates.contains(&not_linked), "{not_linked} is not in the binary");
     }
+    // What is linked besides crates: the allocator's vendored C sources, Rust's standard library
+    // and musl, each with its license.
+    for heading in ["The Rust standard library ", "musl libc, linked statically "] {
+        assert!(lines.windows(2).any(|pair| pair[0] == "=".repeat(78) && pair[1].starts_with(heading)), "{heading}");
+    }
+    for text in ["--- c_src/mimalloc/v2/LICENSE", "Copyright: 2005-2020 Rich Felker", "Permission is hereby granted"] {
+        assert!(lines.iter().any(|line| line.starts_with(text)), "{text} in {THIRD_PARTY}");
+    }
     println!(
         "image for {architecture}: {:.1} MiB compressed, binary {:.1} MiB",
         image.compressed_size(architecture) as f64 / 1048576.0,
