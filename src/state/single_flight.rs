@@ -17,8 +17,8 @@ impl SingleFlight {
     /// Runs `work` once no other work for `key` runs.
     pub async fn run<T>(&self, key: &str, work: impl Future<Output = T>) -> T {
         let gate = self.gates.lock().expect("single-flight gates").entry(key.to_string()).or_default().clone();
-        let _forget = Forget { flights: self, key, gate: &gate };
-        let _held = gate.lock().await;
+        let forget = Forget { flights: self, key, gate: Some(gate) };
+        let _held = forget.gate.as_ref().expect("held until dropped").lock().await;
         work.await
     }
 
@@ -29,17 +29,22 @@ impl SingleFlight {
     }
 }
 
-/// Forgets the key's gate however its work ends; a newer gate of the same key stays.
+/// Forgets the key's gate when its last holder is done, however its work ended. Every holder
+/// takes its share of the gate and gives it back under the map's lock, so the count is exact.
 struct Forget<'a> {
     flights: &'a SingleFlight,
     key: &'a str,
-    gate: &'a Gate,
+    gate: Option<Gate>,
 }
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
         let mut gates = self.flights.gates.lock().expect("single-flight gates");
-        if gates.get(self.key).is_some_and(|gate| Arc::ptr_eq(gate, self.gate)) {
+        let Some(gate) = self.gate.take() else { return };
+        // Ours and the map's: nobody else runs or waits on this key.
+        let last = Arc::strong_count(&gate) == 2 && gates.get(self.key).is_some_and(|g| Arc::ptr_eq(g, &gate));
+        drop(gate);
+        if last {
             gates.remove(self.key);
         }
     }
@@ -63,6 +68,26 @@ mod tests {
         tokio::join!(flights.run("a", work()), flights.run("a", work()), flights.run("a", work()));
         assert_eq!(most.load(Ordering::SeqCst), 1);
         assert_eq!(flights.len(), 0, "nothing is left once the work is done");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_cut_off_leaves_the_key_to_the_work_still_running() {
+        let flights = SingleFlight::default();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let first = flights.run("a", async { released.await.ok() });
+        let second = flights.run("a", async {});
+        tokio::pin!(first);
+        // The first holds the key; the second waits for it and gives up.
+        assert!(tokio::time::timeout(Duration::from_millis(10), &mut first).await.is_err());
+        assert!(tokio::time::timeout(Duration::from_millis(10), second).await.is_err());
+        assert_eq!(flights.len(), 1, "the first still holds the key");
+        let third = flights.run("a", async {});
+        tokio::pin!(third);
+        assert!(tokio::time::timeout(Duration::from_millis(10), &mut third).await.is_err(), "it waits too");
+        release.send(()).unwrap();
+        first.await;
+        third.await;
+        assert_eq!(flights.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]
