@@ -242,7 +242,8 @@ fn the_default_render_has_the_properties_of_the_design() {
 /// ledger, sources are read through Roles in the catalog namespaces.
 #[test]
 fn no_cluster_role_reads_secrets() {
-    for values in [json!({}), non_default_values(["catalogs-a", "catalogs-b"])] {
+    let with_hook = json!({ "cleanupOnUninstall": true });
+    for values in [json!({}), non_default_values(["catalogs-a", "catalogs-b"]), with_hook] {
         let objects = Helm::shared().template("psi", NS, &values);
         for role in of_kind(&objects, "ClusterRole") {
             for rule in role["rules"].as_array().into_iter().flatten() {
