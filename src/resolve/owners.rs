@@ -198,10 +198,7 @@ impl Owners {
         self.in_flight
             .run(&key, async {
                 if !self.known(&key) {
-                    metrics::cache_miss();
-                    if let Ok(Some(meta)) = self.source.get(query).await {
-                        self.cache.insert(key.clone(), Arc::new(meta));
-                    }
+                    let _ = self.fetch(query, &key).await;
                 }
             })
             .await
@@ -210,19 +207,23 @@ impl Owners {
     async fn look_up(&self, query: OwnerQuery<'_>, key: &str, uid: &str) -> Result<Verified, Error> {
         match self.fetch(query, key).await {
             Ok(Some(meta)) if meta.uid == uid => Ok(Verified::Owner(meta)),
-            Ok(_) => Ok(Verified::NotFound),
+            Ok(Some(_)) => Ok(Verified::NotFound),
+            Ok(None) => {
+                // Only a lookup remembers that nothing was found, briefly.
+                self.missing.insert(key.to_string(), ());
+                Ok(Verified::NotFound)
+            }
             Err(kube::Error::Api(status)) if status.code == 403 => Ok(self.forbidden(query)),
             Err(e) => Err(Error::OwnerLookup(e)),
         }
     }
 
-    /// One GET. What it found is cached, and that it found nothing, briefly.
+    /// One GET; what it found is cached.
     async fn fetch(&self, query: OwnerQuery<'_>, key: &str) -> Result<Option<Arc<OwnerMeta>>, kube::Error> {
         metrics::cache_miss();
         let found = self.source.get(query).await?.map(Arc::new);
-        match &found {
-            Some(meta) => self.cache.insert(key.to_string(), meta.clone()),
-            None => self.missing.insert(key.to_string(), ()),
+        if let Some(meta) = &found {
+            self.cache.insert(key.to_string(), meta.clone());
         }
         Ok(found)
     }
