@@ -105,38 +105,21 @@ struct Reference {
 
 impl Reference {
     async fn start(dir: &std::path::Path, patch: Option<String>) -> anyhow::Result<Self> {
-        use base64::Engine;
-        #[derive(serde::Deserialize)]
-        struct Review<'a> {
-            #[serde(borrow)]
-            request: Request<'a>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Request<'a> {
-            uid: &'a str,
-            #[serde(borrow)]
-            kind: Kind<'a>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Kind<'a> {
-            kind: &'a str,
-        }
-        let patch = patch.map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+        use olm_pullsecret_injector::webhook::review::{self, Verdict};
+        let patch: Option<Arc<[u8]>> = patch.map(|p| p.into_bytes().into());
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
+        // The webhook's own parse and answer, without a decision.
         let answer = move |body: bytes::Bytes| {
             counted.fetch_add(1, Ordering::Relaxed);
-            let request = serde_json::from_slice::<Review>(&body)
-                .map(|r| (r.request.uid.to_string(), r.request.kind.kind == "Pod"));
-            let (uid, pod) = request.unwrap_or_default();
-            let mut response = json!({ "uid": uid, "allowed": true });
-            if let Some(patch) = patch.as_ref().filter(|_| pod) {
-                response["patchType"] = json!("JSONPatch");
-                response["patch"] = json!(patch);
-            }
-            let review =
-                json!({ "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response });
-            std::future::ready(axum::Json(review))
+            let answer = match review::parse(&body) {
+                Ok(request) => {
+                    let patch = patch.as_deref().filter(|_| request.kind.kind == "Pod");
+                    review::respond(&request.uid, &Verdict::Allow { patch, warnings: &[] })
+                }
+                Err(e) => e.to_string().into_bytes(),
+            };
+            std::future::ready(([(axum::http::header::CONTENT_TYPE, "application/json")], answer))
         };
         let app = axum::Router::new().route("/mutate", axum::routing::post(answer));
         let addr = support::in_process::serve_tls(dir, app).await?;
