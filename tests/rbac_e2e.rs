@@ -84,40 +84,19 @@ async fn without_create_on_secrets_a_pod_that_needs_a_copy_is_denied_and_with_it
 /// cannot delete anything, list Pods, patch ServiceAccounts or take the Lease.
 #[tokio::test]
 async fn the_api_server_says_what_each_identity_may_do() {
-    use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
     let _one_at_a_time = RBAC.lock().await;
     let cp = ControlPlane::shared();
     let client = cp.admin().await;
     webhook::grant_chart_rbac_with(&client, |_| {}).await;
     let tenant = support::unique_name("tenant");
     support::create_namespace(&client, &tenant).await;
-    let reviews = Api::<SubjectAccessReview>::all(client.clone());
-    let allowed = |account: &str, verb: &str, namespace: &str, group: &str, resource: &str| {
-        let review = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: Some(format!("system:serviceaccount:{}:{account}", webhook::NAMESPACE)),
-                groups: Some(vec!["system:serviceaccounts".into(), "system:authenticated".into()]),
-                resource_attributes: Some(ResourceAttributes {
-                    verb: Some(verb.into()),
-                    namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
-                    group: Some(group.into()),
-                    resource: Some(resource.into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let reviews = reviews.clone();
-        async move { reviews.create(&PostParams::default(), &review).await.unwrap().status.is_some_and(|s| s.allowed) }
-    };
     let (webhook_sa, reconciler_sa) = (webhook::SERVICE_ACCOUNT, webhook::RECONCILER_SERVICE_ACCOUNT);
     let mut report = Vec::new();
     for account in [webhook_sa, reconciler_sa] {
         let reconciler = account == reconciler_sa;
         for namespace in [tenant.as_str(), "kube-system", "", GLOBAL_CATALOGS] {
             for verb in ["get", "list", "watch", "create", "patch", "delete"] {
-                let yes = allowed(account, verb, namespace, "", "secrets").await;
+                let yes = webhook::allowed(&client, account, verb, namespace, "", "secrets").await;
                 let expected = match (namespace, verb) {
                     (_, "create" | "patch") => true, // copies; the policy narrows these
                     (_, "delete") => reconciler,
@@ -142,7 +121,7 @@ async fn the_api_server_says_what_each_identity_may_do() {
             ("update", webhook::NAMESPACE, "coordination.k8s.io", "leases"),
         ];
         for (verb, namespace, group, resource) in only_reconciler {
-            let yes = allowed(account, verb, namespace, group, resource).await;
+            let yes = webhook::allowed(&client, account, verb, namespace, group, resource).await;
             assert_eq!(yes, reconciler, "{account}: {verb} {resource} in {namespace:?}");
             if yes {
                 report.push(format!(
@@ -152,7 +131,10 @@ async fn the_api_server_says_what_each_identity_may_do() {
             }
         }
         for (verb, group, resource) in [("delete", "", "pods"), ("create", "", "pods/eviction")] {
-            assert!(!allowed(account, verb, "", group, resource).await, "{account}: {verb} {resource}");
+            assert!(
+                !webhook::allowed(&client, account, verb, "", group, resource).await,
+                "{account}: {verb} {resource}"
+            );
         }
     }
     println!("allowed:\n{}", report.join("\n"));

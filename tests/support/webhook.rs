@@ -449,3 +449,33 @@ pub async fn unregister(client: &kube::Client) {
     let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
     let _ = api.delete(CONFIG_NAME, &Default::default()).await;
 }
+
+/// What the API server says (SubjectAccessReview) the service account `account` of the release
+/// namespace may do: `verb` on `group`/`resource` in `namespace` ("" for cluster-wide).
+pub async fn allowed(
+    client: &kube::Client,
+    account: &str,
+    verb: &str,
+    namespace: &str,
+    group: &str,
+    resource: &str,
+) -> bool {
+    use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!("system:serviceaccount:{NAMESPACE}:{account}")),
+            groups: Some(vec!["system:serviceaccounts".into(), "system:authenticated".into()]),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let reviews = Api::<SubjectAccessReview>::all(client.clone());
+    reviews.create(&kube::api::PostParams::default(), &review).await.unwrap().status.is_some_and(|s| s.allowed)
+}
