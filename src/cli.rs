@@ -176,16 +176,16 @@ fn parse_on_copy_failure(text: &str) -> Result<OnCopyFailure, String> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+            let client = crate::api_client::infer().await.context("connecting to the Kubernetes API")?;
             serve(client, args.into_config()).await
         }
         Command::Dev(args) => commands::dev::run(args).await,
         Command::Explain(args) => {
-            let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+            let client = crate::api_client::infer().await.context("connecting to the Kubernetes API")?;
             commands::explain::run(client, args).await
         }
         Command::Cleanup(args) => {
-            let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+            let client = crate::api_client::infer().await.context("connecting to the Kubernetes API")?;
             commands::cleanup::run(client, args).await
         }
         Command::Certs(args) => commands::certs::run(args),

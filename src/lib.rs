@@ -15,6 +15,7 @@
 //! - [`runtime`]: wires all of the above from a plain [`runtime::Config`];
 //! - [`commands`] and [`cli`]: `serve`, `dev`, `explain`, `certs`; they call the runtime.
 
+pub mod api_client;
 pub mod cli;
 pub mod commands;
 pub mod context;

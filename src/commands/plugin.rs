@@ -105,7 +105,7 @@ async fn client(kubeconfig: Option<PathBuf>, context: Option<String>) -> anyhow:
         }
         None => kube::Config::from_kubeconfig(&options).await?,
     };
-    kube::Client::try_from(config).context("connecting to the Kubernetes API")
+    crate::api_client::from_config(config).context("connecting to the Kubernetes API")
 }
 
 /// `kind/name` in `namespace`, or `kind/namespace/name` as given.

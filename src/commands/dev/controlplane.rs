@@ -65,7 +65,7 @@ async fn client_for(kubeconfig: Kubeconfig) -> anyhow::Result<kube::Client> {
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     // Show the API server's answers as they are: a webhook's retryable 503 is an answer too.
     config.default_retry = false;
-    Ok(kube::Client::try_from(config)?)
+    Ok(crate::api_client::from_config(config)?)
 }
 
 fn source_dir() -> PathBuf {
