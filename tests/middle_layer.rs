@@ -131,6 +131,32 @@ async fn a_new_replica_sets_deployment_is_fetched_alongside_it() {
     assert_eq!(world.owners.lookups(), 5, "the ReplicaSet, and Deployment/solo, which does not exist");
 }
 
+/// Owners are read from the API server's watch cache; one the cache does not have yet (it lags a
+/// create) is read again from etcd and found, so a Pod of a ReplicaSet created a moment ago still
+/// resolves. The Deployment fetched alongside is only a guess: it is not read from etcd until
+/// the verified ReplicaSet names it.
+#[tokio::test]
+async fn an_owner_the_api_servers_cache_does_not_have_yet_is_read_from_etcd() {
+    let world = world();
+    world.owners.insert_lagging("tenant", "Deployment", "fresh", "d-2", vec![widget("prod", "w-1")]);
+    world.owners.insert_lagging("tenant", "ReplicaSet", "fresh-1", "r-2", vec![deployment("fresh", "d-2")]);
+    let resolution = resolve(&world, Kind::Pod, "tenant", "", vec![replica_set("fresh-1", "r-2")]).await;
+    assert_eq!(resolution.chains.found.len(), 1, "{}", dropped(&resolution));
+    assert_eq!(
+        world.owners.lookups(),
+        6,
+        "ReplicaSet from the cache and from etcd, the Deployment guessed from the cache, then looked up \
+         from the cache and etcd, the Widget from the cache"
+    );
+
+    // A forged UID is not found in either: dropped, and remembered briefly.
+    let forged = resolve(&world, Kind::Pod, "tenant", "", vec![replica_set("web-1", "forged")]).await;
+    assert!(forged.chains.found.is_empty());
+    let lookups = world.owners.lookups();
+    resolve(&world, Kind::Pod, "tenant", "", vec![replica_set("web-1", "forged")]).await;
+    assert_eq!(world.owners.lookups(), lookups, "a reference found wanting is not looked up again at once");
+}
+
 #[tokio::test]
 async fn a_warm_review_makes_no_lookup_and_no_write() {
     let world = world();

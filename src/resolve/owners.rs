@@ -1,14 +1,18 @@
 //! Owner lookups for the trusted chain. An ownerReference is only believed when the object it
 //! names exists with the same UID. Answers are cached (keyed by the UID they were verified
 //! against), so a warm admission makes no API call; a freshly created owner that is not yet known
-//! costs one metadata-only GET through an [`OwnerSource`].
+//! costs one metadata-only GET through an [`OwnerSource`], answered from the API server's watch
+//! cache. Only when that cache does not have the owner with the referenced UID (it can lag a
+//! create by milliseconds) is it read again from etcd: a quorum read waits behind every write
+//! etcd has to apply, which is slowest in the bursts that create owners, and a stale copy of an
+//! owner with the same UID is as good as the cached answers below.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, GetParams};
 use kube::core::{ApiResource, GroupVersionKind};
 
 use tracing::warn;
@@ -49,22 +53,36 @@ pub struct OwnerQuery<'a> {
     pub name: &'a str,
 }
 
+/// Which copy of an object a lookup reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// The API server's watch cache (`resourceVersion=0`): served from its memory, no round trip
+    /// to etcd, but it may lag a create by milliseconds.
+    Cached,
+    /// A quorum read from etcd: the object as it is now.
+    Latest,
+}
+
 /// Where owners are read from: the API server in production, a map in tests.
 pub trait OwnerSource: Send + Sync + 'static {
-    /// The object's metadata, or `None` when it does not exist.
-    fn get<'a>(&'a self, query: OwnerQuery<'a>) -> BoxFuture<'a, Result<Option<OwnerMeta>, kube::Error>>;
+    /// The object's metadata, or `None` when it does not exist (in the copy `read` asks for).
+    fn get<'a>(&'a self, query: OwnerQuery<'a>, read: Read) -> BoxFuture<'a, Result<Option<OwnerMeta>, kube::Error>>;
 }
 
 /// Metadata-only GETs against the API server.
 pub struct ApiOwners(pub kube::Client);
 
 impl OwnerSource for ApiOwners {
-    fn get<'a>(&'a self, q: OwnerQuery<'a>) -> BoxFuture<'a, Result<Option<OwnerMeta>, kube::Error>> {
+    fn get<'a>(&'a self, q: OwnerQuery<'a>, read: Read) -> BoxFuture<'a, Result<Option<OwnerMeta>, kube::Error>> {
         Box::pin(async move {
             let (group, version) = q.api_version.split_once('/').unwrap_or(("", q.api_version));
             let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, q.kind), q.plural);
             let api: Api<DynamicObject> = Api::namespaced_with(self.0.clone(), q.namespace, &resource);
-            Ok(api.get_metadata_opt(q.name).await?.map(|found| OwnerMeta {
+            let params = match read {
+                Read::Cached => GetParams::any(),
+                Read::Latest => GetParams::default(),
+            };
+            Ok(api.get_metadata_opt_with(q.name, &params).await?.map(|found| OwnerMeta {
                 uid: found.metadata.uid.unwrap_or_default(),
                 owner_references: found
                     .metadata
@@ -95,6 +113,11 @@ fn key(query: &OwnerQuery<'_>) -> String {
     format!("{}/{}/{}/{}", query.api_version, query.kind, query.namespace, query.name)
 }
 
+/// The `missing` key of a reference to `key` with a UID its object does not have.
+fn mismatch_key(key: &str, uid: &str) -> String {
+    format!("{key}#{uid}")
+}
+
 /// Entries are re-verified after this long, so a changed ownerReference on an owner is seen.
 const TTL: Duration = Duration::from_secs(300);
 const MAX_ENTRIES: usize = 100_000;
@@ -117,7 +140,8 @@ pub enum Verified {
 pub struct Owners {
     source: Box<dyn OwnerSource>,
     cache: TtlMap<String, Arc<OwnerMeta>>,
-    /// Owners looked up and not found, briefly.
+    /// Owners looked up and not found, briefly: by key when nothing has the name, by
+    /// [`mismatch_key`] when the object of that name has another UID.
     missing: TtlMap<String, ()>,
     /// One lookup per owner at a time: concurrent reviews of a new ReplicaSet's Pods wait for the
     /// first one's answer instead of each asking the API server.
@@ -180,7 +204,7 @@ impl Owners {
         {
             return Some(Verified::Owner(meta));
         }
-        self.missing.get(key).map(|()| Verified::NotFound)
+        self.missing.get(key).or_else(|| self.missing.get(&mismatch_key(key, uid))).map(|()| Verified::NotFound)
     }
 
     fn known(&self, key: &str) -> bool {
@@ -198,16 +222,20 @@ impl Owners {
         self.in_flight
             .run(&key, async {
                 if !self.known(&key) {
-                    let _ = self.fetch(query, &key).await;
+                    let _ = self.fetch(query, &key, None).await;
                 }
             })
             .await
     }
 
     async fn look_up(&self, query: OwnerQuery<'_>, key: &str, uid: &str) -> Result<Verified, Error> {
-        match self.fetch(query, key).await {
+        match self.fetch(query, key, Some(uid)).await {
             Ok(Some(meta)) if meta.uid == uid => Ok(Verified::Owner(meta)),
-            Ok(Some(_)) => Ok(Verified::NotFound),
+            Ok(Some(_)) => {
+                // Read from etcd: no object with that UID can appear under the name later.
+                self.missing.insert(mismatch_key(key, uid), ());
+                Ok(Verified::NotFound)
+            }
             Ok(None) => {
                 // Only a lookup remembers that nothing was found, briefly.
                 self.missing.insert(key.to_string(), ());
@@ -218,10 +246,24 @@ impl Owners {
         }
     }
 
-    /// One GET; what it found is cached.
-    async fn fetch(&self, query: OwnerQuery<'_>, key: &str) -> Result<Option<Arc<OwnerMeta>>, kube::Error> {
+    /// One GET from the API server's cache, and one from etcd when the cache does not have the
+    /// owner with `uid`; without a `uid` (a prefetch's guess) what the cache has. What it found is
+    /// cached.
+    async fn fetch(
+        &self,
+        query: OwnerQuery<'_>,
+        key: &str,
+        uid: Option<&str>,
+    ) -> Result<Option<Arc<OwnerMeta>>, kube::Error> {
         metrics::cache_miss();
-        let found = self.source.get(query).await?.map(Arc::new);
+        let mut found = self.source.get(query, Read::Cached).await?;
+        if let Some(uid) = uid
+            && found.as_ref().is_none_or(|meta| meta.uid != uid)
+        {
+            metrics::owner_read_from_etcd();
+            found = self.source.get(query, Read::Latest).await?;
+        }
+        let found = found.map(Arc::new);
         if let Some(meta) = &found {
             self.cache.insert(key.to_string(), meta.clone());
         }

@@ -123,6 +123,7 @@ struct Metrics {
     leader: Gauge,
     cache_hits: Counter,
     cache_misses: Counter,
+    owner_reads_from_etcd: Counter,
     owner_lookups_forbidden: Family<ResourceLabels, Counter>,
     ignored_catalogs: Family<ReasonLabels, Gauge>,
     connections_refused: Counter,
@@ -180,6 +181,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     registry.register("owner_cache_hits", "Owner lookups answered from memory", cache_hits.clone());
     let cache_misses = Counter::default();
     registry.register("owner_cache_misses", "Owner lookups that needed the API server", cache_misses.clone());
+    let owner_reads_from_etcd = Counter::default();
+    registry.register(
+        "owner_reads_from_etcd",
+        "Owner lookups the API server's watch cache did not answer with the referenced owner, read again from etcd",
+        owner_reads_from_etcd.clone(),
+    );
     let owner_lookups_forbidden = Family::<ResourceLabels, Counter>::default();
     registry.register(
         "owner_lookups_forbidden",
@@ -221,6 +228,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         leader,
         cache_hits,
         cache_misses,
+        owner_reads_from_etcd,
         owner_lookups_forbidden,
         ignored_catalogs,
         connections_refused,
@@ -284,6 +292,9 @@ pub fn review_refused() {
 }
 pub fn cache_miss() {
     METRICS.cache_misses.inc();
+}
+pub fn owner_read_from_etcd() {
+    METRICS.owner_reads_from_etcd.inc();
 }
 
 /// The Prometheus text exposition of every metric.

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::PartialObjectMeta;
 use olm_pullsecret_injector::Context;
 use olm_pullsecret_injector::resolve::NamespaceRules;
-use olm_pullsecret_injector::resolve::owners::{OwnerMeta, OwnerQuery, OwnerRef, OwnerSource, Owners};
+use olm_pullsecret_injector::resolve::owners::{OwnerMeta, OwnerQuery, OwnerRef, OwnerSource, Owners, Read};
 use olm_pullsecret_injector::state::caches::{Caches, Feed, Fixture};
 use olm_pullsecret_injector::state::olm::{
     CatalogSource, ClusterServiceVersion, InstallPlan, OperatorGroup, Subscription,
@@ -117,12 +117,20 @@ pub struct MemoryOwners {
     lookups: Arc<AtomicUsize>,
     /// How long each lookup takes, as a round trip to the API server would.
     latency: Arc<Mutex<std::time::Duration>>,
+    /// Owners the API server's watch cache does not have yet: only a read from etcd finds them.
+    lagging: Arc<Mutex<Vec<OwnerKey>>>,
 }
 
 impl MemoryOwners {
     pub fn insert(&self, ns: &str, kind: &str, name: &str, uid: &str, owners: Vec<OwnerRef>) {
         let meta = OwnerMeta { uid: uid.into(), owner_references: owners };
         self.objects.lock().unwrap().insert((ns.into(), kind.into(), name.into()), meta);
+    }
+
+    /// As `insert`, an owner so new that only a read from etcd finds it.
+    pub fn insert_lagging(&self, ns: &str, kind: &str, name: &str, uid: &str, owners: Vec<OwnerRef>) {
+        self.insert(ns, kind, name, uid, owners);
+        self.lagging.lock().unwrap().push((ns.into(), kind.into(), name.into()));
     }
 
     pub fn set_latency(&self, latency: std::time::Duration) {
@@ -139,7 +147,7 @@ impl MemoryOwners {
 }
 
 impl OwnerSource for MemoryOwners {
-    fn get<'a>(&'a self, q: OwnerQuery<'a>) -> BoxFuture<'a, Result<Option<OwnerMeta>, kube::Error>> {
+    fn get<'a>(&'a self, q: OwnerQuery<'a>, read: Read) -> BoxFuture<'a, Result<Option<OwnerMeta>, kube::Error>> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
         if self.forbidden.lock().unwrap().iter().any(|k| k == q.kind) {
             let mut status = kube::core::Status::failure(&format!("cannot get resource {:?}", q.plural), "Forbidden");
@@ -147,7 +155,8 @@ impl OwnerSource for MemoryOwners {
             return Box::pin(async move { Err(kube::Error::Api(Box::new(status))) });
         }
         let key = (q.namespace.to_string(), q.kind.to_string(), q.name.to_string());
-        let found = self.objects.lock().unwrap().get(&key).cloned();
+        let lagging = read == Read::Cached && self.lagging.lock().unwrap().contains(&key);
+        let found = if lagging { None } else { self.objects.lock().unwrap().get(&key).cloned() };
         let latency = *self.latency.lock().unwrap();
         Box::pin(async move {
             tokio::time::sleep(latency).await;
