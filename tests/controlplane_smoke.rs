@@ -1,5 +1,6 @@
 //! Proof that the test control plane is a real one: controllers run, OLM's CRDs serve their
-//! status subresources, RBAC is enforced and admission webhooks are called over TLS.
+//! status subresources, RBAC is enforced and admission webhooks are called over TLS; and that our
+//! API client speaks HTTP/2 to it.
 
 mod support;
 
@@ -15,6 +16,32 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
 use support::{ControlPlane, create_namespace, eventually, unique_name};
+
+/// Our API client (`src/api_client.rs`) speaks HTTP/2 to the API server, so concurrent requests
+/// share one connection instead of each opening a TLS connection of its own (the bursts bench's
+/// first wave), and it keeps kube's credentials and impersonation (the identity the answer is for).
+#[tokio::test]
+async fn the_api_client_speaks_http2_with_kubes_credentials() {
+    let cp = ControlPlane::shared();
+    for (client, user) in [
+        (cp.admin().await, None),
+        (cp.impersonating("kube-system", "default").await, Some("system:serviceaccount:kube-system:default")),
+    ] {
+        let review = json!({ "apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview" });
+        let request = axum::http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+            .header("content-type", "application/json")
+            .body(kube::client::Body::from(serde_json::to_vec(&review).unwrap()))
+            .unwrap();
+        let response = client.send(request).await.unwrap();
+        assert_eq!(response.version(), axum::http::Version::HTTP_2);
+        assert_eq!(response.status(), 201);
+        let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if let Some(user) = user {
+            assert_eq!(answer["status"]["userInfo"]["username"], user);
+        }
+    }
+}
 
 #[tokio::test]
 async fn a_deployment_yields_a_pod_through_the_controller_manager() {
