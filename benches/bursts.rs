@@ -56,6 +56,7 @@ async fn run(dir: &std::path::Path, deployments: usize, replicas: usize) -> anyh
     support::helm::apply(&client, &config, false).await.map_err(anyhow::Error::msg)?;
     // The API server loads the configuration asynchronously, and the caches must know the operator.
     wait_until_webhook_knows(&client, &operator).await;
+    ledger_crd_settled(&client).await;
 
     let counts = || {
         (
@@ -137,4 +138,30 @@ async fn run(dir: &std::path::Path, deployments: usize, replicas: usize) -> anyh
     );
     support::webhook::unregister(&client).await;
     Ok(())
+}
+
+/// Waits until the ledger's CRD was established more than 2 s ago: the API server holds every
+/// create of a custom resource for 2 s while its CRD is that new (apiextensions-apiserver's
+/// `serveResource`, so that other API servers see it established too). `serve` has just
+/// installed it here; a cluster installs it with the chart, long before a burst.
+async fn ledger_crd_settled(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crd = Api::<CustomResourceDefinition>::all(client.clone())
+        .get("pullsecretcopies.pullsecret-injector.io")
+        .await
+        .expect("the ledger's CRD");
+    let established = crd
+        .status
+        .and_then(|status| status.conditions)
+        .into_iter()
+        .flatten()
+        .find(|condition| condition.type_ == "Established")
+        .and_then(|condition| condition.last_transition_time)
+        .expect("the ledger's CRD is established");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    // The condition's time has whole seconds: one more for the part of a second it drops.
+    let wait = established.0.as_second() + 3 - now;
+    if wait > 0 {
+        tokio::time::sleep(Duration::from_secs(wait as u64)).await;
+    }
 }
