@@ -352,6 +352,7 @@ async fn a_pod_whose_copy_fails_is_denied_or_admitted_as_configured() {
     let message = denied["response"]["status"]["message"].as_str().unwrap();
     assert!(message.contains("retry") && message.contains("pull secret openshift-marketplace/creds"), "{message}");
     assert!(!message.contains("the API server is failing"), "the API server's words stay in the log: {message}");
+    assert!(world.api.ledger_entry("tenant", "creds").is_none(), "the entry made with the copy is taken back");
 
     let (_, allowed) = post(&world.router(OnCopyFailure::Allow), body).await;
     assert_eq!(allowed["response"]["allowed"], true);
@@ -426,6 +427,36 @@ async fn a_name_the_tenant_holds_is_left_alone_and_the_copy_takes_the_hashed_nam
     assert_eq!(names(&patch_of(&answer).unwrap()), std::slice::from_ref(&hashed));
     assert_eq!(world.api.secret("tenant", "creds").unwrap()["type"], "Opaque", "the tenant's secret is untouched");
     assert!(world.api.secret("tenant", &hashed).is_some());
+    assert!(world.api.ledger_entry("tenant", "creds").is_none(), "the entry made with the first try is taken back");
+    assert_eq!(world.api.ledger_entry("tenant", &hashed).unwrap()["spec"]["name"], hashed.as_str());
+}
+
+/// A new copy and its ledger entry are written at once, and the entry is created, not applied:
+/// an entry already there (another source's copy under the same name) is never overwritten, nor
+/// taken back with the failed try.
+#[tokio::test]
+async fn a_new_copys_entry_never_overwrites_another_sources() {
+    let world = world();
+    let router = world.router(OnCopyFailure::Deny);
+    let (_, answer) = post(&router, review("Pod", "CREATE", "tenant", pod(&[replica_set("web-1", "r-1")], None))).await;
+    assert_eq!(names(&patch_of(&answer).unwrap()), ["creds"]);
+    let ledger_writes =
+        |requests: Vec<String>| requests.into_iter().filter(|r| r.contains("/pullsecretcopies")).collect::<Vec<_>>();
+    assert_eq!(
+        ledger_writes(world.api.requests()),
+        ["POST /apis/pullsecret-injector.io/v1alpha1/pullsecretcopies"],
+        "one write for the entry of a new copy"
+    );
+
+    // Another catalog namespace's `creds` wants the same name in the same namespace.
+    let entry_before = world.api.ledger_entry("tenant", "creds").unwrap();
+    let mut other = pull_secret("other-catalogs", "creds");
+    other.metadata.uid = Some("uid-other".into());
+    let made = world.ctx.copies.ensure("tenant", &other, false).await.unwrap();
+    let hashed = olm_pullsecret_injector::inject::copies::fallback_name("other-catalogs", "creds");
+    assert_eq!(made.name(), hashed);
+    assert_eq!(world.api.ledger_entry("tenant", "creds").unwrap(), entry_before, "the first copy's entry is kept");
+    assert_eq!(world.api.ledger_entry("tenant", &hashed).unwrap()["spec"]["source"], "other-catalogs/creds");
 }
 
 #[tokio::test]

@@ -117,7 +117,6 @@ async fn the_api_server_says_what_each_identity_may_do() {
             ("watch", "", "", "pods"),
             ("patch", "kube-system", "", "serviceaccounts"),
             ("list", "", "", "serviceaccounts"),
-            ("delete", "", "pullsecret-injector.io", "pullsecretcopies"),
             ("update", webhook::NAMESPACE, "coordination.k8s.io", "leases"),
         ];
         for (verb, namespace, group, resource) in only_reconciler {

@@ -274,6 +274,13 @@ async fn a_tenant_secret_with_the_source_name_is_never_touched() {
     assert_eq!(still_own.metadata.resource_version, own.metadata.resource_version, "the tenant's secret was modified");
     assert_eq!(still_own.data, own.data);
     assert_is_copy_of(&secrets[&hashed], &catalog.source);
+
+    // The entry made with the first try (under the tenant's name) was taken back, with the
+    // chart's RBAC; the copy's entry stays.
+    use olm_pullsecret_injector::inject::ledger::{PullSecretCopy, entry_name};
+    let ledger = Api::<PullSecretCopy>::all(client.clone());
+    assert!(ledger.get_opt(&entry_name(&ns, &catalog.secret)).await.unwrap().is_none());
+    assert_eq!(ledger.get(&entry_name(&ns, &hashed)).await.unwrap().spec.name, hashed);
 }
 
 fn sha256_hex(text: &str) -> String {

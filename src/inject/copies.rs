@@ -16,7 +16,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::inject::ledger::{Ledger, PullSecretCopy};
+use crate::inject::ledger::{Ledger, NewEntry, PullSecretCopy};
 use crate::inject::patch::{add, pointer, test};
 use crate::resolve::{Need, Provision};
 use crate::state::events::Events;
@@ -170,6 +170,11 @@ impl Copies {
 
     /// Creates or updates our copy under `name`; `None` when a secret that is not our copy of
     /// this source holds the name.
+    ///
+    /// A new copy and its ledger entry are created at once, one round trip for the Pod that
+    /// waits on them: the entry is created, never overwritten, and is taken back if the copy is
+    /// not made. An entry that exists before its copy is safe from the reconciler: it removes an
+    /// entry only after the grace period, and makes the missing copy of an entry still needed.
     async fn ensure_named(
         &self,
         namespace: &str,
@@ -180,11 +185,21 @@ impl Copies {
     ) -> Result<Option<Ensured>, Error> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let copy = build_copy(namespace, name, source, hash);
-        match api.create(&PostParams { dry_run, field_manager: Some(crate::FIELD_MANAGER.into()) }, &copy).await {
+        let params = PostParams { dry_run, field_manager: Some(crate::FIELD_MANAGER.into()) };
+        let create = api.create(&params, &copy);
+        let (created, entry) = if dry_run {
+            (create.await, Ok(None))
+        } else {
+            tokio::join!(create, self.ledger.create(namespace, name, source, hash))
+        };
+        match created {
             Ok(created) => {
                 crate::telemetry::metrics::copy_created();
                 if !dry_run {
-                    self.ledger.record(namespace, name, source, hash).await?;
+                    // An entry was there already (its copy had gone), or the create failed.
+                    if !matches!(entry, Ok(Some(_))) {
+                        self.ledger.record(namespace, name, source, hash).await?;
+                    }
                     let uid = created.metadata.uid.as_deref();
                     self.events.normal(
                         crate::state::events::reference("Secret", namespace, name, uid),
@@ -195,11 +210,28 @@ impl Copies {
                 return Ok(Some(Ensured::Created(name.to_string())));
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(error) => return Err(Error::Copy { source_secret: source_ref(source), error }),
+            Err(error) => {
+                self.withdraw(namespace, name, entry).await;
+                return Err(Error::Copy { source_secret: source_ref(source), error });
+            }
         }
 
         // The name exists: update it only if it is our copy of the same source.
-        Ok(self.update(namespace, name, source, hash, dry_run).await?.then(|| Ensured::Updated(name.to_string())))
+        let updated = self.update(namespace, name, source, hash, dry_run).await;
+        if !matches!(updated, Ok(true)) {
+            self.withdraw(namespace, name, entry).await;
+        }
+        Ok(updated?.then(|| Ensured::Updated(name.to_string())))
+    }
+
+    /// Takes back the entry made for a copy that was not made. One left behind is harmless: the
+    /// reconciler's check of it finds no copy of ours and removes it.
+    async fn withdraw(&self, namespace: &str, name: &str, entry: Result<Option<NewEntry>, Error>) {
+        if let Ok(Some(entry)) = entry
+            && let Err(error) = self.ledger.withdraw(namespace, name, entry).await
+        {
+            tracing::warn!(%namespace, %name, %error, "could not take back the ledger entry of a copy not made");
+        }
     }
 
     /// Brings our copy `name` of `source` in `namespace` to the source's content (and records it

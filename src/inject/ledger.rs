@@ -11,7 +11,8 @@ use std::borrow::Cow;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
+use kube::core::ApiResource;
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -106,30 +107,32 @@ pub fn entry_name(namespace: &str, name: &str) -> String {
     format!("copy-{}", &hex::encode(digest)[..40])
 }
 
+/// The entry a [`Ledger::create`] made, as it was made: withdrawn only if nobody changed it since.
+pub struct NewEntry {
+    uid: String,
+    resource_version: String,
+}
+
 #[derive(Clone)]
 pub struct Ledger {
     api: Api<PullSecretCopy>,
+    /// The same resource, for writes of a body built as JSON.
+    entries: Api<DynamicObject>,
 }
 
 impl Ledger {
     pub fn new(client: kube::Client) -> Self {
-        Ledger { api: Api::all(client) }
+        let entries = Api::all_with(client.clone(), &ApiResource::erase::<PullSecretCopy>(&()));
+        Ledger { api: Api::all(client), entries }
     }
 
     /// Records that `namespace/name` is our copy of `source` at version `content_hash`, and
     /// clears any observation (server-side apply: creates or updates in one call).
     pub async fn record(&self, namespace: &str, name: &str, source: &Secret, content_hash: &str) -> Result<(), Error> {
-        let spec = CopySpec {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            source: format!("{}/{}", source.namespace().unwrap_or_default(), source.name_any()),
-            source_uid: source.uid().unwrap_or_default(),
-            content_hash: content_hash.to_string(),
-        };
         let entry = entry_name(namespace, name);
         let body = json!({
             "apiVersion": format!("{GROUP}/{VERSION}"), "kind": "PullSecretCopy",
-            "metadata": { "name": entry }, "spec": spec,
+            "metadata": { "name": entry }, "spec": copy_spec(namespace, name, source, content_hash),
         });
         let params = PatchParams::apply(crate::FIELD_MANAGER).force();
         let applied = self.api.patch(&entry, &params, &Patch::Apply(&body)).await.map_err(Error::Ledger)?;
@@ -137,6 +140,45 @@ impl Ledger {
         match Observed::of(&applied) {
             Some(seen) => self.unmark(namespace, name, seen).await,
             None => Ok(()),
+        }
+    }
+
+    /// Records a copy about to be made, at the same time as it is made: a create, so an entry
+    /// already there (of a copy another source may hold under this name) is never overwritten.
+    /// `None` when there is one; the caller records the copy with [`Ledger::record`] once it
+    /// knows the copy is ours.
+    pub async fn create(
+        &self,
+        namespace: &str,
+        name: &str,
+        source: &Secret,
+        content_hash: &str,
+    ) -> Result<Option<NewEntry>, Error> {
+        let spec = copy_spec(namespace, name, source, content_hash);
+        let entry = DynamicObject::new(&entry_name(namespace, name), &ApiResource::erase::<PullSecretCopy>(&()))
+            .data(json!({ "spec": spec }));
+        let params = PostParams { dry_run: false, field_manager: Some(crate::FIELD_MANAGER.into()) };
+        match self.entries.create(&params, &entry).await {
+            Ok(created) => Ok(Some(NewEntry {
+                uid: created.metadata.uid.unwrap_or_default(),
+                resource_version: created.metadata.resource_version.unwrap_or_default(),
+            })),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
+            Err(error) => Err(Error::Ledger(error)),
+        }
+    }
+
+    /// Takes back an entry [`Ledger::create`] made for a copy that was not made after all, unless
+    /// it was written since (another replica recorded its own copy under the name meanwhile).
+    pub async fn withdraw(&self, namespace: &str, name: &str, entry: NewEntry) -> Result<(), Error> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions { uid: Some(entry.uid), resource_version: Some(entry.resource_version) }),
+            ..Default::default()
+        };
+        match self.api.delete(&entry_name(namespace, name), &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+            Err(error) => Err(Error::Ledger(error)),
         }
     }
 
@@ -182,6 +224,17 @@ impl Ledger {
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(error) => Err(Error::Ledger(error)),
         }
+    }
+}
+
+/// What the entry of our copy `namespace/name` of `source` at version `content_hash` says.
+fn copy_spec(namespace: &str, name: &str, source: &Secret, content_hash: &str) -> CopySpec {
+    CopySpec {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        source: format!("{}/{}", source.namespace().unwrap_or_default(), source.name_any()),
+        source_uid: source.uid().unwrap_or_default(),
+        content_hash: content_hash.to_string(),
     }
 }
 

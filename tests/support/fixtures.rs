@@ -255,6 +255,18 @@ impl MemoryApi {
                 }
                 respond(StatusCode::OK, &secret)
             }
+            ("POST", ["apis", "pullsecret-injector.io", "v1alpha1", "pullsecretcopies"]) => {
+                let mut entry: Value = serde_json::from_slice(&body).unwrap();
+                let name = entry["metadata"]["name"].as_str().unwrap().to_string();
+                let mut ledger = self.ledger.lock().unwrap();
+                if ledger.contains_key(&name) {
+                    return status(StatusCode::CONFLICT, "already exists");
+                }
+                entry["metadata"]["uid"] = json!(format!("uid-{name}"));
+                entry["metadata"]["resourceVersion"] = json!("1");
+                ledger.insert(name, entry.clone());
+                respond(StatusCode::CREATED, &entry)
+            }
             ("PATCH", ["apis", "pullsecret-injector.io", "v1alpha1", "pullsecretcopies", name]) => {
                 let body: Value = serde_json::from_slice(&body).unwrap();
                 let mut ledger = self.ledger.lock().unwrap();
@@ -265,17 +277,40 @@ impl MemoryApi {
                     if json_patch::patch(stored, &patch).is_err() {
                         return status(StatusCode::UNPROCESSABLE_ENTITY, "the test operation failed");
                     }
+                    bump(stored);
                     return respond(StatusCode::OK, stored);
                 }
                 // Server-side apply or a merge patch.
-                let stored = ledger.entry(name.to_string()).or_insert_with(|| json!({}));
+                let stored = ledger
+                    .entry(name.to_string())
+                    .or_insert_with(|| json!({ "metadata": { "uid": format!("uid-{name}"), "resourceVersion": "0" } }));
                 json_patch::merge(stored, &body);
+                bump(stored);
                 respond(StatusCode::OK, stored)
+            }
+            ("DELETE", ["apis", "pullsecret-injector.io", "v1alpha1", "pullsecretcopies", name]) => {
+                let mut ledger = self.ledger.lock().unwrap();
+                let Some(stored) = ledger.get(*name) else { return status(StatusCode::NOT_FOUND, "not found") };
+                let options: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let preconditions = &options["preconditions"];
+                for field in ["uid", "resourceVersion"] {
+                    if !preconditions[field].is_null() && preconditions[field] != stored["metadata"][field] {
+                        return status(StatusCode::CONFLICT, "the precondition failed");
+                    }
+                }
+                let deleted = ledger.remove(*name).unwrap();
+                respond(StatusCode::OK, &deleted)
             }
             ("POST", [.., "events"]) => respond(StatusCode::CREATED, &serde_json::from_slice::<Value>(&body).unwrap()),
             _ => status(StatusCode::NOT_FOUND, "not served by this test API"),
         }
     }
+}
+
+/// A write of a ledger entry gives it a new resourceVersion.
+fn bump(entry: &mut Value) {
+    let version: u64 = entry["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0);
+    entry["metadata"]["resourceVersion"] = json!((version + 1).to_string());
 }
 
 fn respond(code: StatusCode, body: &Value) -> http::Response<Full<Bytes>> {
