@@ -173,8 +173,9 @@ impl Copies {
     ///
     /// A new copy and its ledger entry are created at once, one round trip for the Pod that
     /// waits on them: the entry is created, never overwritten, and is taken back if the copy is
-    /// not made. An entry that exists before its copy is safe from the reconciler: it removes an
-    /// entry only after the grace period, and makes the missing copy of an entry still needed.
+    /// not made. An entry that exists before its copy is safe from the reconciler: it removes the
+    /// entry of an unwanted copy only after the grace period, and makes the missing copy of an
+    /// entry still needed.
     async fn ensure_named(
         &self,
         namespace: &str,
@@ -224,8 +225,9 @@ impl Copies {
         Ok(updated?.then(|| Ensured::Updated(name.to_string())))
     }
 
-    /// Takes back the entry made for a copy that was not made. One left behind is harmless: the
-    /// reconciler's check of it finds no copy of ours and removes it.
+    /// Takes back the entry made for a copy that was not made. One left behind (this delete
+    /// failed) is harmless: the reconciler's check of it removes it when the name is not our
+    /// copy, and makes the copy when it is missing and still needed.
     async fn withdraw(&self, namespace: &str, name: &str, entry: Result<Option<NewEntry>, Error>) {
         if let Ok(Some(entry)) = entry
             && let Err(error) = self.ledger.withdraw(namespace, name, entry).await
