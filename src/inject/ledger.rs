@@ -129,13 +129,10 @@ impl Ledger {
     /// Records that `namespace/name` is our copy of `source` at version `content_hash`, and
     /// clears any observation (server-side apply: creates or updates in one call).
     pub async fn record(&self, namespace: &str, name: &str, source: &Secret, content_hash: &str) -> Result<(), Error> {
-        let entry = entry_name(namespace, name);
-        let body = json!({
-            "apiVersion": format!("{GROUP}/{VERSION}"), "kind": "PullSecretCopy",
-            "metadata": { "name": entry }, "spec": copy_spec(namespace, name, source, content_hash),
-        });
+        let entry = entry(namespace, name, source, content_hash);
         let params = PatchParams::apply(crate::FIELD_MANAGER).force();
-        let applied = self.api.patch(&entry, &params, &Patch::Apply(&body)).await.map_err(Error::Ledger)?;
+        let applied = self.api.patch(&entry_name(namespace, name), &params, &Patch::Apply(&entry)).await;
+        let applied = applied.map_err(Error::Ledger)?;
         // The copy is true again: what was observed of it is dealt with.
         match Observed::of(&applied) {
             Some(seen) => self.unmark(namespace, name, seen).await,
@@ -154,9 +151,7 @@ impl Ledger {
         source: &Secret,
         content_hash: &str,
     ) -> Result<Option<NewEntry>, Error> {
-        let spec = copy_spec(namespace, name, source, content_hash);
-        let entry = DynamicObject::new(&entry_name(namespace, name), &ApiResource::erase::<PullSecretCopy>(&()))
-            .data(json!({ "spec": spec }));
+        let entry = entry(namespace, name, source, content_hash);
         let params = PostParams { dry_run: false, field_manager: Some(crate::FIELD_MANAGER.into()) };
         match self.entries.create(&params, &entry).await {
             Ok(created) => Ok(Some(NewEntry {
@@ -227,15 +222,18 @@ impl Ledger {
     }
 }
 
-/// What the entry of our copy `namespace/name` of `source` at version `content_hash` says.
-fn copy_spec(namespace: &str, name: &str, source: &Secret, content_hash: &str) -> CopySpec {
-    CopySpec {
+/// The whole entry of our copy `namespace/name` of `source` at version `content_hash`, as it is
+/// created or applied.
+fn entry(namespace: &str, name: &str, source: &Secret, content_hash: &str) -> DynamicObject {
+    let spec = CopySpec {
         namespace: namespace.to_string(),
         name: name.to_string(),
         source: format!("{}/{}", source.namespace().unwrap_or_default(), source.name_any()),
         source_uid: source.uid().unwrap_or_default(),
         content_hash: content_hash.to_string(),
-    }
+    };
+    DynamicObject::new(&entry_name(namespace, name), &ApiResource::erase::<PullSecretCopy>(&()))
+        .data(json!({ "spec": spec }))
 }
 
 #[cfg(test)]
