@@ -86,9 +86,12 @@ fn build() -> anyhow::Result<PathBuf> {
     }
     let started = Instant::now();
     eprintln!("building the control plane from tests/controlplane (the first build takes several minutes)");
+    // Several processes may build at once (`dev` and a test, or two test binaries): each writes
+    // a file of its own and renames it, so none runs a binary another is still writing.
+    let partial = out_dir.join(format!("controlplane.partial-{}", std::process::id()));
     let status = Command::new("go")
         .args(["build", "-buildvcs=false", "-ldflags", &ldflags, "-o"])
-        .arg(&binary)
+        .arg(&partial)
         .arg(".")
         .current_dir(source_dir())
         .status()
@@ -96,6 +99,7 @@ fn build() -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("go build of tests/controlplane failed ({status})");
     }
+    std::fs::rename(&partial, &binary)?;
     std::fs::write(&stamp, digest)?;
     eprintln!("built the control plane in {:.0?}", started.elapsed());
     Ok(binary)
