@@ -482,36 +482,13 @@ fn openshift_mode_asks_the_service_ca_for_the_pair_and_the_ca_bundle() {
     assert!(of_kind(&objects, "Secret").is_empty() && of_kind(&objects, "Certificate").is_empty());
 }
 
-/// The control plane has no cert-manager or Prometheus Operator: their CRDs are installed here
-/// with open schemas, so the API server checks the group, version, kind and scope of what the
-/// chart renders for them, not their fields.
-async fn install_foreign_crds(client: &kube::Client) {
-    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    DONE.get_or_init(|| async {
-        for (group, kind, plural) in [
-            ("cert-manager.io", "Issuer", "issuers"),
-            ("cert-manager.io", "Certificate", "certificates"),
-            ("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
-        ] {
-            let crd = json!({ "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                "metadata": { "name": format!("{plural}.{group}") },
-                "spec": { "group": group, "scope": "Namespaced",
-                    "names": { "plural": plural, "singular": kind.to_lowercase(), "kind": kind },
-                    "versions": [{ "name": "v1", "served": true, "storage": true,
-                        "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }] } });
-            helm::apply(client, &crd, false).await.unwrap();
-        }
-    })
-    .await;
-}
-
 /// Renders the chart with `mode` and the non-default values into a namespace of its own and
 /// applies every object. The namespace enforces the `restricted` Pod Security Standard, so the
 /// Deployment's Pods exist only if the pod template passes it.
 async fn apply_render(mode: &str) {
     let cp = ControlPlane::shared();
     let client = cp.admin().await;
-    install_foreign_crds(&client).await;
+    helm::install_foreign_crds(&client).await;
     let ns = unique_name("chart");
     let release = format!("psi-{}", mode.replace('-', ""));
     let catalogs = [unique_name("catalogs"), unique_name("catalogs")];

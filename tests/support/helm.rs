@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const CHART: &str = "charts/olm-pullsecret-injector";
 
@@ -224,4 +224,27 @@ pub async fn apply(client: &kube::Client, object: &Value, dry_run: bool) -> Resu
     let mut params = PatchParams::apply("helm-e2e").force();
     params.dry_run = dry_run;
     api.patch(name, &params, &Patch::Apply(object)).await.map_err(|e| format!("apply {kind} {name}: {e}"))
+}
+
+/// The control plane has no cert-manager or Prometheus Operator: their CRDs are installed here
+/// with open schemas, so the API server checks the group, version, kind and scope of what the
+/// chart renders for them, not their fields.
+pub async fn install_foreign_crds(client: &kube::Client) {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        for (group, kind, plural) in [
+            ("cert-manager.io", "Issuer", "issuers"),
+            ("cert-manager.io", "Certificate", "certificates"),
+            ("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+        ] {
+            let crd = json!({ "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": { "name": format!("{plural}.{group}") },
+                "spec": { "group": group, "scope": "Namespaced",
+                    "names": { "plural": plural, "singular": kind.to_lowercase(), "kind": kind },
+                    "versions": [{ "name": "v1", "served": true, "storage": true,
+                        "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }] } });
+            apply(client, &crd, false).await.unwrap();
+        }
+    })
+    .await;
 }
