@@ -142,10 +142,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     .await
     .context("no decision for the operand Pod within 30 s")??;
     println!();
-    println!(
-        "The operand Pod demo-tenant/{} was admitted with imagePullSecrets: {names:?}",
-        pod.metadata.name.unwrap_or_default()
-    );
+    let pod_name = pod.metadata.name.unwrap_or_default();
+    println!("The operand Pod demo-tenant/{pod_name} was admitted with imagePullSecrets: {names:?}");
     println!("The webhook's decision for it ({}):", decision.outcome.as_str());
     for chain in &decision.chain {
         println!("  chain:   {chain}");
@@ -153,6 +151,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  secrets: {}", decision.secrets.join(", "));
     println!();
     println!("Look around:   export KUBECONFIG={}", cp.kubeconfig().display());
+    // The README's quick start shows this command; tests/readme.rs runs it.
+    println!("Explain it:    cargo run -q --bin kubectl-olm_pullsecret -- explain pod/demo-tenant/{pod_name}");
     println!("Webhook:       https://{listen}/mutate  (admin: http://{}/metrics)", running.admin_addr);
     println!("Stop with Ctrl-C.");
 
