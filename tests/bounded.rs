@@ -14,7 +14,6 @@ fn fixture() -> Fixture {
     Fixture {
         catalogs: vec![catalog(MARKETPLACE, "private", &["creds"], json!({}))],
         subscriptions: vec![subscription("t", MARKETPLACE, "private", "op.v1", "op.v1")],
-        install_plans: vec![install_plan("t", MARKETPLACE, "private", &["op.v1"])],
         csvs: vec![csv("t", "op.v1", &[("example.com", "Widget", "widgets")], &[])],
         operator_groups: vec![operator_group("t", &["t"])],
         namespaces: vec![namespace("t", json!({}), json!({}))],

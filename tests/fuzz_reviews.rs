@@ -91,7 +91,6 @@ async fn mutated_reviews_get_200_or_400_never_a_panic_or_5xx() {
     let world = World::new(Fixture {
         catalogs: vec![catalog(MARKETPLACE, "private", &["creds"], json!({}))],
         subscriptions: vec![subscription("t", MARKETPLACE, "private", "op.v1", "op.v1")],
-        install_plans: vec![install_plan("t", MARKETPLACE, "private", &["op.v1"])],
         csvs: vec![csv("t", "op.v1", &[], &["sa"])],
         operator_groups: vec![operator_group("t", &["t"])],
         namespaces: vec![namespace("t", json!({}), json!({}))],

@@ -24,7 +24,6 @@ fn fixture() -> Fixture {
     Fixture {
         catalogs: vec![catalog(MARKETPLACE, "private", &["creds"], json!({}))],
         subscriptions: vec![subscription("ops", MARKETPLACE, "private", "op.v1", "op.v1")],
-        install_plans: vec![install_plan("ops", MARKETPLACE, "private", &["op.v1"])],
         csvs: vec![csv("ops", "op.v1", &[WIDGET], &["op-sa"])],
         operator_groups: vec![operator_group("ops", &["ops", "tenant"])],
         namespaces: ["ops", "tenant", "other", MARKETPLACE]
@@ -297,13 +296,17 @@ async fn copied_csvs_are_never_anchors() {
     assert!(dropped(&resolution).contains("no such CSV"), "{}", dropped(&resolution));
 }
 
+/// An upgrade as OLM runs it: `installedCSV` and `currentCSV` name v2 as soon as v2 exists,
+/// while v1 (which v2 `replaces`) keeps running its Deployment until v2 succeeds. Both lead to
+/// the catalog; a version the namespace does not have does not.
 #[tokio::test]
 async fn both_csvs_of_an_upgrade_lead_to_the_catalog() {
     let mut fixture = fixture();
-    fixture.subscriptions = vec![subscription("ops", MARKETPLACE, "private", "op.v1", "op.v2")];
-    fixture.install_plans.push(install_plan("ops", MARKETPLACE, "private", &["op.v2"]));
-    fixture.csvs.push(csv("ops", "op.v2", &[WIDGET], &[]));
-    let world = World::new(fixture);
+    fixture.subscriptions = vec![subscription("ops", MARKETPLACE, "private", "op.v2", "op.v2")];
+    let mut v2 = csv("ops", "op.v2", &[WIDGET], &[]);
+    v2.spec.replaces = Some("op.v1".into());
+    fixture.csvs.push(v2);
+    let mut world = World::new(fixture);
     for version in ["op.v1", "op.v2"] {
         let resolution = resolve(&world, Kind::Pod, "ops", "", vec![csv_owner("ops", version)]).await;
         assert_eq!(resolution.catalogs(), ["openshift-marketplace/private"], "{version}");
@@ -311,13 +314,75 @@ async fn both_csvs_of_an_upgrade_lead_to_the_catalog() {
     }
     let unknown = resolve(&world, Kind::Pod, "ops", "", vec![csv_owner("ops", "op.v3")]).await;
     assert!(dropped(&unknown).contains("no such CSV"));
+
+    // A CSV outside the Subscription's `replaces` chain is named as such.
+    world.feed.apply(csv("ops", "stray.v1", &[], &[]));
+    let stray = resolve(&world, Kind::Pod, "ops", "", vec![csv_owner("ops", "stray.v1")]).await;
+    assert!(stray.found().is_empty());
+    assert!(dropped(&stray).contains("CSV/stray.v1: no Subscription names this CSV"), "{}", dropped(&stray));
+}
+
+/// OLM sets `currentCSV`, creates the CSV and right after it the operator's ServiceAccount (owned
+/// by the CSV), before the webhook's watch may have delivered the CSV: the CSV is verified by a
+/// GET and the ServiceAccount gets its secret at admission, not from the backfill later. A CSV
+/// that does not exist with that UID is not believed.
+#[tokio::test]
+async fn a_service_account_whose_csv_the_watch_has_not_delivered_is_decided_at_admission() {
+    let mut fixture = fixture();
+    // A first install: no CSV of the operator in the caches yet.
+    fixture.csvs.clear();
+    fixture.subscriptions = vec![subscription("ops", MARKETPLACE, "private", "op.v2", "op.v2")];
+    let world = World::new(fixture);
+    let router = world.router(OnCopyFailure::Deny);
+    let owned_by = |uid: &str| {
+        json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": "op-v2", "namespace": "ops",
+            "ownerReferences": [{ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "ClusterServiceVersion",
+                "name": "op.v2", "uid": uid }] } })
+    };
+    // The CSV exists in the API server; the fixture's watch has not delivered it.
+    world.owners.insert("ops", "ClusterServiceVersion", "op.v2", &csv_uid("ops", "op.v2"), vec![]);
+    assert!(world.feed.caches().index().csv("ops", "op.v2").is_none());
+    let (_, answer) =
+        post(&router, review("ServiceAccount", "CREATE", "ops", owned_by(&csv_uid("ops", "op.v2")))).await;
+    assert_eq!(names(&patch_of(&answer).expect("patched at admission")), ["creds"]);
+    let (_, wrong_uid) = post(&router, review("ServiceAccount", "CREATE", "ops", owned_by("made-up"))).await;
+    assert!(patch_of(&wrong_uid).is_none(), "a reference with another UID is not believed");
+}
+
+/// OLM hands the operator's Deployment from v1 to v2 in place: same UID, the CSV owner reference
+/// replaced, v1 deleted. The owner cache still holds the Deployment as it was; a path that ends
+/// at the gone v1 looks the Deployment up again instead of waiting out the cache.
+#[tokio::test]
+async fn a_deployment_handed_to_the_next_csv_is_looked_up_again() {
+    let mut world = world();
+    world.owners.insert("ops", "Deployment", "op", "d-op", vec![csv_owner("ops", "op.v1")]);
+    world.owners.insert("ops", "ReplicaSet", "op-1", "r-op", vec![deployment("op", "d-op")]);
+    let subject = || vec![replica_set("op-1", "r-op")];
+    let before = resolve(&world, Kind::Pod, "ops", "", subject()).await;
+    assert_eq!(before.catalogs(), ["openshift-marketplace/private"]);
+
+    world.feed.apply(subscription("ops", MARKETPLACE, "private", "op.v2", "op.v2"));
+    world.feed.apply(csv("ops", "op.v2", &[WIDGET], &["op-sa"]));
+    world.owners.insert("ops", "Deployment", "op", "d-op", vec![csv_owner("ops", "op.v2")]);
+    world.feed.delete(csv("ops", "op.v1", &[WIDGET], &["op-sa"]));
+    let lookups = world.owners.lookups();
+    let after = resolve(&world, Kind::Pod, "ops", "", subject()).await;
+    assert_eq!(after.catalogs(), ["openshift-marketplace/private"], "{}", dropped(&after));
+    assert_eq!(
+        after.found()[0].chain,
+        "Pod<-ReplicaSet/op-1<-Deployment/op<-CSV/op.v2<-Subscription/sub-private<-CatalogSource/openshift-marketplace/private"
+    );
+    assert_eq!(
+        world.owners.lookups() - lookups,
+        3,
+        "the gone v1 (the API server's cache, then etcd) and the Deployment, read again once"
+    );
 }
 
 #[tokio::test]
 async fn an_all_namespaces_operator_reaches_every_namespace_but_the_platforms() {
     let mut fixture = fixture();
     fixture.subscriptions.push(subscription("openshift-operators", MARKETPLACE, "private", "global.v1", "global.v1"));
-    fixture.install_plans.push(install_plan("openshift-operators", MARKETPLACE, "private", &["global.v1"]));
     fixture.csvs.push(csv("openshift-operators", "global.v1", &[("global.example.com", "Gizmo", "gizmos")], &[]));
     fixture.operator_groups.push(operator_group("openshift-operators", &[""]));
     fixture.namespaces.push(namespace("opted-out", json!({}), json!({ "pullsecret-injector.io/inject": "false" })));
@@ -481,7 +546,6 @@ async fn the_catalogs_own_namespace_gets_the_original_and_no_copy() {
     fixture.catalogs.push(catalog("ops", "local", &["local-creds"], json!({})));
     fixture.catalog_namespaces.private = vec!["ops".into()];
     fixture.subscriptions = vec![subscription("ops", "ops", "local", "op.v1", "op.v1")];
-    fixture.install_plans = vec![install_plan("ops", "ops", "local", &["op.v1"])];
     fixture.secrets.push(pull_secret("ops", "local-creds"));
     let world = World::new(fixture);
     let resolution = resolve(&world, Kind::Pod, "ops", "", vec![csv_owner("ops", "op.v1")]).await;
@@ -542,44 +606,51 @@ async fn an_owner_the_webhook_may_not_read_drops_its_path_and_never_denies() {
     );
 }
 
-/// A namespace admin may edit a Subscription's spec (OLM's aggregate-olm-edit): pointing it at
-/// another team's catalog, or at one in another namespace, links to nothing, because OLM recorded
-/// in the InstallPlan's status the catalog it installed the CSV from.
+/// A namespace admin may edit a Subscription's spec (OLM's aggregate-olm-edit), and OLM follows
+/// it: repointed at another global catalog (a renamed mirror), the CSV links to that one, which
+/// the admin could have subscribed to anyway; pointed at another team's catalog, which OLM does
+/// not resolve from for this namespace, it links to nothing, and says why.
 #[tokio::test]
-async fn a_subscription_pointed_at_another_catalog_gets_nothing() {
+async fn a_repointed_subscription_links_only_where_olm_resolves() {
     let mut fixture = fixture();
     fixture.catalogs.push(catalog("other-team", "theirs", &["their-creds"], json!({})));
     fixture.secrets.push(pull_secret("other-team", "their-creds"));
-    fixture.catalogs.push(catalog(MARKETPLACE, "global-other", &["other-creds"], json!({})));
-    fixture.secrets.push(pull_secret(MARKETPLACE, "other-creds"));
+    fixture.catalog_namespaces.private = vec!["other-team".into()];
+    fixture.catalogs.push(catalog(MARKETPLACE, "mirror", &["creds"], json!({})));
     let mut world = World::new(fixture);
     let subject = vec![csv_owner("ops", "op.v1")];
     assert_eq!(
         resolve(&world, Kind::Pod, "ops", "", subject.clone()).await.catalogs(),
         ["openshift-marketplace/private"]
     );
-
-    for (catalog_ns, catalog) in [("other-team", "theirs"), (MARKETPLACE, "global-other")] {
-        // The edit keeps the Subscription's name and OLM-written status.
+    // The edit keeps the Subscription's name and OLM-written status.
+    let repointed = |catalog_ns: &str, catalog: &str| {
         let mut edited = subscription("ops", catalog_ns, catalog, "op.v1", "op.v1");
         edited.metadata.name = Some("sub-private".into());
-        world.feed.apply(edited);
-        let resolution = resolve(&world, Kind::Pod, "ops", "", subject.clone()).await;
-        assert!(resolution.found().is_empty(), "{catalog_ns}/{catalog}: {:?}", resolution.catalogs());
-        assert!(resolution.needs.is_empty());
-    }
-    // Put back, it links again.
-    world.feed.apply(subscription("ops", MARKETPLACE, "private", "op.v1", "op.v1"));
-    assert_eq!(resolve(&world, Kind::Pod, "ops", "", subject).await.catalogs(), ["openshift-marketplace/private"]);
+        edited
+    };
+    world.feed.apply(repointed(MARKETPLACE, "mirror"));
+    let mirrored = resolve(&world, Kind::Pod, "ops", "", subject.clone()).await;
+    assert_eq!(mirrored.catalogs(), ["openshift-marketplace/mirror"]);
+    assert_eq!(mirrored.needs.len(), 1, "the same secret, from the renamed catalog");
 
-    // A CSV no InstallPlan records (the Subscription's status alone) links to nothing either.
-    world.feed.delete(install_plan("ops", MARKETPLACE, "private", &["op.v1"]));
-    let resolution = resolve(&world, Kind::Pod, "ops", "", vec![csv_owner("ops", "op.v1")]).await;
-    assert!(resolution.found().is_empty());
+    world.feed.apply(repointed("other-team", "theirs"));
+    let resolution = resolve(&world, Kind::Pod, "ops", "", subject.clone()).await;
+    assert!(resolution.found().is_empty() && resolution.needs.is_empty(), "{:?}", resolution.catalogs());
+    assert!(
+        dropped(&resolution)
+            .contains("Subscription/sub-private names catalog other-team/theirs, which OLM does not resolve from"),
+        "{}",
+        dropped(&resolution)
+    );
+    // Deleted (and no link remembered yet), nothing names the CSV.
+    world.feed.delete(repointed("other-team", "theirs"));
+    let resolution = resolve(&world, Kind::Pod, "ops", "", subject).await;
+    assert!(dropped(&resolution).contains("no Subscription in namespace ops"), "{}", dropped(&resolution));
 }
 
-/// OLM resolves a Subscription only from its own namespace and the global catalog namespace: even
-/// when every record names it, another tenant's private catalog serves nobody else, and a catalog
+/// OLM resolves a Subscription only from its own namespace and the global catalog namespace:
+/// another tenant's private catalog serves nobody else, and a catalog
 /// outside the configured catalog namespaces serves nobody.
 #[tokio::test]
 async fn a_catalog_serves_only_where_olm_would_resolve_from_it() {
@@ -592,24 +663,20 @@ async fn a_catalog_serves_only_where_olm_would_resolve_from_it() {
     let mut world = World::new(fixture);
     let subject = vec![csv_owner("ops", "op.v1")];
 
-    // The Subscription and the InstallPlan both say "other/theirs": not a catalog OLM resolves
-    // Subscriptions of `ops` from.
+    // The Subscription says "other/theirs": not a catalog OLM resolves Subscriptions of `ops` from.
     world.feed.apply(subscription("ops", "other", "theirs", "op.v1", "op.v1"));
-    world.feed.apply(install_plan("ops", "other", "theirs", &["op.v1"]));
     world.feed.delete(subscription("ops", MARKETPLACE, "private", "op.v1", "op.v1"));
     let resolution = resolve(&world, Kind::Pod, "ops", "", subject.clone()).await;
     assert!(resolution.found().is_empty(), "{:?}", resolution.catalogs());
 
     // The same catalog serves a Subscription in its own namespace.
     world.feed.apply(subscription("other", "other", "theirs", "op.v1", "op.v1"));
-    world.feed.apply(install_plan("other", "other", "theirs", &["op.v1"]));
     world.feed.apply(csv("other", "op.v1", &[], &[]));
     let own = resolve(&world, Kind::Pod, "other", "", vec![csv_owner("other", "op.v1")]).await;
     assert_eq!(own.catalogs(), ["other/theirs"]);
 
     // A catalog outside the catalog namespaces serves nobody, not even its own namespace.
     world.feed.apply(subscription("unlisted", "unlisted", "stray", "op.v1", "op.v1"));
-    world.feed.apply(install_plan("unlisted", "unlisted", "stray", &["op.v1"]));
     world.feed.apply(csv("unlisted", "op.v1", &[], &[]));
     let stray = resolve(&world, Kind::Pod, "unlisted", "", vec![csv_owner("unlisted", "op.v1")]).await;
     assert!(stray.found().is_empty(), "{:?}", stray.catalogs());

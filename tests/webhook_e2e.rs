@@ -601,39 +601,58 @@ async fn a_pod_admitted_after_its_copy_was_deleted_gets_a_copy_that_exists() {
     println!("a deleted copy was made again by the next admission within {:?} ({n} Pods)", started.elapsed());
 }
 
-/// A namespace admin may edit their Subscription (OLM's aggregate-olm-edit). Pointed at another
-/// catalog of the global namespace, or at another team's private catalog, it hands out nothing:
-/// the catalog comes from what OLM recorded in the InstallPlan's status, the spec is only
-/// cross-checked, and a private catalog serves only its own namespace.
+/// A namespace admin may edit their Subscription (OLM's aggregate-olm-edit), and OLM follows the
+/// edit. Repointed at another catalog of the global namespace (oc-mirror's newly named catalog on
+/// a disconnected cluster), the operator's new Pods get that catalog's secret, as a Subscription
+/// to it would; pointed at another team's private catalog, which OLM does not resolve from for
+/// this namespace, they get nothing.
 #[tokio::test]
-async fn a_subscription_pointed_at_another_catalog_hands_out_nothing() {
+async fn a_repointed_subscription_follows_olms_resolution() {
     use kube::api::{DynamicObject, Patch, PatchParams};
     let (client, _webhook) = setup().await;
     let (_, op, _) = private_operator(&client, &[]).await;
     let subs =
         Api::<DynamicObject>::namespaced_with(client.clone(), &op.namespace, &olm_resource("v1alpha1", "Subscription"));
     let pods = Api::<Pod>::namespaced(client.clone(), &op.namespace);
-    for other in [private_catalog(&client, &[]).await, catalog_in(&client, SELF_HOSTED_CATALOGS, &[]).await] {
-        let edit = json!({ "spec": { "source": other.name, "sourceNamespace": other.namespace } });
+    let mirror = private_catalog(&client, &[]).await;
+    let theirs = catalog_in(&client, SELF_HOSTED_CATALOGS, &[]).await;
+    for (catalog, expected) in [(&mirror, vec![mirror.secret.clone()]), (&theirs, vec![])] {
+        let edit = json!({ "spec": { "source": catalog.name, "sourceNamespace": catalog.namespace } });
         subs.patch("widget-operator", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
         let probe = bare_pod(json!({ "generateName": "probe-", "ownerReferences": [op.csv_owner()] }));
         let dry_run = PostParams { dry_run: true, ..Default::default() };
         support::eventually(
             "the webhook to see the edited Subscription",
             std::time::Duration::from_secs(30),
-            || async { pull_secret_names(&pods.create(&dry_run, &probe).await.unwrap()).is_empty().then_some(()) },
+            || async { (pull_secret_names(&pods.create(&dry_run, &probe).await.unwrap()) == expected).then_some(()) },
         )
         .await;
         let pod = bare_pod(json!({ "generateName": "operator-", "ownerReferences": [op.csv_owner()] }));
         let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
-        assert!(pull_secret_names(&pod).is_empty(), "nothing from {}/{}", other.namespace, other.name);
-        assert!(copies_of(&client, &op.namespace, &other).await.is_empty(), "no copy of {}", other.secret);
+        assert_eq!(pull_secret_names(&pod), expected, "from {}/{}", catalog.namespace, catalog.name);
+        assert_eq!(copies_of(&client, &op.namespace, catalog).await, expected, "copies of {}", catalog.secret);
     }
 }
 
+/// OLM keeps five InstallPlans per namespace and deletes them with their Subscription's
+/// garbage: an operator whose plans are gone keeps its link, through the Subscription.
+#[tokio::test]
+async fn an_operator_whose_install_plans_are_gone_keeps_its_link() {
+    use kube::api::{DeleteParams, DynamicObject};
+    let (client, _webhook) = setup().await;
+    let (catalog, op, _) = private_operator(&client, &[]).await;
+    let plans =
+        Api::<DynamicObject>::namespaced_with(client.clone(), &op.namespace, &olm_resource("v1alpha1", "InstallPlan"));
+    plans.delete_collection(&DeleteParams::default(), &Default::default()).await.unwrap();
+    assert!(plans.list(&Default::default()).await.unwrap().items.is_empty());
+    create_deployment(&client, &op.namespace, "after-gc", Some(op.csv_owner()), 1, json!({})).await;
+    let pod = &pods_of(&client, &op.namespace, "after-gc", 1).await[0];
+    assert_eq!(pull_secret_names(pod), [catalog.secret.as_str()]);
+}
+
 /// A catalog in a namespace other than the global one serves Subscriptions of that namespace
-/// only, as OLM resolves: an operator installed elsewhere from it (its Subscription, InstallPlan
-/// and CSV all saying so) gets nothing.
+/// only, as OLM resolves: an operator installed elsewhere from it (its Subscription and CSV
+/// saying so) gets nothing.
 #[tokio::test]
 async fn a_private_catalog_serves_no_other_namespace() {
     let (client, _webhook) = setup().await;

@@ -4,6 +4,7 @@
 //! CSV specs and admin-owned CatalogSources are believed. Labels and annotations never are.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::owners::{OwnerQuery, Owners, Verified, builtin_plural};
 use super::{Kind, Subject};
@@ -53,11 +54,29 @@ impl Chains {
     }
 }
 
+#[derive(Clone)]
 struct Step {
     owner: super::owners::OwnerRef,
     path: String,
     depth: usize,
     seen: Vec<String>,
+    /// The owner whose (possibly cached) metadata named this one: looked up again, once, when
+    /// this path dead-ends, since an owner's references change in place (OLM hands a Deployment
+    /// from one CSV to the next, same UID).
+    parent: Option<Arc<Step>>,
+}
+
+/// After a dead end at `step`: its parent's cached metadata is forgotten and the parent
+/// followed again, once per parent and review.
+fn look_again(step: &Step, owners: &Owners, namespace: &str, refreshed: &mut Vec<String>, stack: &mut Vec<Step>) {
+    let Some(parent) = step.parent.as_deref() else { return };
+    if refreshed.contains(&parent.owner.uid) {
+        return;
+    }
+    let Some(plural) = builtin_plural(&parent.owner.api_version, &parent.owner.kind) else { return };
+    refreshed.push(parent.owner.uid.clone());
+    owners.forget(query(&parent.owner, plural, namespace));
+    stack.push(parent.clone());
 }
 
 /// A CSV a path ended at, with the path up to and including it.
@@ -80,11 +99,20 @@ pub async fn follow(
     let references = followed(&subject.owner_references, subject.kind.as_str(), &mut chains);
     let mut stack: Vec<Step> = references
         .iter()
-        .map(|r| Step { owner: r.clone(), path: subject.kind.as_str().to_string(), depth: 1, seen: Vec::new() })
+        .map(|r| Step {
+            owner: r.clone(),
+            path: subject.kind.as_str().to_string(),
+            depth: 1,
+            seen: Vec::new(),
+            parent: None,
+        })
         .collect();
+    let mut refreshed: Vec<String> = Vec::new();
 
     let mut steps = 0;
-    while let Some(Step { owner, path, depth, mut seen }) = stack.pop() {
+    while let Some(step) = stack.pop() {
+        let Step { owner, path, depth, seen, .. } = &step;
+        let (depth, mut seen) = (*depth, seen.clone());
         steps += 1;
         if steps > MAX_STEPS {
             chains.dropped.push(format!("more than {MAX_STEPS} owners to follow: the rest were not"));
@@ -106,14 +134,28 @@ pub async fn follow(
         let group = owner.api_version.split_once('/').map_or("", |(g, _)| g);
 
         if group == olm::GROUP && owner.kind == "ClusterServiceVersion" {
+            let anchor = Anchor {
+                csv_namespace: ns.to_string(),
+                csv_name: owner.name.clone(),
+                path: format!("{path}<-CSV/{}", owner.name),
+            };
             match index.csv(ns, &owner.name) {
-                Some(csv) if csv.uid == owner.uid => anchors.push(Anchor {
-                    csv_namespace: ns.to_string(),
-                    csv_name: owner.name.clone(),
-                    path: format!("{path}<-CSV/{}", owner.name),
-                }),
-                Some(_) => chains.dropped.push(format!("{here}: UID does not match the CSV")),
-                None => chains.dropped.push(format!("{here}: no such CSV")),
+                Some(csv) if csv.uid == owner.uid => anchors.push(anchor),
+                Some(_) => {
+                    chains.dropped.push(format!("{here}: UID does not match the CSV"));
+                    look_again(&step, owners, ns, &mut refreshed, &mut stack);
+                }
+                // Not delivered by the watch yet (OLM creates the operator's ServiceAccount right
+                // after its CSV): verified by a GET like any other owner, so it is decided now
+                // rather than left to the reconciler's backfill.
+                None => match owners.verified(query(owner, "clusterserviceversions", ns), &owner.uid).await? {
+                    Verified::Owner(_) => anchors.push(anchor),
+                    Verified::NotFound => {
+                        chains.dropped.push(format!("{here}: no such CSV"));
+                        look_again(&step, owners, ns, &mut refreshed, &mut stack);
+                    }
+                    Verified::Forbidden { resource } => chains.dropped.push(not_allowed(&here, &resource)),
+                },
             }
             continue;
         }
@@ -125,7 +167,7 @@ pub async fn follow(
                 chains.dropped.push(format!("{here}: no operator owning {} reaches namespace {ns}", owner.kind));
                 continue;
             }
-            let query = query(&owner, &in_scope[0].plural, ns);
+            let query = query(owner, &in_scope[0].plural, ns);
             match owners.verified(query, &owner.uid).await? {
                 Verified::Owner(_) => {
                     for o in in_scope {
@@ -146,24 +188,34 @@ pub async fn follow(
             chains.dropped.push(format!("{here}: owner kind not followed"));
             continue;
         };
-        let alongside = deployment_named_by(&owner).map(|name| OwnerQuery {
+        let alongside = deployment_named_by(owner).map(|name| OwnerQuery {
             api_version: "apps/v1",
             kind: "Deployment",
             plural: "deployments",
             namespace: ns,
             name,
         });
-        match owners.verified_prefetching(query(&owner, plural, ns), &owner.uid, alongside).await? {
+        match owners.verified_prefetching(query(owner, plural, ns), &owner.uid, alongside).await? {
             Verified::Owner(meta) => {
                 seen.push(owner.uid.clone());
                 if meta.owner_references.is_empty() {
                     chains.dropped.push(format!("{here}: no operator above"));
                 }
+                let parent = Arc::new(step.clone());
                 for next in followed(&meta.owner_references, &here, &mut chains) {
-                    stack.push(Step { owner: next.clone(), path: here.clone(), depth: depth + 1, seen: seen.clone() });
+                    stack.push(Step {
+                        owner: next.clone(),
+                        path: here.clone(),
+                        depth: depth + 1,
+                        seen: seen.clone(),
+                        parent: Some(parent.clone()),
+                    });
                 }
             }
-            Verified::NotFound => chains.dropped.push(format!("{here}: owner not found with that UID")),
+            Verified::NotFound => {
+                chains.dropped.push(format!("{here}: owner not found with that UID"));
+                look_again(&step, owners, ns, &mut refreshed, &mut stack);
+            }
             Verified::Forbidden { resource } => chains.dropped.push(not_allowed(&here, &resource)),
         }
     }
@@ -183,7 +235,7 @@ pub async fn follow(
     for Anchor { csv_namespace, csv_name, path } in anchors {
         let links = index.catalogs_of(&csv_namespace, &csv_name);
         if links.is_empty() {
-            chains.dropped.push(format!("{path}: no Subscription reports this CSV"));
+            chains.dropped.push(format!("{path}: {}", index.missing_link(&csv_namespace, &csv_name)));
         }
         for link in links {
             let chain = format!(
@@ -191,6 +243,9 @@ pub async fn follow(
                 link.subscription, link.catalog_namespace, link.catalog_name
             );
             match index.catalog(&link.catalog_namespace, &link.catalog_name) {
+                None if !index.catalog_exists(&link.catalog_namespace, &link.catalog_name) => {
+                    chains.dropped.push(format!("{chain}: no such CatalogSource"))
+                }
                 None => chains.dropped.push(format!("{chain}: catalog has no secrets or is disabled")),
                 Some(catalog) if !catalog.admits(namespace_labels) => {
                     chains.dropped.push(format!("{chain}: namespace not selected by the catalog"))

@@ -197,6 +197,11 @@ impl Owners {
         }
     }
 
+    /// Forgets what is cached of `query`'s object, so the next lookup reads it again.
+    pub fn forget(&self, query: OwnerQuery<'_>) {
+        self.cache.remove(&key(&query));
+    }
+
     /// The cached answer: the owner if it was found with this UID, or that it was not found.
     fn remembered(&self, key: &str, uid: &str) -> Option<Verified> {
         if let Some(meta) = self.cache.get(key)

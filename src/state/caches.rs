@@ -24,7 +24,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use crate::state::index::{CatalogNamespaces, Ignored, Index};
-use crate::state::olm::{CatalogSource, ClusterServiceVersion, InstallPlan, OperatorGroup, Subscription};
+use crate::state::olm::{CatalogSource, ClusterServiceVersion, OperatorGroup, Subscription};
 
 /// The label selector that leaves out the CSVs OLM copied into target namespaces.
 pub const NOT_COPIED: &str = "!olm.copiedFrom";
@@ -97,12 +97,11 @@ impl Caches {
     pub fn start(client: kube::Client, catalog_namespaces: CatalogNamespaces) -> Arc<Caches> {
         let (catalogs, catalogs_w) = reflector::store();
         let (subscriptions, subscriptions_w) = reflector::store();
-        let (install_plans, install_plans_w) = reflector::store();
         let (csvs, csvs_w) = reflector::store();
         let (operator_groups, operator_groups_w) = reflector::store();
         let (namespaces, namespaces_w) = reflector::store();
         let caches = Arc::new(Caches::new(
-            Stores { catalogs, subscriptions, install_plans, csvs, operator_groups, namespaces },
+            Stores { catalogs, subscriptions, csvs, operator_groups, namespaces },
             catalog_namespaces,
         ));
         for namespace in caches.catalog_namespaces.all() {
@@ -114,8 +113,6 @@ impl Caches {
         tokio::spawn(reflect(catalogs, catalogs_w, "catalogsources", wake(&caches.changed)));
         let subscriptions = watcher(Api::<Subscription>::all(client.clone()), cfg());
         tokio::spawn(reflect(subscriptions, subscriptions_w, "subscriptions", wake(&caches.changed)));
-        let install_plans = watcher(Api::<InstallPlan>::all(client.clone()), cfg());
-        tokio::spawn(reflect(install_plans, install_plans_w, "installplans", wake(&caches.changed)));
         // OLM copies an all-namespaces operator's CSV into every namespace (OpenShift's default):
         // tens of thousands of objects that are never anchors. The API server leaves them out.
         let csvs = watcher(Api::<ClusterServiceVersion>::all(client.clone()), cfg().labels(NOT_COPIED));
@@ -144,17 +141,15 @@ impl Caches {
     pub fn from_fixture(fixture: Fixture) -> Feed {
         let (catalogs, catalogs_w) = reflector::store();
         let (subscriptions, subscriptions_w) = reflector::store();
-        let (install_plans, install_plans_w) = reflector::store();
         let (csvs, csvs_w) = reflector::store();
         let (operator_groups, operator_groups_w) = reflector::store();
         let (namespaces, namespaces_w) = reflector::store();
-        let stores = Stores { catalogs, subscriptions, install_plans, csvs, operator_groups, namespaces };
+        let stores = Stores { catalogs, subscriptions, csvs, operator_groups, namespaces };
         let caches = Arc::new(Caches::new(stores, fixture.catalog_namespaces));
         let mut feed = Feed {
             caches,
             catalogs: catalogs_w,
             subscriptions: subscriptions_w,
-            install_plans: install_plans_w,
             csvs: csvs_w,
             operator_groups: operator_groups_w,
             namespaces: namespaces_w,
@@ -169,7 +164,6 @@ impl Caches {
         }
         listed(&mut feed.catalogs, fixture.catalogs);
         listed(&mut feed.subscriptions, fixture.subscriptions);
-        listed(&mut feed.install_plans, fixture.install_plans);
         listed(&mut feed.csvs, fixture.csvs);
         listed(&mut feed.operator_groups, fixture.operator_groups);
         listed(&mut feed.namespaces, fixture.namespaces);
@@ -184,7 +178,6 @@ impl Caches {
     pub async fn wait_synced(&self) {
         let _ = self.stores.catalogs.wait_until_ready().await;
         let _ = self.stores.subscriptions.wait_until_ready().await;
-        let _ = self.stores.install_plans.wait_until_ready().await;
         let _ = self.stores.csvs.wait_until_ready().await;
         let _ = self.stores.operator_groups.wait_until_ready().await;
         let _ = self.stores.namespaces.wait_until_ready().await;
@@ -264,7 +257,6 @@ impl Caches {
             &self.catalog_namespaces,
             &self.stores.catalogs.state(),
             &self.stores.subscriptions.state(),
-            &self.stores.install_plans.state(),
             &self.stores.csvs.state(),
             &self.stores.operator_groups.state(),
         );
@@ -279,7 +271,6 @@ impl Caches {
 struct Stores {
     catalogs: Store<CatalogSource>,
     subscriptions: Store<Subscription>,
-    install_plans: Store<InstallPlan>,
     csvs: Store<ClusterServiceVersion>,
     operator_groups: Store<OperatorGroup>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
@@ -290,7 +281,6 @@ struct Stores {
 pub struct Fixture {
     pub catalogs: Vec<CatalogSource>,
     pub subscriptions: Vec<Subscription>,
-    pub install_plans: Vec<InstallPlan>,
     pub csvs: Vec<ClusterServiceVersion>,
     pub operator_groups: Vec<OperatorGroup>,
     pub namespaces: Vec<PartialObjectMeta<Namespace>>,
@@ -305,7 +295,6 @@ pub struct Feed {
     caches: Arc<Caches>,
     catalogs: Writer<CatalogSource>,
     subscriptions: Writer<Subscription>,
-    install_plans: Writer<InstallPlan>,
     csvs: Writer<ClusterServiceVersion>,
     operator_groups: Writer<OperatorGroup>,
     namespaces: Writer<PartialObjectMeta<Namespace>>,
@@ -353,7 +342,6 @@ macro_rules! fed {
 }
 fed!(CatalogSource, catalogs);
 fed!(Subscription, subscriptions);
-fed!(InstallPlan, install_plans);
 fed!(ClusterServiceVersion, csvs);
 fed!(OperatorGroup, operator_groups);
 fed!(PartialObjectMeta<Namespace>, namespaces);

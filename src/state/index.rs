@@ -6,12 +6,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use kube::core::{Selector, SelectorExt};
 use kube::{Resource, ResourceExt};
 
-use crate::state::olm::{CatalogSource, ClusterServiceVersion, InstallPlan, OperatorGroup, Subscription};
+use crate::state::olm::{CatalogSource, ClusterServiceVersion, OperatorGroup, Subscription};
 use crate::{INJECT_ANNOTATION, NAMESPACE_SELECTOR_ANNOTATION};
 
 type ByNamespace<V> = HashMap<String, HashMap<String, V>>;
-/// CSV name → the (namespace, name) of the catalogs an InstallPlan installed it from.
-type CatalogsByCsv<'p> = HashMap<&'p str, Vec<(&'p str, &'p str)>>;
 
 fn lookup<'m, V>(map: &'m ByNamespace<V>, namespace: &str, name: &str) -> Option<&'m V> {
     map.get(namespace)?.get(name)
@@ -73,6 +71,8 @@ impl Catalog {
 pub struct Csv {
     pub uid: String,
     pub service_accounts: Vec<String>,
+    /// The CSV this one upgrades (`spec.replaces`): it keeps running until this one succeeds.
+    replaces: Option<String>,
 }
 
 /// A Subscription that installed a CSV, and the catalog it names.
@@ -81,6 +81,18 @@ pub struct CatalogLink {
     pub subscription: String,
     pub catalog_namespace: String,
     pub catalog_name: String,
+}
+
+/// A Subscription as the link reads it: kept to say why a CSV of its namespace has no link.
+#[derive(Debug)]
+struct SubscriptionView {
+    name: String,
+    catalog_namespace: String,
+    catalog_name: String,
+    /// Whether OLM resolves this Subscription from that catalog (and the catalog is one we read).
+    served: bool,
+    /// The CSVs its status names and those they replace that are still present.
+    csvs: Vec<String>,
 }
 
 /// Where an operator installed in a namespace reaches, from its OperatorGroup's status.
@@ -104,6 +116,10 @@ pub struct Index {
     csvs: ByNamespace<Csv>,
     /// CSV namespace → CSV name → the Subscriptions (and so catalogs) it came from.
     catalogs_by_csv: ByNamespace<Vec<CatalogLink>>,
+    /// Namespace → its Subscriptions, for [`Index::missing_link`].
+    subscriptions: HashMap<String, Vec<SubscriptionView>>,
+    /// Every CatalogSource, with secrets or not: tells "gone" from "nothing to hand out".
+    existing_catalogs: HashSet<(String, String)>,
     scopes: HashMap<String, Scope>,
     /// (group, kind) → the CSVs that own the CRD.
     crd_owners: HashMap<(String, String), Vec<CrdOwner>>,
@@ -137,13 +153,13 @@ impl Index {
         scope: &CatalogNamespaces,
         catalogs: &[impl AsRef<CatalogSource>],
         subscriptions: &[impl AsRef<Subscription>],
-        install_plans: &[impl AsRef<InstallPlan>],
         csvs: &[impl AsRef<ClusterServiceVersion>],
         operator_groups: &[impl AsRef<OperatorGroup>],
     ) -> Index {
         let mut index = Index::default();
         for cat in catalogs.iter().map(AsRef::as_ref) {
             let (Some(ns), name) = (cat.namespace(), cat.name_any()) else { continue };
+            index.existing_catalogs.insert((ns.clone(), name.clone()));
             let annotations = cat.annotations();
             if annotations.get(INJECT_ANNOTATION).is_some_and(|v| v == "false") || cat.spec.secrets.is_empty() {
                 continue;
@@ -195,43 +211,6 @@ impl Index {
             index.scopes.insert(ns, scope);
         }
 
-        // CSV → catalog, as OLM recorded it in the InstallPlans of the CSV's namespace (status
-        // that tenants cannot write): namespace → CSV → catalogs it was installed from.
-        let mut installed_from: HashMap<String, CatalogsByCsv> = HashMap::new();
-        for plan in install_plans.iter().map(AsRef::as_ref) {
-            let Some(ns) = plan.namespace() else { continue };
-            let by_csv = installed_from.entry(ns).or_default();
-            for step in &plan.status.plan {
-                by_csv.entry(&step.csv).or_default().push((&step.catalog_namespace, &step.catalog_name));
-            }
-        }
-        for sub in subscriptions.iter().map(AsRef::as_ref) {
-            let Some(ns) = sub.namespace() else { continue };
-            // The spec is only a cross-check: a tenant who points it at another catalog gets no
-            // link at all, since OLM installed the CSV from the catalog its InstallPlan records.
-            let spec_ns = if sub.spec.source_namespace.is_empty() { ns.as_str() } else { &sub.spec.source_namespace };
-            let spec_catalog = (spec_ns, sub.spec.source.as_str());
-            // Nor does a catalog OLM would not resolve from: another tenant's private catalog.
-            if !scope.serves(spec_ns, &ns) {
-                continue;
-            }
-            for csv in [&sub.status.installed_csv, &sub.status.current_csv].into_iter().flatten() {
-                let recorded = installed_from.get(&ns).and_then(|by_csv| by_csv.get(csv.as_str()));
-                if !recorded.is_some_and(|catalogs| catalogs.contains(&spec_catalog)) {
-                    continue;
-                }
-                let link = CatalogLink {
-                    subscription: sub.name_any(),
-                    catalog_namespace: spec_catalog.0.to_string(),
-                    catalog_name: spec_catalog.1.to_string(),
-                };
-                let list = index.catalogs_by_csv.entry(ns.clone()).or_default().entry(csv.clone()).or_default();
-                if !list.contains(&link) {
-                    list.push(link);
-                }
-            }
-        }
-
         for csv in csvs.iter().map(AsRef::as_ref) {
             let (Some(ns), name) = (csv.namespace(), csv.name_any()) else { continue };
             if csv.is_copied() {
@@ -248,8 +227,68 @@ impl Index {
             let entry = Csv {
                 uid: csv.meta().uid.clone().unwrap_or_default(),
                 service_accounts: csv.service_accounts().map(str::to_string).collect(),
+                replaces: csv.spec.replaces.clone().filter(|r| !r.is_empty()),
             };
             index.csvs.entry(ns).or_default().insert(name, entry);
+        }
+
+        // CSV → catalog: the Subscription whose OLM-written status names the CSV (installedCSV,
+        // currentCSV), or names a CSV that replaces it while it still runs, leads to the catalog
+        // its spec names, where OLM itself resolves from. OLM's InstallPlans are no record: it
+        // keeps five per namespace and deletes them with the Subscription.
+        let mut pending: Vec<String> = Vec::new();
+        for sub in subscriptions.iter().map(AsRef::as_ref) {
+            let Some(ns) = sub.namespace() else { continue };
+            let spec_ns = if sub.spec.source_namespace.is_empty() { ns.as_str() } else { &sub.spec.source_namespace };
+            // A catalog OLM would not resolve from (another tenant's private catalog) serves
+            // nobody, whatever the spec says.
+            let served = scope.serves(spec_ns, &ns);
+            let mut named: Vec<String> = [&sub.status.installed_csv, &sub.status.current_csv]
+                .into_iter()
+                .flatten()
+                .filter(|c| !c.is_empty())
+                .cloned()
+                .collect();
+            named.dedup();
+            // Through `replaces` to the versions an upgrade has not yet taken down; each CSV at
+            // most once, so the walk ends.
+            let mut next = 0;
+            while let Some(csv) = named.get(next) {
+                let replaced = lookup(&index.csvs, &ns, csv).and_then(|c| c.replaces.as_deref());
+                if let Some(replaced) = replaced.filter(|r| lookup(&index.csvs, &ns, r).is_some())
+                    && !named.iter().any(|n| n == replaced)
+                {
+                    named.push(replaced.to_string());
+                }
+                next += 1;
+            }
+            if served {
+                // A CSV OLM names before the watch delivers it: its own namespace is not left to
+                // the fast path (OLM creates the operator's ServiceAccount right after the CSV).
+                if lookup(&index.catalogs, spec_ns, &sub.spec.source).is_some()
+                    && named.iter().any(|csv| lookup(&index.csvs, &ns, csv).is_none())
+                {
+                    pending.push(ns.clone());
+                }
+                for csv in &named {
+                    let link = CatalogLink {
+                        subscription: sub.name_any(),
+                        catalog_namespace: spec_ns.to_string(),
+                        catalog_name: sub.spec.source.clone(),
+                    };
+                    let list = index.catalogs_by_csv.entry(ns.clone()).or_default().entry(csv.clone()).or_default();
+                    if !list.contains(&link) {
+                        list.push(link);
+                    }
+                }
+            }
+            index.subscriptions.entry(ns.clone()).or_default().push(SubscriptionView {
+                name: sub.name_any(),
+                catalog_namespace: spec_ns.to_string(),
+                catalog_name: sub.spec.source.clone(),
+                served,
+                csvs: named,
+            });
         }
 
         // The fast path: every namespace some operator from a catalog with secrets reaches.
@@ -277,6 +316,7 @@ impl Index {
                 None => {}
             }
         }
+        index.reached.extend(pending);
         index
     }
 
@@ -297,6 +337,29 @@ impl Index {
     /// The catalogs whose Subscription installed (or is installing) this CSV.
     pub fn catalogs_of(&self, csv_namespace: &str, csv_name: &str) -> &[CatalogLink] {
         lookup(&self.catalogs_by_csv, csv_namespace, csv_name).map_or(&[], Vec::as_slice)
+    }
+
+    /// Why a CSV has no catalog, as exactly as the Subscriptions of its namespace tell.
+    pub fn missing_link(&self, csv_namespace: &str, csv_name: &str) -> String {
+        let subscriptions = self.subscriptions.get(csv_namespace).map_or(&[][..], Vec::as_slice);
+        if subscriptions.is_empty() {
+            return format!("no Subscription in namespace {csv_namespace}");
+        }
+        match subscriptions.iter().find(|s| !s.served && s.csvs.iter().any(|c| c == csv_name)) {
+            Some(s) => format!(
+                "Subscription/{} names catalog {}/{}, which OLM does not resolve from for namespace {csv_namespace} \
+                 (only its own namespace and the global catalog namespace, among those configured)",
+                s.name, s.catalog_namespace, s.catalog_name
+            ),
+            None => {
+                "no Subscription names this CSV (status installedCSV or currentCSV, or a CSV that replaces it)".into()
+            }
+        }
+    }
+
+    /// Whether a CatalogSource of that name exists (with secrets or not, enabled or not).
+    pub fn catalog_exists(&self, namespace: &str, name: &str) -> bool {
+        self.existing_catalogs.contains(&(namespace.to_string(), name.to_string()))
     }
 
     /// Whether an operator installed in `operator_namespace` reaches `namespace`.
@@ -404,19 +467,7 @@ mod tests {
         ];
         let ogs: Vec<OperatorGroup> =
             vec![from(json!({"metadata": {"namespace": "ops", "name": "og"}, "status": {"namespaces": og_targets}}))];
-        let step = |csv: &str, catalog: &str| {
-            json!({"resolving": csv, "status": "Created", "resource": {"group": "operators.coreos.com", "version": "v1alpha1",
-                "kind": "ClusterServiceVersion", "name": csv, "sourceName": catalog, "sourceNamespace": "openshift-marketplace"}})
-        };
-        let plans: Vec<InstallPlan> = vec![
-            from(json!({"metadata": {"namespace": "ops", "name": "install-1"},
-                "status": {"plan": [step("etcd.v1", "private"), step("etcd.v2", "private"),
-                    {"resolving": "etcd.v1", "status": "Created", "resource": {"kind": "ConfigMap", "name": "c"}}]}})),
-            from(
-                json!({"metadata": {"namespace": "other", "name": "install-x"}, "status": {"plan": [step("x.v1", "public")]}}),
-            ),
-        ];
-        Index::build(&CatalogNamespaces::default(), &wrap(catalogs), &wrap(subs), &wrap(plans), &wrap(csvs), &wrap(ogs))
+        Index::build(&CatalogNamespaces::default(), &wrap(catalogs), &wrap(subs), &wrap(csvs), &wrap(ogs))
     }
 
     fn global(namespace: &str) -> CatalogNamespaces {
@@ -455,35 +506,59 @@ mod tests {
         );
     }
 
+    /// OLM's records of an install come and go (five InstallPlans per namespace, deleted with the
+    /// Subscription); the Subscription's status and spec are what links, through `replaces` to
+    /// the versions an upgrade has not taken down yet.
     #[test]
-    fn the_catalog_is_the_one_the_install_plan_records_and_the_spec_only_cross_checks() {
+    fn the_link_follows_the_subscription_and_the_replaces_chain() {
         let catalogs: Vec<CatalogSource> = vec![
             from(json!({"metadata": {"namespace": "m", "name": "a"}, "spec": {"secrets": ["s"]}})),
-            from(json!({"metadata": {"namespace": "m", "name": "b"}, "spec": {"secrets": ["t"]}})),
+            from(json!({"metadata": {"namespace": "m", "name": "renamed"}, "spec": {"secrets": ["s"]}})),
+            from(json!({"metadata": {"namespace": "m", "name": "bare"}, "spec": {}})),
         ];
-        let sub = |source: &str| -> Vec<Subscription> {
+        let sub = |source: &str, installed: &str, current: &str| -> Vec<Subscription> {
             vec![from(
                 json!({"metadata": {"namespace": "ops", "name": "op"}, "spec": {"source": source, "sourceNamespace": "m"},
-                "status": {"installedCSV": "op.v1"}}),
+                "status": {"installedCSV": installed, "currentCSV": current}}),
             )]
         };
-        let plans: Vec<InstallPlan> = vec![from(
-            json!({"metadata": {"namespace": "ops", "name": "p"}, "status": {"plan": [
-            {"resolving": "op.v1", "status": "Created", "resource": {"group": "operators.coreos.com", "version": "v1alpha1",
-                "kind": "ClusterServiceVersion", "name": "op.v1", "sourceName": "a", "sourceNamespace": "m"}}]}}),
-        )];
-        let csvs: Vec<ClusterServiceVersion> =
-            vec![from(json!({"metadata": {"namespace": "ops", "name": "op.v1", "uid": "u"}}))];
+        let csv = |name: &str, replaces: Option<&str>| -> ClusterServiceVersion {
+            from(json!({"metadata": {"namespace": "ops", "name": name, "uid": name}, "spec": {"replaces": replaces}}))
+        };
+        // v3 replaces v2 replaces v1; v1 is gone, v0 never was in this namespace's chain.
+        let csvs = wrap(vec![csv("op.v2", Some("op.v1")), csv("op.v3", Some("op.v2")), csv("op.v0", None)]);
         let none = Vec::<std::sync::Arc<OperatorGroup>>::new();
-        let (catalogs, plans, csvs) = (wrap(catalogs), wrap(plans), wrap(csvs));
-        let m = global("m");
-        let installed = Index::build(&m, &catalogs, &wrap(sub("a")), &plans, &csvs, &none);
-        assert_eq!(installed.catalogs_of("ops", "op.v1")[0].catalog_name, "a");
-        let edited = Index::build(&m, &catalogs, &wrap(sub("b")), &plans, &csvs, &none);
-        assert!(edited.catalogs_of("ops", "op.v1").is_empty(), "a spec pointed elsewhere links to nothing");
-        let unrecorded =
-            Index::build(&m, &catalogs, &wrap(sub("a")), &Vec::<std::sync::Arc<InstallPlan>>::new(), &csvs, &none);
-        assert!(unrecorded.catalogs_of("ops", "op.v1").is_empty(), "no InstallPlan, no link");
+        let (catalogs, m) = (wrap(catalogs), global("m"));
+        let build = |subs: Vec<Subscription>| Index::build(&m, &catalogs, &wrap(subs), &csvs, &none);
+        let catalog_of = |index: &Index, csv: &str| -> Vec<String> {
+            index.catalogs_of("ops", csv).iter().map(|l| l.catalog_name.clone()).collect()
+        };
+
+        // Upgrading: installedCSV and currentCSV are already v3; v2 still runs its Deployment.
+        let upgrading = build(sub("a", "op.v3", "op.v3"));
+        assert_eq!(catalog_of(&upgrading, "op.v3"), ["a"]);
+        assert_eq!(catalog_of(&upgrading, "op.v2"), ["a"], "the version being replaced keeps its link");
+        assert!(catalog_of(&upgrading, "op.v1").is_empty() && catalog_of(&upgrading, "op.v0").is_empty());
+        assert!(upgrading.reaches("ops"));
+
+        // Repointed to a renamed catalog: the link follows the spec.
+        assert_eq!(catalog_of(&build(sub("renamed", "op.v3", "op.v3")), "op.v3"), ["renamed"]);
+
+        // Why there is no link, exactly.
+        assert_eq!(build(vec![]).missing_link("ops", "op.v3"), "no Subscription in namespace ops");
+        assert!(upgrading.missing_link("ops", "op.v0").starts_with("no Subscription names this CSV"));
+        let unserved = Index::build(&global("other"), &catalogs, &wrap(sub("a", "op.v3", "op.v3")), &csvs, &none);
+        assert!(catalog_of(&unserved, "op.v2").is_empty());
+        assert!(
+            unserved
+                .missing_link("ops", "op.v2")
+                .starts_with("Subscription/op names catalog m/a, which OLM does not resolve from"),
+            "{}",
+            unserved.missing_link("ops", "op.v2")
+        );
+        let bare = build(sub("bare", "op.v3", "op.v3"));
+        assert!(bare.catalog("m", "bare").is_none() && bare.catalog_exists("m", "bare"));
+        assert!(!bare.catalog_exists("m", "gone"));
     }
 
     #[test]
@@ -532,7 +607,6 @@ mod tests {
             &global("m"),
             &wrap(catalogs),
             &none,
-            &Vec::<std::sync::Arc<InstallPlan>>::new(),
             &Vec::<std::sync::Arc<ClusterServiceVersion>>::new(),
             &Vec::<std::sync::Arc<OperatorGroup>>::new(),
         );
@@ -548,22 +622,17 @@ mod tests {
         assert!(index.catalog("m", "d").is_none());
     }
 
-    /// A Subscription whose CSV OLM really installed from `catalog_ns/a`, in `sub_ns`.
+    /// A Subscription in `sub_ns` that installed its CSV from `catalog_ns/a`.
     fn installed_from(catalog_ns: &str, sub_ns: &str, scope: &CatalogNamespaces) -> Index {
         let catalogs: Vec<CatalogSource> = vec![from(
             json!({"metadata": {"namespace": catalog_ns, "name": "a", "uid": "cat"}, "spec": {"secrets": ["s"]}}),
         )];
         let subs: Vec<Subscription> = vec![from(json!({"metadata": {"namespace": sub_ns, "name": "op"},
             "spec": {"source": "a", "sourceNamespace": catalog_ns}, "status": {"installedCSV": "op.v1"}}))];
-        let plans: Vec<InstallPlan> = vec![from(
-            json!({"metadata": {"namespace": sub_ns, "name": "p"}, "status": {"plan": [
-            {"resolving": "op.v1", "status": "Created", "resource": {"group": "operators.coreos.com", "version": "v1alpha1",
-                "kind": "ClusterServiceVersion", "name": "op.v1", "sourceName": "a", "sourceNamespace": catalog_ns}}]}}),
-        )];
         let csvs: Vec<ClusterServiceVersion> =
             vec![from(json!({"metadata": {"namespace": sub_ns, "name": "op.v1", "uid": "u"}}))];
         let none = Vec::<std::sync::Arc<OperatorGroup>>::new();
-        Index::build(scope, &wrap(catalogs), &wrap(subs), &wrap(plans), &wrap(csvs), &none)
+        Index::build(scope, &wrap(catalogs), &wrap(subs), &wrap(csvs), &none)
     }
 
     #[test]

@@ -52,7 +52,8 @@ pub struct CatalogSourceSpec {
 olm_resource!(CatalogSource, "CatalogSource", "v1alpha1", "catalogsources");
 
 /// `Subscription`: its OLM-written status says which CSV it installed; its spec (which catalog to
-/// install from) is editable by a namespace's `admin` and `edit` roles and only cross-checked.
+/// install from) is editable by a namespace's `admin` and `edit` roles, and counts only within
+/// OLM's own resolution rule (its namespace's catalogs and the global ones).
 #[derive(Deserialize, Serialize, Clone, Debug, Default)]
 pub struct Subscription {
     pub metadata: ObjectMeta,
@@ -78,66 +79,6 @@ pub struct SubscriptionStatus {
     pub current_csv: Option<String>,
 }
 olm_resource!(Subscription, "Subscription", "v1alpha1", "subscriptions");
-
-/// `InstallPlan`: its OLM-written status records, for each CSV it installed, the catalog the CSV
-/// came from. Only the plan's CSV steps are kept (a step also carries the whole manifest).
-#[derive(Deserialize, Clone, Debug, Default)]
-pub struct InstallPlan {
-    pub metadata: ObjectMeta,
-    #[serde(default)]
-    pub status: InstallPlanStatus,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct InstallPlanStatus {
-    pub plan: Vec<InstalledCsv>,
-}
-
-/// A step of a plan that installed a CSV, and where it came from.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct InstalledCsv {
-    pub csv: String,
-    pub catalog_namespace: String,
-    pub catalog_name: String,
-}
-
-impl<'de> Deserialize<'de> for InstallPlanStatus {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Status {
-            #[serde(default)]
-            plan: Vec<Step>,
-        }
-        #[derive(Deserialize)]
-        struct Step {
-            resource: StepResource,
-        }
-        #[derive(Deserialize)]
-        struct StepResource {
-            #[serde(default)]
-            kind: String,
-            #[serde(default)]
-            name: String,
-            #[serde(default, rename = "sourceName")]
-            source_name: String,
-            #[serde(default, rename = "sourceNamespace")]
-            source_namespace: String,
-        }
-        let status = Status::deserialize(d)?;
-        let plan = status
-            .plan
-            .into_iter()
-            .filter(|step| step.resource.kind == "ClusterServiceVersion")
-            .map(|step| InstalledCsv {
-                csv: step.resource.name,
-                catalog_namespace: step.resource.source_namespace,
-                catalog_name: step.resource.source_name,
-            })
-            .collect();
-        Ok(InstallPlanStatus { plan })
-    }
-}
-olm_resource!(InstallPlan, "InstallPlan", "v1alpha1", "installplans");
 
 /// `OperatorGroup`: `status.namespaces` is the operator's scope (`[""]` is every namespace).
 #[derive(Deserialize, Serialize, Clone, Debug, Default)]
@@ -166,6 +107,9 @@ pub struct ClusterServiceVersion {
 pub struct CsvSpec {
     #[serde(default, rename = "customresourcedefinitions")]
     pub crds: CsvCrds,
+    /// The CSV this one upgrades (OLM's update graph, from the bundle).
+    #[serde(default)]
+    pub replaces: Option<String>,
     #[serde(default)]
     pub install: CsvInstall,
 }

@@ -43,6 +43,15 @@ impl<K: Hash + Eq, V: Clone> TtlMap<K, V> {
         entries.insert(key, (Instant::now(), value));
     }
 
+    /// Forgets one entry.
+    pub(crate) fn remove<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.entries.lock().expect("ttl map").remove(key);
+    }
+
     /// Forgets the entries for which `keep` is false.
     pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
         self.entries.lock().expect("ttl map").retain(|k, (_, v)| keep(k, v));
@@ -67,5 +76,8 @@ mod tests {
         assert!(map.entries.lock().unwrap().len() <= 2);
         map.retain(|k, _| k != "d");
         assert_eq!(map.get("d"), None);
+        map.insert("e".to_string(), 5);
+        map.remove("e");
+        assert_eq!(map.get("e"), None);
     }
 }

@@ -18,9 +18,7 @@ use olm_pullsecret_injector::Context;
 use olm_pullsecret_injector::resolve::NamespaceRules;
 use olm_pullsecret_injector::resolve::owners::{OwnerMeta, OwnerQuery, OwnerRef, OwnerSource, Owners, Read};
 use olm_pullsecret_injector::state::caches::{Caches, Feed, Fixture};
-use olm_pullsecret_injector::state::olm::{
-    CatalogSource, ClusterServiceVersion, InstallPlan, OperatorGroup, Subscription,
-};
+use olm_pullsecret_injector::state::olm::{CatalogSource, ClusterServiceVersion, OperatorGroup, Subscription};
 use olm_pullsecret_injector::webhook::{OnCopyFailure, Settings, Webhook};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -43,21 +41,6 @@ pub fn subscription(ns: &str, catalog_ns: &str, catalog: &str, installed: &str, 
     from(json!({ "metadata": { "namespace": ns, "name": format!("sub-{catalog}") },
         "spec": { "source": catalog, "sourceNamespace": catalog_ns },
         "status": { "installedCSV": installed, "currentCSV": current } }))
-}
-
-/// The InstallPlan in `ns` whose OLM-written status records `csvs` as installed from
-/// `catalog_ns/catalog`.
-pub fn install_plan(ns: &str, catalog_ns: &str, catalog: &str, csvs: &[&str]) -> InstallPlan {
-    let plan: Vec<Value> = csvs
-        .iter()
-        .map(|csv| {
-            json!({ "resolving": csv, "status": "Created", "resource": { "group": "operators.coreos.com",
-            "version": "v1alpha1", "kind": "ClusterServiceVersion", "name": csv,
-            "sourceName": catalog, "sourceNamespace": catalog_ns, "manifest": "{}" } })
-        })
-        .collect();
-    from(json!({ "metadata": { "namespace": ns, "name": format!("install-{catalog}-{}", csvs.join("-")) },
-        "status": { "phase": "Complete", "catalogSources": [catalog], "plan": plan } }))
 }
 
 /// A CSV owning the CRDs `owned` (group, kind, plural) whose install strategy names `service_accounts`.
