@@ -56,6 +56,28 @@ async fn reviews_with_megabyte_owner_names_leave_memory_bounded() {
     assert_eq!(world.owners.lookups(), 0, "a name no object can have is not looked up");
 }
 
+/// 1,000 Pods (dry runs pass the API server's checks as well) each naming an existing ReplicaSet
+/// with a 190 KiB UID of its own: no object has such a UID, so nothing is looked up and nothing of
+/// it is kept (a UID that does not match is otherwise remembered as a miss, under a key that
+/// contains it).
+#[tokio::test]
+async fn reviews_with_oversized_owner_uids_make_no_lookup_and_keep_nothing() {
+    let world = World::new(fixture());
+    world.owners.insert("t", "ReplicaSet", "real", "r-1", vec![]);
+    let router = world.router(OnCopyFailure::Deny);
+    let before = rss_kib();
+    for i in 0..1000 {
+        let uid = format!("{i}-{}", "u".repeat(190 * 1024));
+        let owner = owner("apps/v1", "ReplicaSet", "real", &uid);
+        let (status, answer) = post(&router, review("Pod", "CREATE", "t", pod(&[owner], None))).await;
+        assert_eq!((status, answer["response"]["allowed"].as_bool()), (200, Some(true)));
+    }
+    let grown = rss_kib().saturating_sub(before);
+    println!("resident set grew by {grown} KiB over 1,000 reviews with 190 KiB owner UIDs");
+    assert_eq!(world.owners.lookups(), 0, "a UID no object can have is not looked up");
+    assert!(grown < 16 * 1024, "grew by {grown} KiB: 186 MiB of UIDs must not be kept");
+}
+
 /// 1,000 ServiceAccounts, each owned by one of 10 made-up ReplicaSets: one lookup per made-up
 /// owner, which is two reads (the API server's cache does not have it, so etcd is asked too: the
 /// cache may lag a create), and with each a read of the Deployment its name points at

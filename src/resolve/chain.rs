@@ -20,6 +20,9 @@ pub const MAX_OWNER_REFERENCES: usize = 16;
 pub const MAX_STEPS: usize = 64;
 /// Longer names are not object names: such a reference is dropped without a lookup.
 const MAX_NAME: usize = 253;
+/// Longer UIDs are no object's (the API server's are 36 characters): dropped without a lookup,
+/// so a made-up one is never remembered either.
+const MAX_UID: usize = 128;
 
 /// A catalog the object resolved to, with the path that led there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +121,11 @@ pub async fn follow(
             chains.dropped.push(format!("more than {MAX_STEPS} owners to follow: the rest were not"));
             break;
         }
-        if owner.name.len() > MAX_NAME || owner.kind.len() > MAX_NAME || owner.api_version.len() > MAX_NAME {
+        if owner.name.len() > MAX_NAME
+            || owner.kind.len() > MAX_NAME
+            || owner.api_version.len() > MAX_NAME
+            || owner.uid.len() > MAX_UID
+        {
             chains.dropped.push(format!("{path}<-{}: not a valid object reference", clip(&owner.kind)));
             continue;
         }
