@@ -79,6 +79,23 @@ fn the_schema_and_the_chart_refuse_bad_values() {
         (json!({ "includeNamespaces": ["kube-system"] }), "/includeNamespaces/0"),
         (json!({ "healpods": true }), "healpods"),
         (json!({ "operandOwnerRules": [{ "apiGroups": ["x"], "resources": ["y"] }] }), "verbs"),
+        // Operand owners are read with `get` only, never Secrets or everything.
+        (
+            json!({ "operandOwnerRules": [{ "apiGroups": ["x"], "resources": ["y"], "verbs": ["list"] }] }),
+            "/operandOwnerRules/0/verbs/0",
+        ),
+        (
+            json!({ "operandOwnerRules": [{ "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"] }] }),
+            "/operandOwnerRules/0/resources/0",
+        ),
+        (
+            json!({ "operandOwnerRules": [{ "apiGroups": ["x"], "resources": ["*"], "verbs": ["get"] }] }),
+            "/operandOwnerRules/0/resources/0",
+        ),
+        (
+            json!({ "operandOwnerRules": [{ "apiGroups": ["*"], "resources": ["y"], "verbs": ["get"] }] }),
+            "/operandOwnerRules/0/apiGroups/0",
+        ),
         // Cross-checks the schema cannot express, done by the templates.
         (json!({ "deadline": "5s" }), "deadline (5s) must be below timeoutSeconds (5)"),
         (json!({ "preStopSleepSeconds": 20, "drainDelay": "10s" }), "must be below terminationGracePeriodSeconds"),
@@ -86,6 +103,8 @@ fn the_schema_and_the_chart_refuse_bad_values() {
             json!({ "certificates": { "mode": "cert-manager", "certManager": { "issuerRef": { "kind": "Issuer" } } } }),
             "issuerRef needs a name",
         ),
+        // No silent downgrade: without the policy, the risk is stated or the chart refuses.
+        (json!({ "admissionPolicy": { "enabled": false } }), "set admissionPolicy.acceptUnguardedSecretWrites=true"),
     ];
     for (values, expected) in refused {
         let error = helm.try_template("psi", NS, &values).expect_err(&format!("{values} must be refused"));
@@ -95,6 +114,15 @@ fn the_schema_and_the_chart_refuse_bad_values() {
             assert!(helm.lint(&values).is_err(), "helm lint must refuse {values}");
         }
     }
+    // Stated, the policy may go (and goes).
+    let unguarded = helm.template(
+        "psi",
+        NS,
+        &json!({ "admissionPolicy": { "enabled": false, "acceptUnguardedSecretWrites": true } }),
+    );
+    assert!(of_kind(&unguarded, "ValidatingAdmissionPolicy").is_empty());
+    let operand = json!({ "operandOwnerRules": [{ "apiGroups": ["etcd.database.coreos.com"], "resources": ["etcdclusters"], "verbs": ["get"] }] });
+    helm.template("psi", NS, &operand);
 }
 
 /// The chart's properties, checked on the default render (self-signed certificates).

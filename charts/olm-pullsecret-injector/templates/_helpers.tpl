@@ -90,6 +90,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and (eq (include "psi.certificatesMode" .) "cert-manager") .Values.certificates.certManager.issuerRef (not .Values.certificates.certManager.issuerRef.name) -}}
 {{- fail "certificates.certManager.issuerRef needs a name" -}}
 {{- end -}}
+{{- if and (not .Values.admissionPolicy.enabled) (not .Values.admissionPolicy.acceptUnguardedSecretWrites) -}}
+{{- fail "admissionPolicy.enabled=false leaves the project's identities free to create and patch Secrets of any type in every namespace (service-account tokens included): set admissionPolicy.acceptUnguardedSecretWrites=true to state that risk, or keep the policy" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Every namespace whose catalogs' pull secrets the webhook reads, as a JSON list: the global
