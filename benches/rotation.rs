@@ -41,7 +41,7 @@ async fn run(dir: &std::path::Path, copies: usize) -> anyhow::Result<()> {
     create_csv(&client, &operator_ns, csv, WIDGET, &["widget-operator"]).await;
     create_subscription(&client, &operator_ns, &catalog.namespace, &catalog.name, csv).await;
 
-    support::in_process::install_ledger(&client).await;
+    support::in_process::install_crds(&client).await;
     let ledger = olm_pullsecret_injector::inject::ledger::Ledger::new(client.clone());
     let started = Instant::now();
     let tenants: Vec<String> = (0..copies).map(|i| format!("rot-{i:04}")).collect();

@@ -55,3 +55,6 @@ pub const INJECT_ANNOTATION: &str = "pullsecret-injector.io/inject";
 pub const NAMESPACE_SELECTOR_ANNOTATION: &str = "pullsecret-injector.io/namespace-selector";
 /// Server-side field manager of every write.
 pub const FIELD_MANAGER: &str = "olm-pullsecret-injector";
+/// The API group and version of the project's own kinds (the ledger, the links).
+pub const API_GROUP: &str = "pullsecret-injector.io";
+pub const API_VERSION: &str = "v1alpha1";

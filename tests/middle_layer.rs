@@ -649,6 +649,28 @@ async fn a_repointed_subscription_links_only_where_olm_resolves() {
     assert!(dropped(&resolution).contains("no Subscription in namespace ops"), "{}", dropped(&resolution));
 }
 
+/// The Subscription deleted while its CSV runs: the link the reconciler wrote down holds, and
+/// the chain says it is remembered; without it, nothing names the CSV.
+#[tokio::test]
+async fn a_deleted_subscriptions_remembered_link_holds() {
+    let mut fixture = fixture();
+    fixture.links = vec![link("ops", "op.v1", MARKETPLACE, "private")];
+    let mut world = World::new(fixture);
+    world.feed.delete(subscription("ops", MARKETPLACE, "private", "op.v1", "op.v1"));
+    let resolution = resolve(&world, Kind::Pod, "ops", "", vec![csv_owner("ops", "op.v1")]).await;
+    assert_eq!(resolution.catalogs(), ["openshift-marketplace/private"], "{}", dropped(&resolution));
+    assert_eq!(
+        resolution.chain_texts(),
+        [
+            "Pod<-CSV/op.v1<-Subscription/sub-private(gone; link remembered)<-CatalogSource/openshift-marketplace/private"
+        ]
+    );
+    world.feed.delete(link("ops", "op.v1", MARKETPLACE, "private"));
+    let resolution = resolve(&world, Kind::Pod, "ops", "", vec![csv_owner("ops", "op.v1")]).await;
+    assert!(resolution.found().is_empty());
+    assert!(dropped(&resolution).contains("no Subscription in namespace ops"), "{}", dropped(&resolution));
+}
+
 /// OLM resolves a Subscription only from its own namespace and the global catalog namespace:
 /// another tenant's private catalog serves nobody else, and a catalog
 /// outside the configured catalog namespaces serves nobody.

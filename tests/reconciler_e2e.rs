@@ -182,8 +182,9 @@ async fn a_deleted_catalog_source_takes_its_copies_away() {
     assert_eq!(injected(&sa), None);
 }
 
+/// OLM's uninstall: the Subscription, then the CSV. The copies stay while a live Pod names them.
 #[tokio::test]
-async fn a_deleted_subscription_takes_copies_away_once_no_live_pod_names_them() {
+async fn an_uninstalled_operator_takes_copies_away_once_no_live_pod_names_them() {
     let (client, webhook) = setup().await;
     let t = tenant_with_two_copies(&client).await;
     let pod = bare_pod(json!({ "name": "still-running", "ownerReferences": [t.owner] }));
@@ -191,9 +192,7 @@ async fn a_deleted_subscription_takes_copies_away_once_no_live_pod_names_them() 
     let created = pods.create(&PostParams::default(), &pod).await.unwrap();
     assert_eq!(pull_secret_names(&created), [t.catalog.secret.as_str(), t.second.as_str()]);
 
-    let subscriptions: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &t.operator.namespace, &olm_resource("v1alpha1", "Subscription"));
-    subscriptions.delete("widget-operator", &DeleteParams::default()).await.unwrap();
+    uninstall(&client, &t.operator).await;
 
     // Past the grace period the reconciler sees the live Pod and keeps the copies.
     let kept = format!("\"namespace\":\"{}\"", t.ns);
@@ -211,6 +210,66 @@ async fn a_deleted_subscription_takes_copies_away_once_no_live_pod_names_them() 
     pods.delete("still-running", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
     wait_removed(&client, &t.ns, t.catalog.secret.as_str()).await;
     wait_removed(&client, &t.ns, t.second.as_str()).await;
+}
+
+/// OLM's uninstall, as documented: delete the Subscription, then the CSV.
+async fn uninstall(client: &kube::Client, operator: &Operator) {
+    let olm = |version, kind| {
+        Api::<DynamicObject>::namespaced_with(client.clone(), &operator.namespace, &olm_resource(version, kind))
+    };
+    olm("v1alpha1", "Subscription").delete("widget-operator", &DeleteParams::default()).await.unwrap();
+    olm("v1alpha1", "ClusterServiceVersion").delete(&operator.csv, &DeleteParams::default()).await.unwrap();
+}
+
+/// The Subscription deleted while the CSV runs (to stop upgrades, or the first step of an
+/// uninstall that stops there): the link the reconciler wrote down while the Subscription named
+/// the CSV holds, new Pods get their secrets and the copies stay; once the CSV is gone, its link
+/// goes and the copies follow after the grace period.
+#[tokio::test]
+async fn a_deleted_subscriptions_link_holds_until_its_csv_is_gone() {
+    use olm_pullsecret_injector::state::links::{PullSecretLink, name_of};
+    let (client, _) = setup().await;
+    let t = tenant_with_two_copies(&client).await;
+    let links = Api::<PullSecretLink>::all(client.clone());
+    let name = name_of(&t.operator.namespace, &t.operator.csv);
+    let link = eventually("the reconciler to write down the CSV's link", Duration::from_secs(30), || async {
+        links.get_opt(&name).await.unwrap()
+    })
+    .await;
+    assert_eq!(link.spec.csv_uid, t.operator.csv_uid);
+    assert_eq!(
+        (link.spec.catalog_namespace.as_str(), link.spec.catalog_name.as_str()),
+        (t.catalog.namespace.as_str(), t.catalog.name.as_str())
+    );
+
+    let subscriptions: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &t.operator.namespace, &olm_resource("v1alpha1", "Subscription"));
+    subscriptions.delete("widget-operator", &DeleteParams::default()).await.unwrap();
+    // Past the grace period, a new Pod still gets both secrets and the copies are there.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &t.ns);
+    let pod = bare_pod(json!({ "generateName": "after-", "ownerReferences": [t.owner] }));
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+    assert_eq!(pull_secret_names(&created), [t.catalog.secret.as_str(), t.second.as_str()]);
+    assert!(secret_opt(&client, &t.ns, t.catalog.secret.as_str()).await.is_some());
+    assert!(links.get_opt(&name).await.unwrap().is_some(), "the link stays while the CSV runs");
+
+    pods.delete(&created.metadata.name.unwrap(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+        .await
+        .unwrap();
+    Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        &t.operator.namespace,
+        &olm_resource("v1alpha1", "ClusterServiceVersion"),
+    )
+    .delete(&t.operator.csv, &DeleteParams::default())
+    .await
+    .unwrap();
+    eventually("the gone CSV's link to be deleted", Duration::from_secs(30), || async {
+        links.get_opt(&name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+    wait_removed(&client, &t.ns, t.catalog.secret.as_str()).await;
 }
 
 #[tokio::test]

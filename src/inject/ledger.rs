@@ -21,8 +21,6 @@ use sha2::{Digest, Sha256};
 use crate::error::Error;
 use crate::inject::patch::{pointer, remove, test};
 
-pub const GROUP: &str = "pullsecret-injector.io";
-pub const VERSION: &str = "v1alpha1";
 /// On an entry: what was observed of the copy since it was last written (an [`Observed`]).
 pub const OBSERVED_ANNOTATION: &str = "pullsecret-injector.io/observed";
 
@@ -54,10 +52,10 @@ impl Resource for PullSecretCopy {
         Cow::Borrowed("PullSecretCopy")
     }
     fn group(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed(GROUP)
+        Cow::Borrowed(crate::API_GROUP)
     }
     fn version(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed(VERSION)
+        Cow::Borrowed(crate::API_VERSION)
     }
     fn plural(_: &()) -> Cow<'_, str> {
         Cow::Borrowed("pullsecretcopies")

@@ -7,6 +7,8 @@
 //!   names it, and the names we recorded on service accounts are removed with it;
 //! - [`service_accounts`]: those that resolve to a catalog but lack its secrets are backfilled;
 //! - [`catalogs`]: a namespace selector that does not parse is reported (log, Warning Event);
+//! - [`links`]: each CSV's link to its catalog, as a Subscription proves it, is written down
+//!   (`PullSecretLink`) and kept until the CSV is gone, so it outlives OLM's records;
 //! - [`pods`]: those admitted without the secrets they need are reported, and with `--heal-pods`
 //!   the controller-owned ones are deleted so their controller recreates them through the webhook.
 //!
@@ -15,6 +17,7 @@
 mod catalogs;
 mod copies;
 pub(crate) mod lease;
+mod links;
 mod pods;
 mod service_accounts;
 
@@ -141,6 +144,7 @@ impl Reconciler {
                 let caches = self.ctx.caches();
                 let pass = Pass { index: caches.index_snapshot(), generation: caches.generation(), leading: &leading };
                 self.report_ignored_catalogs(&pass, &mut memory);
+                self.links_sweep(&pass).await;
                 self.copies_sweep(&pass, &mut memory).await;
                 self.service_accounts_sweep(&pass, &mut memory).await;
                 self.pods_sweep(&pass, &mut memory).await;

@@ -24,6 +24,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use crate::state::index::{CatalogNamespaces, Ignored, Index};
+use crate::state::links::PullSecretLink;
 use crate::state::olm::{CatalogSource, ClusterServiceVersion, OperatorGroup, Subscription};
 
 /// The label selector that leaves out the CSVs OLM copied into target namespaces.
@@ -100,8 +101,9 @@ impl Caches {
         let (csvs, csvs_w) = reflector::store();
         let (operator_groups, operator_groups_w) = reflector::store();
         let (namespaces, namespaces_w) = reflector::store();
+        let (links, links_w) = reflector::store();
         let caches = Arc::new(Caches::new(
-            Stores { catalogs, subscriptions, csvs, operator_groups, namespaces },
+            Stores { catalogs, subscriptions, csvs, operator_groups, namespaces, links },
             catalog_namespaces,
         ));
         for namespace in caches.catalog_namespaces.all() {
@@ -119,8 +121,10 @@ impl Caches {
         tokio::spawn(reflect(csvs, csvs_w, "clusterserviceversions", wake(&caches.changed)));
         let operator_groups = watcher(Api::<OperatorGroup>::all(client.clone()), cfg());
         tokio::spawn(reflect(operator_groups, operator_groups_w, "operatorgroups", wake(&caches.changed)));
-        let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client), cfg());
+        let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), cfg());
         tokio::spawn(reflect(namespaces, namespaces_w, "namespaces", wake(&caches.changed)));
+        let links = watcher(Api::<PullSecretLink>::all(client), cfg());
+        tokio::spawn(reflect(links, links_w, "links of CSVs to catalogs", wake(&caches.changed)));
         tokio::spawn(caches.clone().rebuild_on_change());
         caches
     }
@@ -144,7 +148,8 @@ impl Caches {
         let (csvs, csvs_w) = reflector::store();
         let (operator_groups, operator_groups_w) = reflector::store();
         let (namespaces, namespaces_w) = reflector::store();
-        let stores = Stores { catalogs, subscriptions, csvs, operator_groups, namespaces };
+        let (links, links_w) = reflector::store();
+        let stores = Stores { catalogs, subscriptions, csvs, operator_groups, namespaces, links };
         let caches = Arc::new(Caches::new(stores, fixture.catalog_namespaces));
         let mut feed = Feed {
             caches,
@@ -153,6 +158,7 @@ impl Caches {
             csvs: csvs_w,
             operator_groups: operator_groups_w,
             namespaces: namespaces_w,
+            links: links_w,
             secrets: HashMap::new(),
         };
         fn listed<K: Resource<DynamicType = ()> + Clone>(writer: &mut Writer<K>, objects: Vec<K>) {
@@ -167,6 +173,7 @@ impl Caches {
         listed(&mut feed.csvs, fixture.csvs);
         listed(&mut feed.operator_groups, fixture.operator_groups);
         listed(&mut feed.namespaces, fixture.namespaces);
+        listed(&mut feed.links, fixture.links);
         for secret in fixture.secrets {
             feed.apply(secret);
         }
@@ -181,6 +188,7 @@ impl Caches {
         let _ = self.stores.csvs.wait_until_ready().await;
         let _ = self.stores.operator_groups.wait_until_ready().await;
         let _ = self.stores.namespaces.wait_until_ready().await;
+        let _ = self.stores.links.wait_until_ready().await;
         self.rebuild();
         let sources: Vec<SourceWatch> = self.sources.lock().expect("sources").values().cloned().collect();
         for source in sources {
@@ -216,6 +224,11 @@ impl Caches {
 
     pub fn namespace(&self, name: &str) -> Option<Arc<PartialObjectMeta<Namespace>>> {
         self.stores.namespaces.get(&ObjectRef::new(name))
+    }
+
+    /// The links of CSVs to catalogs as remembered (the reconciler keeps them).
+    pub fn links(&self) -> Vec<Arc<PullSecretLink>> {
+        self.stores.links.state()
     }
 
     /// A source secret, if `namespace` is a catalog namespace and it holds a pull secret `name`.
@@ -259,6 +272,7 @@ impl Caches {
             &self.stores.subscriptions.state(),
             &self.stores.csvs.state(),
             &self.stores.operator_groups.state(),
+            &self.stores.links.state(),
         );
         let ignored = index.ignored();
         let invalid = ignored.iter().filter(|c| matches!(c.why, Ignored::InvalidSelector { .. })).count();
@@ -274,6 +288,7 @@ struct Stores {
     csvs: Store<ClusterServiceVersion>,
     operator_groups: Store<OperatorGroup>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
+    links: Store<PullSecretLink>,
 }
 
 /// The objects a fixture starts with.
@@ -284,6 +299,7 @@ pub struct Fixture {
     pub csvs: Vec<ClusterServiceVersion>,
     pub operator_groups: Vec<OperatorGroup>,
     pub namespaces: Vec<PartialObjectMeta<Namespace>>,
+    pub links: Vec<PullSecretLink>,
     /// Source secrets, in their catalog namespaces.
     pub secrets: Vec<Secret>,
     pub catalog_namespaces: CatalogNamespaces,
@@ -298,6 +314,7 @@ pub struct Feed {
     csvs: Writer<ClusterServiceVersion>,
     operator_groups: Writer<OperatorGroup>,
     namespaces: Writer<PartialObjectMeta<Namespace>>,
+    links: Writer<PullSecretLink>,
     secrets: HashMap<String, Writer<Secret>>,
 }
 
@@ -345,6 +362,7 @@ fed!(Subscription, subscriptions);
 fed!(ClusterServiceVersion, csvs);
 fed!(OperatorGroup, operator_groups);
 fed!(PartialObjectMeta<Namespace>, namespaces);
+fed!(PullSecretLink, links);
 
 impl Fed for Secret {
     fn watched(&self) -> bool {

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use kube::core::{Selector, SelectorExt};
 use kube::{Resource, ResourceExt};
 
+use crate::state::links::PullSecretLink;
 use crate::state::olm::{CatalogSource, ClusterServiceVersion, OperatorGroup, Subscription};
 use crate::{INJECT_ANNOTATION, NAMESPACE_SELECTOR_ANNOTATION};
 
@@ -81,6 +82,9 @@ pub struct CatalogLink {
     pub subscription: String,
     pub catalog_namespace: String,
     pub catalog_name: String,
+    /// No Subscription names the CSV any more: the link is the one the reconciler wrote down
+    /// ([`PullSecretLink`]) when one did.
+    pub remembered: bool,
 }
 
 /// A Subscription as the link reads it: kept to say why a CSV of its namespace has no link.
@@ -155,6 +159,7 @@ impl Index {
         subscriptions: &[impl AsRef<Subscription>],
         csvs: &[impl AsRef<ClusterServiceVersion>],
         operator_groups: &[impl AsRef<OperatorGroup>],
+        links: &[impl AsRef<PullSecretLink>],
     ) -> Index {
         let mut index = Index::default();
         for cat in catalogs.iter().map(AsRef::as_ref) {
@@ -275,6 +280,7 @@ impl Index {
                         subscription: sub.name_any(),
                         catalog_namespace: spec_ns.to_string(),
                         catalog_name: sub.spec.source.clone(),
+                        remembered: false,
                     };
                     let list = index.catalogs_by_csv.entry(ns.clone()).or_default().entry(csv.clone()).or_default();
                     if !list.contains(&link) {
@@ -289,6 +295,27 @@ impl Index {
                 served,
                 csvs: named,
             });
+        }
+
+        // Links remembered past OLM's records, where no Subscription links the CSV any more: for
+        // the CSV of that UID only, and only where OLM resolves from as configured now.
+        for link in links.iter().map(AsRef::as_ref) {
+            let spec = &link.spec;
+            let present =
+                lookup(&index.csvs, &spec.csv_namespace, &spec.csv_name).is_some_and(|c| c.uid == spec.csv_uid);
+            if !present || !scope.serves(&spec.catalog_namespace, &spec.csv_namespace) {
+                continue;
+            }
+            let by_csv = index.catalogs_by_csv.entry(spec.csv_namespace.clone()).or_default();
+            let list = by_csv.entry(spec.csv_name.clone()).or_default();
+            if list.is_empty() {
+                list.push(CatalogLink {
+                    subscription: spec.subscription.clone(),
+                    catalog_namespace: spec.catalog_namespace.clone(),
+                    catalog_name: spec.catalog_name.clone(),
+                    remembered: true,
+                });
+            }
         }
 
         // The fast path: every namespace some operator from a catalog with secrets reaches.
@@ -337,6 +364,18 @@ impl Index {
     /// The catalogs whose Subscription installed (or is installing) this CSV.
     pub fn catalogs_of(&self, csv_namespace: &str, csv_name: &str) -> &[CatalogLink] {
         lookup(&self.catalogs_by_csv, csv_namespace, csv_name).map_or(&[], Vec::as_slice)
+    }
+
+    /// The links a Subscription proves now, of CSVs that exist: (CSV namespace, CSV name, CSV
+    /// UID, link), one per CSV. What the reconciler writes down.
+    pub fn proven_links(&self) -> impl Iterator<Item = (&str, &str, &str, &CatalogLink)> {
+        self.catalogs_by_csv.iter().flat_map(move |(ns, by_name)| {
+            by_name.iter().filter_map(move |(name, links)| {
+                let csv = lookup(&self.csvs, ns, name)?;
+                let link = links.iter().find(|l| !l.remembered)?;
+                Some((ns.as_str(), name.as_str(), csv.uid.as_str(), link))
+            })
+        })
     }
 
     /// Why a CSV has no catalog, as exactly as the Subscriptions of its namespace tell.
@@ -467,7 +506,7 @@ mod tests {
         ];
         let ogs: Vec<OperatorGroup> =
             vec![from(json!({"metadata": {"namespace": "ops", "name": "og"}, "status": {"namespaces": og_targets}}))];
-        Index::build(&CatalogNamespaces::default(), &wrap(catalogs), &wrap(subs), &wrap(csvs), &wrap(ogs))
+        Index::build(&CatalogNamespaces::default(), &wrap(catalogs), &wrap(subs), &wrap(csvs), &wrap(ogs), &no_links())
     }
 
     fn global(namespace: &str) -> CatalogNamespaces {
@@ -476,6 +515,10 @@ mod tests {
 
     fn wrap<T>(v: Vec<T>) -> Vec<std::sync::Arc<T>> {
         v.into_iter().map(std::sync::Arc::new).collect()
+    }
+
+    fn no_links() -> Vec<std::sync::Arc<PullSecretLink>> {
+        Vec::new()
     }
 
     #[test]
@@ -529,7 +572,7 @@ mod tests {
         let csvs = wrap(vec![csv("op.v2", Some("op.v1")), csv("op.v3", Some("op.v2")), csv("op.v0", None)]);
         let none = Vec::<std::sync::Arc<OperatorGroup>>::new();
         let (catalogs, m) = (wrap(catalogs), global("m"));
-        let build = |subs: Vec<Subscription>| Index::build(&m, &catalogs, &wrap(subs), &csvs, &none);
+        let build = |subs: Vec<Subscription>| Index::build(&m, &catalogs, &wrap(subs), &csvs, &none, &no_links());
         let catalog_of = |index: &Index, csv: &str| -> Vec<String> {
             index.catalogs_of("ops", csv).iter().map(|l| l.catalog_name.clone()).collect()
         };
@@ -547,7 +590,8 @@ mod tests {
         // Why there is no link, exactly.
         assert_eq!(build(vec![]).missing_link("ops", "op.v3"), "no Subscription in namespace ops");
         assert!(upgrading.missing_link("ops", "op.v0").starts_with("no Subscription names this CSV"));
-        let unserved = Index::build(&global("other"), &catalogs, &wrap(sub("a", "op.v3", "op.v3")), &csvs, &none);
+        let unserved =
+            Index::build(&global("other"), &catalogs, &wrap(sub("a", "op.v3", "op.v3")), &csvs, &none, &no_links());
         assert!(catalog_of(&unserved, "op.v2").is_empty());
         assert!(
             unserved
@@ -559,6 +603,46 @@ mod tests {
         let bare = build(sub("bare", "op.v3", "op.v3"));
         assert!(bare.catalog("m", "bare").is_none() && bare.catalog_exists("m", "bare"));
         assert!(!bare.catalog_exists("m", "gone"));
+    }
+
+    /// A link the reconciler wrote down while a Subscription named the CSV holds after that
+    /// Subscription is gone: for that CSV (by UID) only, within OLM's rule, never over a live one.
+    #[test]
+    fn a_remembered_link_holds_where_no_subscription_names_the_csv() {
+        let catalogs = wrap::<CatalogSource>(vec![
+            from(json!({"metadata": {"namespace": "m", "name": "a"}, "spec": {"secrets": ["s"]}})),
+            from(json!({"metadata": {"namespace": "m", "name": "b"}, "spec": {"secrets": ["t"]}})),
+        ]);
+        let csvs = wrap::<ClusterServiceVersion>(vec![from(
+            json!({"metadata": {"namespace": "ops", "name": "op.v1", "uid": "u1"}}),
+        )]);
+        let link = |uid: &str| -> Vec<std::sync::Arc<PullSecretLink>> {
+            wrap(vec![from(json!({"metadata": {"name": "l"}, "spec": {"csvNamespace": "ops", "csvName": "op.v1",
+                "csvUID": uid, "subscription": "op", "catalogNamespace": "m", "catalogName": "a"}}))])
+        };
+        let none = Vec::<std::sync::Arc<OperatorGroup>>::new();
+        let no_subs = Vec::<std::sync::Arc<Subscription>>::new();
+
+        let gone = Index::build(&global("m"), &catalogs, &no_subs, &csvs, &none, &link("u1"));
+        let links = gone.catalogs_of("ops", "op.v1");
+        assert_eq!((links[0].catalog_name.as_str(), links[0].remembered), ("a", true));
+        assert!(gone.reaches("ops"));
+        assert!(gone.proven_links().next().is_none(), "no Subscription proves it now: nothing to write down");
+
+        let renamed = Index::build(&global("m"), &catalogs, &no_subs, &csvs, &none, &link("u0"));
+        assert!(renamed.catalogs_of("ops", "op.v1").is_empty(), "another CSV under the name");
+        let elsewhere = Index::build(&global("n"), &catalogs, &no_subs, &csvs, &none, &link("u1"));
+        assert!(elsewhere.catalogs_of("ops", "op.v1").is_empty(), "not where OLM resolves from now");
+
+        let subs = wrap::<Subscription>(vec![from(json!({"metadata": {"namespace": "ops", "name": "op"},
+            "spec": {"source": "b", "sourceNamespace": "m"}, "status": {"installedCSV": "op.v1"}}))]);
+        let live = Index::build(&global("m"), &catalogs, &subs, &csvs, &none, &link("u1"));
+        let links = live.catalogs_of("ops", "op.v1");
+        assert_eq!(links.len(), 1);
+        assert_eq!((links[0].catalog_name.as_str(), links[0].remembered), ("b", false), "the live link wins");
+        let proven: Vec<_> =
+            live.proven_links().map(|(ns, csv, uid, l)| (ns, csv, uid, l.catalog_name.as_str())).collect();
+        assert_eq!(proven, [("ops", "op.v1", "u1", "b")]);
     }
 
     #[test]
@@ -609,6 +693,7 @@ mod tests {
             &none,
             &Vec::<std::sync::Arc<ClusterServiceVersion>>::new(),
             &Vec::<std::sync::Arc<OperatorGroup>>::new(),
+            &no_links(),
         );
         let prod = BTreeMap::from([("tier".to_string(), "prod".to_string())]);
         let dev = BTreeMap::from([("tier".to_string(), "dev".to_string())]);
@@ -632,7 +717,7 @@ mod tests {
         let csvs: Vec<ClusterServiceVersion> =
             vec![from(json!({"metadata": {"namespace": sub_ns, "name": "op.v1", "uid": "u"}}))];
         let none = Vec::<std::sync::Arc<OperatorGroup>>::new();
-        Index::build(scope, &wrap(catalogs), &wrap(subs), &wrap(csvs), &none)
+        Index::build(scope, &wrap(catalogs), &wrap(subs), &wrap(csvs), &none, &no_links())
     }
 
     #[test]

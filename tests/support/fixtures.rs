@@ -18,6 +18,7 @@ use olm_pullsecret_injector::Context;
 use olm_pullsecret_injector::resolve::NamespaceRules;
 use olm_pullsecret_injector::resolve::owners::{OwnerMeta, OwnerQuery, OwnerRef, OwnerSource, Owners, Read};
 use olm_pullsecret_injector::state::caches::{Caches, Feed, Fixture};
+use olm_pullsecret_injector::state::links::PullSecretLink;
 use olm_pullsecret_injector::state::olm::{CatalogSource, ClusterServiceVersion, OperatorGroup, Subscription};
 use olm_pullsecret_injector::webhook::{OnCopyFailure, Settings, Webhook};
 use serde_json::{Value, json};
@@ -53,6 +54,13 @@ pub fn csv(ns: &str, name: &str, owned: &[(&str, &str, &str)], service_accounts:
     from(json!({ "metadata": { "namespace": ns, "name": name, "uid": csv_uid(ns, name) },
         "spec": { "customresourcedefinitions": { "owned": owned },
             "install": { "strategy": "deployment", "spec": { "permissions": permissions } } } }))
+}
+
+/// The link the reconciler writes down for the CSV `ns/csv` (of the fixture's UID).
+pub fn link(ns: &str, csv: &str, catalog_ns: &str, catalog: &str) -> PullSecretLink {
+    from(json!({ "metadata": { "name": olm_pullsecret_injector::state::links::name_of(ns, csv) },
+        "spec": { "csvNamespace": ns, "csvName": csv, "csvUID": csv_uid(ns, csv), "subscription": format!("sub-{catalog}"),
+            "catalogNamespace": catalog_ns, "catalogName": catalog } }))
 }
 
 /// The copy OLM makes of an all-namespaces operator's CSV in each target namespace.

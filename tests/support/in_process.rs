@@ -44,7 +44,7 @@ pub async fn serve_as(client: kube::Client, dir: &Path, role: runtime::Role) -> 
     for namespace in [super::webhook::NAMESPACE, super::olm::GLOBAL_CATALOGS, super::olm::SELF_HOSTED_CATALOGS] {
         super::create_namespace_if_missing(&client, namespace).await;
     }
-    install_ledger(&client).await;
+    install_crds(&client).await;
     let running = runtime::start(client, config).await.expect("the runtime starts");
     running.webhook_addr.expect("the role serves the webhook")
 }
@@ -56,13 +56,16 @@ fn namespace_rules() -> olm_pullsecret_injector::resolve::NamespaceRules {
     }
 }
 
-/// The ledger's CRD, as the chart installs it, once it is served.
-pub async fn install_ledger(client: &kube::Client) {
-    let crd: serde_json::Value = serde_json::from_str(olm_pullsecret_injector::commands::dev::LEDGER_CRD).unwrap();
-    super::helm::apply(client, &crd, false).await.unwrap();
+/// The project's CRDs (the ledger, the links), as the chart installs them, once they are served.
+pub async fn install_crds(client: &kube::Client) {
+    for crd in olm_pullsecret_injector::commands::dev::PROJECT_CRDS {
+        let crd: serde_json::Value = serde_json::from_str(crd).unwrap();
+        super::helm::apply(client, &crd, false).await.unwrap();
+    }
     let ledger = kube::Api::<olm_pullsecret_injector::inject::ledger::PullSecretCopy>::all(client.clone());
-    super::eventually("the ledger of copies to be served", std::time::Duration::from_secs(20), || async {
-        ledger.list(&Default::default()).await.ok().map(drop)
+    let links = kube::Api::<olm_pullsecret_injector::state::links::PullSecretLink>::all(client.clone());
+    super::eventually("the ledger and the links to be served", std::time::Duration::from_secs(20), || async {
+        (ledger.list(&Default::default()).await.is_ok() && links.list(&Default::default()).await.is_ok()).then_some(())
     })
     .await;
 }

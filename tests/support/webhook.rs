@@ -78,7 +78,7 @@ pub async fn grant_chart_rbac_with(client: &kube::Client, edit: impl FnOnce(&mut
         kind == "ServiceAccount" || RBAC_KINDS.contains(&kind) || kind.starts_with("ValidatingAdmissionPolicy")
     };
     apply_all(client, objects.iter().filter(wanted)).await;
-    super::in_process::install_ledger(client).await;
+    super::in_process::install_crds(client).await;
 }
 
 /// Grants the chart's rules to the webhook's service account.

@@ -17,8 +17,11 @@ use serde_json::{Value, json};
 use crate::runtime::{self, Config};
 use crate::telemetry::metrics::Outcome;
 
-/// The chart's CustomResourceDefinition of the ledger of copies.
-pub const LEDGER_CRD: &str = include_str!("../../../charts/olm-pullsecret-injector/files/ledger-crd.json");
+/// The chart's CustomResourceDefinitions: the ledger of copies and the links of CSVs to catalogs.
+pub const PROJECT_CRDS: [&str; 2] = [
+    include_str!("../../../charts/olm-pullsecret-injector/files/ledger-crd.json"),
+    include_str!("../../../charts/olm-pullsecret-injector/files/link-crd.json"),
+];
 
 /// Namespaces the chart's configuration never sends to the webhook, besides its own.
 const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
@@ -91,10 +94,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // The webhook's own namespace holds the reconciler's Lease.
     let own = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": own_namespace } });
     apply(&client, "", "v1", "Namespace", "namespaces", own).await?;
-    // The ledger of copies, as the chart installs it.
-    let ledger: Value = serde_json::from_str(LEDGER_CRD)?;
-    apply(&client, "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", ledger)
-        .await?;
+    // The ledger of copies and the links, as the chart installs them.
+    for crd in PROJECT_CRDS {
+        let crd: Value = serde_json::from_str(crd)?;
+        apply(&client, "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", crd)
+            .await?;
+    }
     let running = runtime::start(client.clone(), config).await?;
     let listen = running.webhook_addr.context("dev runs every role, the webhook included")?;
     let webhook_config = webhook_configuration(
