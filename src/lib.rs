@@ -15,6 +15,35 @@
 //! - [`runtime`]: wires all of the above from a plain [`runtime::Config`];
 //! - [`commands`] and [`cli`]: `serve`, `dev`, `explain`, `certs`; they call the runtime.
 
+/// `kube::Resource` for one of the project's own cluster-scoped kinds (group [`API_GROUP`],
+/// version [`API_VERSION`]), a struct with a `metadata` field.
+macro_rules! project_resource {
+    ($ty:ident, $kind:literal, $plural:literal) => {
+        impl kube::Resource for $ty {
+            type DynamicType = ();
+            type Scope = k8s_openapi::ClusterResourceScope;
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                std::borrow::Cow::Borrowed($kind)
+            }
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                std::borrow::Cow::Borrowed($crate::API_GROUP)
+            }
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                std::borrow::Cow::Borrowed($crate::API_VERSION)
+            }
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                std::borrow::Cow::Borrowed($plural)
+            }
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
 pub mod api_client;
 pub mod cli;
 pub mod commands;

@@ -7,13 +7,11 @@
 //! UPDATE and DELETE of Secrets labelled as ours, and marks the entry ([`Observed`]); every
 //! replica watches the ledger and the reconciler acts on the mark.
 
-use std::borrow::Cow;
-
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::ApiResource;
-use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -45,28 +43,7 @@ pub struct CopySpec {
     pub content_hash: String,
 }
 
-impl Resource for PullSecretCopy {
-    type DynamicType = ();
-    type Scope = k8s_openapi::ClusterResourceScope;
-    fn kind(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("PullSecretCopy")
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed(crate::API_GROUP)
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed(crate::API_VERSION)
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("pullsecretcopies")
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+project_resource!(PullSecretCopy, "PullSecretCopy", "pullsecretcopies");
 
 /// What admission saw happen to a copy, by someone other than a write that keeps it true.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,10 +5,7 @@
 //! object per CSV that only the project's identities may write, and deletes it once that CSV
 //! (by UID) is gone. The index falls back on it where no Subscription names the CSV any more.
 
-use std::borrow::Cow;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -32,28 +29,7 @@ pub struct LinkSpec {
     pub catalog_name: String,
 }
 
-impl Resource for PullSecretLink {
-    type DynamicType = ();
-    type Scope = k8s_openapi::ClusterResourceScope;
-    fn kind(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("PullSecretLink")
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed(crate::API_GROUP)
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed(crate::API_VERSION)
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("pullsecretlinks")
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+project_resource!(PullSecretLink, "PullSecretLink", "pullsecretlinks");
 
 /// The link's object name: one per CSV, whatever the length of its namespace and name.
 pub fn name_of(csv_namespace: &str, csv_name: &str) -> String {
