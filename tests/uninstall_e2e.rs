@@ -44,6 +44,15 @@ async fn the_post_delete_hook_takes_back_every_copy_and_entry_with_its_own_ident
     let sas = Api::<ServiceAccount>::namespaced(client.clone(), &op.namespace);
     let created = sas.create(&PostParams::default(), &sa).await.unwrap();
     assert_eq!(created.image_pull_secrets.unwrap().len(), 2, "tenant-own and the copy");
+    // A ServiceAccount in a platform namespace that carries our annotation (put there by hand):
+    // the hook's policy refuses to change it, and cleanup must go on past it.
+    let stray_name = support::unique_name("stray");
+    let stray: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": stray_name,
+        "annotations": { "pullsecret-injector.io/injected": "stray-entry" } },
+        "imagePullSecrets": [{ "name": "stray-entry" }] }))
+    .unwrap();
+    let platform = Api::<ServiceAccount>::namespaced(client.clone(), "kube-system");
+    platform.create(&PostParams::default(), &stray).await.unwrap();
 
     // `helm uninstall`: the release's objects go first, the webhook's and reconciler's rights
     // with them.
@@ -86,10 +95,18 @@ async fn the_post_delete_hook_takes_back_every_copy_and_entry_with_its_own_ident
 
     the_hook_identity_reads_and_changes_nothing_else(&client, hook_identity, &tenants[0]).await;
 
+    // It takes back everything but the platform ServiceAccount, names that one, and fails.
     let (code, out) = run_as(hook_identity, &args);
-    assert_eq!(code, 0, "the hook Job's command succeeds with the hook's rights alone:\n{out}");
+    assert_eq!(code, 1, "one object could not be taken back:\n{out}");
+    let refused = format!("could not remove serviceaccount kube-system/{stray_name}: imagePullSecrets -= stray-entry");
+    assert!(out.lines().any(|l| l.starts_with(&refused)), "{refused}:\n{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("could not remove ")).count(), 1, "{out}");
     let removed = out.lines().filter(|l| l.starts_with("removed ")).count();
-    assert_eq!(removed, planned.lines().filter(|l| l.starts_with("would remove ")).count(), "{out}");
+    assert_eq!(removed + 1, planned.lines().filter(|l| l.starts_with("would remove ")).count(), "{out}");
+    assert!(out.contains("1 of "), "the summary counts what was left:\n{out}");
+    let stray = platform.get(&stray_name).await.unwrap();
+    assert_eq!(stray.image_pull_secrets.unwrap().len(), 1, "the platform ServiceAccount is left as it was");
+    platform.delete(&stray_name, &DeleteParams::default()).await.unwrap();
     for tenant in &tenants {
         let copies = Api::<Secret>::namespaced(client.clone(), tenant);
         assert!(copies.get_opt(&catalog.secret).await.unwrap().is_none(), "the copy in {tenant} is gone");

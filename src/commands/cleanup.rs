@@ -4,7 +4,7 @@
 //! copy in the ledger is deleted (only while it is still our copy: the `test`-only probe and
 //! UID/resourceVersion preconditions) with its entry. With `--dry-run` it lists what it would do.
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -92,16 +92,28 @@ async fn apply(client: &kube::Client, copies: &Copies, removal: &Removal) -> any
     Ok(())
 }
 
+/// Takes back (or with `--dry-run` lists) everything in the plan. An object it cannot take back
+/// does not stop it: each is named on stderr, the rest is taken back, and the run fails at the
+/// end, so a hook Job reports it and a script can retry.
 pub async fn run(client: kube::Client, args: CleanupArgs) -> anyhow::Result<()> {
     let removals = plan(&client).await?;
     let copies = Copies::new(client.clone(), Events::new(client.clone(), "cleanup"));
+    let mut failed = 0;
     for removal in &removals {
         if args.dry_run {
             println!("would remove {removal}");
             continue;
         }
-        apply(&client, &copies, removal).await.with_context(|| format!("removing {removal}"))?;
-        println!("removed {removal}");
+        match apply(&client, &copies, removal).await {
+            Ok(()) => println!("removed {removal}"),
+            Err(error) => {
+                failed += 1;
+                eprintln!("could not remove {removal}: {error:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} could not be taken back (named above); the others were", removals.len());
     }
     Ok(())
 }
