@@ -11,7 +11,7 @@ use tracing::warn;
 
 use crate::commands;
 use crate::runtime::{self, Config, ReconcilerConfig, Role};
-use crate::webhook::{OnCopyFailure, Settings};
+use crate::webhook::{FailurePolicy, OnCopyFailure, Settings};
 
 #[derive(Parser, Debug)]
 #[command(name = "olm-pullsecret-injector", version, about)]
@@ -84,6 +84,11 @@ pub struct AdminArgs {
 pub struct WebhookArgs {
     #[command(flatten)]
     pub namespaces: commands::NamespaceArgs,
+    /// The webhook configuration's failurePolicy (the chart passes the same value): a review not
+    /// decided within --deadline is answered as it says (Ignore: admitted without a patch; Fail:
+    /// a Pod denied, retryably).
+    #[arg(long, env = "PSI_FAILURE_POLICY", default_value = "Ignore", value_parser = parse_failure_policy)]
+    pub failure_policy: FailurePolicy,
     /// What to do with a Pod whose secrets could not be copied: deny (retryable 503) or allow.
     #[arg(long, env = "PSI_ON_COPY_FAILURE", default_value = "deny", value_parser = parse_on_copy_failure)]
     pub on_copy_failure: OnCopyFailure,
@@ -129,7 +134,11 @@ impl ServeArgs {
             drain_delay: self.server.drain_delay,
             namespaces: self.webhook.namespaces.into(),
             catalogs: self.webhook.catalogs.into(),
-            admission: Settings { on_copy_failure: self.webhook.on_copy_failure, deadline: self.webhook.deadline },
+            admission: Settings {
+                failure_policy: self.webhook.failure_policy,
+                on_copy_failure: self.webhook.on_copy_failure,
+                deadline: self.webhook.deadline,
+            },
             reconciler: ReconcilerConfig {
                 lease_name: self.reconciler.lease_name,
                 lease_duration: self.reconciler.lease_duration,
@@ -162,6 +171,14 @@ fn parse_role(text: &str) -> Result<Role, String> {
         "reconciler" => Ok(Role::Reconciler),
         "all" => Ok(Role::All),
         _ => Err(format!("{text:?}: use webhook, reconciler or all")),
+    }
+}
+
+fn parse_failure_policy(text: &str) -> Result<FailurePolicy, String> {
+    match text {
+        "Ignore" => Ok(FailurePolicy::Ignore),
+        "Fail" => Ok(FailurePolicy::Fail),
+        _ => Err(format!("{text:?}: use Ignore or Fail")),
     }
 }
 
@@ -241,6 +258,8 @@ mod tests {
         assert!(parse_duration("5d").is_err());
         assert_eq!(parse_on_copy_failure("allow"), Ok(OnCopyFailure::Allow));
         assert!(parse_on_copy_failure("maybe").is_err());
+        assert_eq!(parse_failure_policy("Fail"), Ok(FailurePolicy::Fail));
+        assert!(parse_failure_policy("ignore").is_err(), "spelled as in the webhook configuration");
         assert_eq!(parse_role("reconciler"), Ok(Role::Reconciler));
         assert!(parse_role("both").is_err());
     }

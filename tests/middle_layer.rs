@@ -11,7 +11,7 @@ use olm_pullsecret_injector::resolve::owners::OwnerRef;
 use olm_pullsecret_injector::resolve::{Kind, Provision, Resolution, Skip, Subject};
 use olm_pullsecret_injector::state::caches::Fixture;
 use olm_pullsecret_injector::telemetry::metrics::Outcome;
-use olm_pullsecret_injector::webhook::OnCopyFailure;
+use olm_pullsecret_injector::webhook::{FailurePolicy, OnCopyFailure};
 use serde_json::{Value, json};
 use support::fixtures::*;
 
@@ -128,6 +128,41 @@ async fn a_new_replica_sets_deployment_is_fetched_alongside_it() {
     let resolution = resolve(&world, Kind::Pod, "tenant", "", vec![replica_set("solo-2", "r-2")]).await;
     assert_eq!(resolution.chains.found.len(), 1, "{}", dropped(&resolution));
     assert_eq!(world.owners.lookups(), 5, "the ReplicaSet, and Deployment/solo, which does not exist");
+}
+
+/// Owner lookups stalled past the deadline (an overloaded API server, or forged reviews ahead in
+/// the queue): the review is answered as the configured failure policy says. Ignore admits the
+/// Pod without a patch and says why in a warning, the decision log and a metric; Fail refuses it,
+/// retryably.
+#[tokio::test(start_paused = true)]
+async fn a_review_not_decided_in_time_follows_the_failure_policy() {
+    let world = world();
+    world.owners.set_latency(std::time::Duration::from_secs(10));
+    let undecided = |policy: &str| {
+        let metrics = olm_pullsecret_injector::telemetry::metrics::encode();
+        let line = format!("pullsecret_injector_reviews_undecided_total{{failure_policy=\"{policy}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&line).map(|n| n.parse::<u64>().unwrap())).unwrap()
+    };
+    let before = undecided("Ignore");
+    let webhook = world.webhook_with(FailurePolicy::Ignore, OnCopyFailure::Deny);
+    let mut decisions = webhook.follow_decisions();
+    let router = olm_pullsecret_injector::router(webhook, Default::default());
+    let review = || review("Pod", "CREATE", "tenant", pod(&[replica_set("web-1", "r-1")], None));
+    let (status, answer) = post(&router, review()).await;
+    assert_eq!((status, &answer["response"]["allowed"]), (200, &json!(true)), "{answer}");
+    assert!(patch_of(&answer).is_none());
+    let warning = answer["response"]["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains("could not decide within 2s") && warning.contains("failurePolicy Ignore"), "{answer}");
+    assert_eq!(decisions.recv().await.unwrap().outcome, Outcome::Error);
+    assert_eq!(undecided("Ignore"), before + 1);
+
+    let router = olm_pullsecret_injector::router(
+        world.webhook_with(FailurePolicy::Fail, OnCopyFailure::Allow),
+        Default::default(),
+    );
+    let (_, answer) = post(&router, review()).await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    assert_eq!(answer["response"]["status"]["code"], 503);
 }
 
 /// Owners are read from the API server's watch cache; one the cache does not have yet (it lags a

@@ -42,10 +42,11 @@ async fn without_create_on_secrets_a_pod_that_needs_a_copy_is_denied_and_with_it
     let cp = ControlPlane::shared();
     let client = cp.admin().await;
     webhook::grant_chart_rbac_with(&client, |objects| without_secret_verb(objects, "create")).await;
-    let process =
-        tokio::task::spawn_blocking(move || webhook::start(cp, "webhook-without-create", &["--drain-delay", "0s"]))
-            .await
-            .unwrap();
+    let process = tokio::task::spawn_blocking(move || {
+        webhook::start(cp, "webhook-without-create", &["--drain-delay", "0s", "--failure-policy", "Fail"])
+    })
+    .await
+    .unwrap();
     webhook::register_with(&client, &process, "Fail").await;
 
     let (catalog, op, _) = private_operator(&client, &[]).await;

@@ -24,7 +24,8 @@ async fn setup() -> (kube::Client, &'static WebhookProcess) {
         .get_or_init(|| async {
             let admin = cp.admin().await;
             webhook::grant_chart_rbac_with(&admin, |_| {}).await;
-            let process = webhook::start(cp, "reconciler", &["--drain-delay", "0s", "--cleanup-grace", GRACE]);
+            let args = ["--drain-delay", "0s", "--cleanup-grace", GRACE, "--failure-policy", "Fail"];
+            let process = webhook::start(cp, "reconciler", &args);
             webhook::register_with(&admin, &process, "Fail").await;
             process
         })

@@ -9,7 +9,7 @@ use crate::resolve::NamespaceRules;
 use crate::serving::https::ConnectionLimits;
 use crate::state::index::CatalogNamespaces;
 use crate::webhook::http::RequestLimits;
-use crate::webhook::{OnCopyFailure, Settings};
+use crate::webhook::{FailurePolicy, OnCopyFailure, Settings};
 
 /// What a process runs. The chart runs the two parts as two Deployments with two identities:
 /// the network-facing webhook needs none of the reconciler's rights.
@@ -84,7 +84,11 @@ impl Default for Config {
             drain_delay: Duration::from_secs(5),
             namespaces: NamespaceRules { own_namespace: DEFAULT_NAMESPACE.into(), ..NamespaceRules::default() },
             catalogs: CatalogNamespaces::default(),
-            admission: Settings { on_copy_failure: OnCopyFailure::Deny, deadline: Duration::from_secs(3) },
+            admission: Settings {
+                failure_policy: FailurePolicy::Ignore,
+                on_copy_failure: OnCopyFailure::Deny,
+                deadline: Duration::from_secs(3),
+            },
             reconciler: ReconcilerConfig {
                 lease_name: "olm-pullsecret-injector".into(),
                 lease_duration: Duration::from_secs(15),

@@ -32,6 +32,11 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub failure_policy: &'static str,
+}
+
 /// How a review was answered: the `decision` of the log line and of the admissions metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -128,6 +133,7 @@ struct Metrics {
     ignored_catalogs: Family<ReasonLabels, Gauge>,
     connections_refused: Counter,
     reviews_refused: Counter,
+    undecided: Family<PolicyLabels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -215,6 +221,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Reviews answered 503 at once because the limit of reviews in flight was reached",
         reviews_refused.clone(),
     );
+    let undecided = Family::<PolicyLabels, Counter>::default();
+    registry.register(
+        "reviews_undecided",
+        "Reviews not decided within the deadline, answered as the failure policy says (Ignore: admitted without a \
+         patch; Fail: a Pod denied, retryably)",
+        undecided.clone(),
+    );
+    for failure_policy in ["Ignore", "Fail"] {
+        drop(undecided.get_or_create(&PolicyLabels { failure_policy }));
+    }
     Metrics {
         registry,
         admissions,
@@ -233,6 +249,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         ignored_catalogs,
         connections_refused,
         reviews_refused,
+        undecided,
     }
 });
 
@@ -287,6 +304,10 @@ pub fn set_ignored_catalogs(invalid_selectors: usize, outside_catalog_namespaces
 pub fn connection_refused() {
     METRICS.connections_refused.inc();
 }
+pub fn undecided(failure_policy: &'static str) {
+    METRICS.undecided.get_or_create(&PolicyLabels { failure_policy }).inc();
+}
+
 pub fn review_refused() {
     METRICS.reviews_refused.inc();
 }

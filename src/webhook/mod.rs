@@ -30,8 +30,30 @@ pub enum OnCopyFailure {
     Allow,
 }
 
+/// The webhook configuration's `failurePolicy`, which the process follows too: a review it cannot
+/// decide within its deadline is answered as the API server would answer for a webhook that
+/// does not answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Admit without a patch (the reconciler reports the Pod).
+    Ignore,
+    /// Deny with a retryable 503.
+    Fail,
+}
+
+impl FailurePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Ignore => "Ignore",
+            FailurePolicy::Fail => "Fail",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// A review not decided within the deadline is answered as this says.
+    pub failure_policy: FailurePolicy,
     pub on_copy_failure: OnCopyFailure,
     /// Owner lookups and copies must finish within this; below the registered timeoutSeconds.
     pub deadline: Duration,
@@ -63,13 +85,23 @@ struct Decision {
     patch: Option<Arc<Patched>>,
     deny: Option<String>,
     answer: Option<Arc<Answer>>,
+    /// Warnings for a review answered without an [`Answer`] (one not decided in time).
+    warnings: Vec<String>,
     /// The namespace is reached by some operator from a catalog with secrets.
     relevant: bool,
 }
 
 impl Decision {
     fn new(outcome: Outcome, reason: impl Into<String>, relevant: bool) -> Self {
-        Decision { outcome, reason: reason.into(), patch: None, deny: None, answer: None, relevant }
+        Decision {
+            outcome,
+            reason: reason.into(),
+            patch: None,
+            deny: None,
+            answer: None,
+            warnings: Vec::new(),
+            relevant,
+        }
     }
 }
 
@@ -95,7 +127,7 @@ impl Webhook {
             Some(message) => Verdict::Deny { code: 503, message },
             None => Verdict::Allow {
                 patch: d.patch.as_ref().map(|p| p.json.as_slice()),
-                warnings: d.answer.as_ref().map_or(&[], |a| &a.warnings),
+                warnings: d.answer.as_ref().map_or(&d.warnings, |a| &a.warnings),
             },
         };
         let response = review::respond(&req.uid, &verdict);
@@ -312,9 +344,32 @@ impl Webhook {
         }
     }
 
-    /// Pods that need secrets we could not ensure are denied (retryable) unless configured
-    /// otherwise; ServiceAccounts are admitted as they are.
+    /// A review not decided within the deadline is answered as the failure policy says (a Pod
+    /// denied, retryably, only under `Fail`); Pods that need secrets we could not ensure are
+    /// denied (retryable) unless configured otherwise; ServiceAccounts are admitted as they are.
     fn failed(&self, kind: Kind, error: Error) -> Decision {
+        if let Error::Deadline(deadline) = error {
+            let policy = self.settings.failure_policy;
+            metrics::undecided(policy.as_str());
+            if kind == Kind::Pod && policy == FailurePolicy::Fail {
+                let mut d = Decision::new(Outcome::Denied, format!("{error}; failurePolicy Fail"), true);
+                d.deny = Some(format!(
+                    "olm-pullsecret-injector could not decide within {deadline:?} which pull secrets this Pod needs; retry"
+                ));
+                return d;
+            }
+            let mut d = Decision::new(
+                Outcome::Error,
+                format!("{error}; admitted without a patch (failurePolicy {})", policy.as_str()),
+                true,
+            );
+            d.warnings.push(format!(
+                "olm-pullsecret-injector could not decide within {deadline:?}: admitted without the pull secrets it may need \
+                 (failurePolicy {}); the reconciler reports it",
+                policy.as_str()
+            ));
+            return d;
+        }
         if kind == Kind::Pod && self.settings.on_copy_failure == OnCopyFailure::Deny {
             let mut d = Decision::new(Outcome::Denied, error.to_string(), true);
             d.deny = Some(format!(

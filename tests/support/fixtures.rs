@@ -20,7 +20,7 @@ use olm_pullsecret_injector::resolve::owners::{OwnerMeta, OwnerQuery, OwnerRef, 
 use olm_pullsecret_injector::state::caches::{Caches, Feed, Fixture};
 use olm_pullsecret_injector::state::links::PullSecretLink;
 use olm_pullsecret_injector::state::olm::{CatalogSource, ClusterServiceVersion, OperatorGroup, Subscription};
-use olm_pullsecret_injector::webhook::{OnCopyFailure, Settings, Webhook};
+use olm_pullsecret_injector::webhook::{FailurePolicy, OnCopyFailure, Settings, Webhook};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -343,8 +343,13 @@ impl World {
         World { feed, owners, api, ctx }
     }
 
+    /// The webhook as registered with `failurePolicy: Fail`, with a 2 s deadline.
     pub fn webhook(&self, on_copy_failure: OnCopyFailure) -> Arc<Webhook> {
-        let settings = Settings { on_copy_failure, deadline: std::time::Duration::from_secs(2) };
+        self.webhook_with(FailurePolicy::Fail, on_copy_failure)
+    }
+
+    pub fn webhook_with(&self, failure_policy: FailurePolicy, on_copy_failure: OnCopyFailure) -> Arc<Webhook> {
+        let settings = Settings { failure_policy, on_copy_failure, deadline: std::time::Duration::from_secs(2) };
         Arc::new(Webhook::new(self.ctx.clone(), settings))
     }
 

@@ -121,7 +121,8 @@ impl WebhookProcess {
                 let cp = ControlPlane::shared();
                 let admin = cp.admin().await;
                 grant_cluster_rbac(&admin).await;
-                let process = start(cp, "webhook", &["--drain-delay", "0s"]);
+                // Registered with Fail (below): the process follows the same policy.
+                let process = start(cp, "webhook", &["--drain-delay", "0s", "--failure-policy", "Fail"]);
                 register(&admin, &process).await;
                 process
             })

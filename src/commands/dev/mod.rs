@@ -89,7 +89,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let certs = crate::commands::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
     let cert_dir = dir.join("certs");
     crate::commands::certs::write(&cert_dir, &certs)?;
-    let config = Config { admin_listen: args.admin_listen, ..Config::local(&cert_dir) };
+    let mut config = Config { admin_listen: args.admin_listen, ..Config::local(&cert_dir) };
+    // dev registers with Fail: what the webhook cannot decide in time is refused, loudly.
+    config.admission.failure_policy = crate::webhook::FailurePolicy::Fail;
+    let failure_policy = config.admission.failure_policy.as_str();
     let own_namespace = config.namespaces.own_namespace.clone();
     // The webhook's own namespace holds the reconciler's Lease.
     let own = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": own_namespace } });
@@ -106,7 +109,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "olm-pullsecret-injector",
         &format!("https://{listen}/mutate"),
         &certs.ca_pem,
-        "Fail",
+        failure_policy,
         &own_namespace,
     );
     apply(
