@@ -115,7 +115,6 @@ pub async fn follow(
     let mut steps = 0;
     while let Some(step) = stack.pop() {
         let Step { owner, path, depth, seen, .. } = &step;
-        let (depth, mut seen) = (*depth, seen.clone());
         steps += 1;
         if steps > MAX_STEPS {
             chains.dropped.push(format!("more than {MAX_STEPS} owners to follow: the rest were not"));
@@ -130,7 +129,7 @@ pub async fn follow(
             continue;
         }
         let here = format!("{path}<-{}/{}", owner.kind, owner.name);
-        if depth > MAX_DEPTH {
+        if *depth > MAX_DEPTH {
             chains.dropped.push(format!("{here}: deeper than {MAX_DEPTH}"));
             continue;
         }
@@ -204,16 +203,19 @@ pub async fn follow(
         });
         match owners.verified_prefetching(query(owner, plural, ns), &owner.uid, alongside).await? {
             Verified::Owner(meta) => {
-                seen.push(owner.uid.clone());
                 if meta.owner_references.is_empty() {
                     chains.dropped.push(format!("{here}: no operator above"));
                 }
-                let parent = Arc::new(step.clone());
+                let mut seen = seen.clone();
+                seen.push(owner.uid.clone());
+                let depth = depth + 1;
+                // The step itself is the parent of what it names: moved, not copied.
+                let parent = Arc::new(step);
                 for next in followed(&meta.owner_references, &here, &mut chains) {
                     stack.push(Step {
                         owner: next.clone(),
                         path: here.clone(),
-                        depth: depth + 1,
+                        depth,
                         seen: seen.clone(),
                         parent: Some(parent.clone()),
                     });

@@ -363,9 +363,14 @@ impl Webhook {
                 format!("{error}; admitted without a patch (failurePolicy {})", policy.as_str()),
                 true,
             );
+            // A ServiceAccount is admitted under either policy: the reconciler backfills it.
+            let after = match kind {
+                Kind::Pod => "the reconciler reports the Pod",
+                Kind::ServiceAccount => "the reconciler adds them to the ServiceAccount",
+            };
             d.warnings.push(format!(
                 "olm-pullsecret-injector could not decide within {deadline:?}: admitted without the pull secrets it may need \
-                 (failurePolicy {}); the reconciler reports it",
+                 (failurePolicy {}); {after}",
                 policy.as_str()
             ));
             return d;
