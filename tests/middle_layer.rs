@@ -696,9 +696,7 @@ async fn a_deleted_subscriptions_remembered_link_holds() {
     assert_eq!(resolution.catalogs(), ["openshift-marketplace/private"], "{}", dropped(&resolution));
     assert_eq!(
         resolution.chain_texts(),
-        [
-            "Pod<-CSV/op.v1<-Subscription/sub-private(gone; link remembered)<-CatalogSource/openshift-marketplace/private"
-        ]
+        ["Pod<-CSV/op.v1<-Subscription/sub-private(remembered)<-CatalogSource/openshift-marketplace/private"]
     );
     world.feed.delete(link("ops", "op.v1", MARKETPLACE, "private"));
     let resolution = resolve(&world, Kind::Pod, "ops", "", vec![csv_owner("ops", "op.v1")]).await;

@@ -610,25 +610,33 @@ async fn a_pod_admitted_after_its_copy_was_deleted_gets_a_copy_that_exists() {
 #[tokio::test]
 async fn a_repointed_subscription_follows_olms_resolution() {
     use kube::api::{DynamicObject, Patch, PatchParams};
-    let (client, _webhook) = setup().await;
+    let (client, webhook) = setup().await;
     let (_, op, _) = private_operator(&client, &[]).await;
     let subs =
         Api::<DynamicObject>::namespaced_with(client.clone(), &op.namespace, &olm_resource("v1alpha1", "Subscription"));
     let pods = Api::<Pod>::namespaced(client.clone(), &op.namespace);
     let mirror = private_catalog(&client, &[]).await;
     let theirs = catalog_in(&client, SELF_HOSTED_CATALOGS, &[]).await;
-    for (catalog, expected, copied) in [
-        (&mirror, vec![mirror.secret.clone()], vec![mirror.secret.clone()]),
-        (&theirs, vec![mirror.secret.clone()], vec![]),
+    let to_mirror = format!("<-Subscription/widget-operator<-CatalogSource/{}/{}", mirror.namespace, mirror.name);
+    let remembered =
+        format!("<-Subscription/widget-operator(remembered)<-CatalogSource/{}/{}", mirror.namespace, mirror.name);
+    for (catalog, expected, copied, chain) in [
+        (&mirror, vec![mirror.secret.clone()], vec![mirror.secret.clone()], &to_mirror),
+        (&theirs, vec![mirror.secret.clone()], vec![], &remembered),
     ] {
         let edit = json!({ "spec": { "source": catalog.name, "sourceNamespace": catalog.namespace } });
         subs.patch("widget-operator", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
         let probe = bare_pod(json!({ "generateName": "probe-", "ownerReferences": [op.csv_owner()] }));
         let dry_run = PostParams { dry_run: true, ..Default::default() };
+        // Seen once a decision for the operator's namespace follows the edited Subscription.
         support::eventually(
             "the webhook to see the edited Subscription",
             std::time::Duration::from_secs(30),
-            || async { (pull_secret_names(&pods.create(&dry_run, &probe).await.unwrap()) == expected).then_some(()) },
+            || async {
+                pods.create(&dry_run, &probe).await.unwrap();
+                let last = webhook.decisions(&op.namespace).pop()?;
+                last["chain"].as_str().is_some_and(|c| c.ends_with(chain.as_str())).then_some(())
+            },
         )
         .await;
         let pod = bare_pod(json!({ "generateName": "operator-", "ownerReferences": [op.csv_owner()] }));

@@ -247,7 +247,7 @@ pub async fn follow(
             chains.dropped.push(format!("{path}: {}", index.missing_link(&csv_namespace, &csv_name)));
         }
         for link in links {
-            let remembered = if link.remembered { "(gone; link remembered)" } else { "" };
+            let remembered = if link.remembered { "(remembered)" } else { "" };
             let chain = format!(
                 "{path}<-Subscription/{}{remembered}<-CatalogSource/{}/{}",
                 link.subscription, link.catalog_namespace, link.catalog_name
