@@ -81,6 +81,10 @@ func newAdminClients(kubeconfig string) (*adminClients, error) {
 func poll(ctx context.Context, what string, component *child, check func(context.Context) (bool, error)) error {
 	deadline := time.After(2 * time.Minute)
 	var lastErr error
+	var exited <-chan error // none for a check of no component
+	if component != nil {
+		exited = component.exited
+	}
 	for {
 		ok, err := check(ctx)
 		if ok {
@@ -90,7 +94,7 @@ func poll(ctx context.Context, what string, component *child, check func(context
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case err := <-component.exited:
+		case err := <-exited:
 			return fmt.Errorf("%s exited while waiting for %s: %v (see %s.log)", component.name, what, err, component.name)
 		case <-deadline:
 			return fmt.Errorf("timed out waiting for %s: %v", what, lastErr)
@@ -115,12 +119,28 @@ func waitDefaultServiceAccount(ctx context.Context, c *adminClients, cm *child) 
 	})
 }
 
+// waitNodeReady waits until kwok reports the node Ready (the scheduler places Pods on it).
+func waitNodeReady(ctx context.Context, c *adminClients, name string) error {
+	return poll(ctx, "node "+name+" Ready (kwok)", nil, func(ctx context.Context) (bool, error) {
+		node, err := c.kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, cond := range node.Status.Conditions {
+			if cond.Type == "Ready" && cond.Status == "True" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
 // installOLMCRDs installs OLM's own CustomResourceDefinitions, as shipped by
 // github.com/operator-framework/api, and waits until they are established.
 func installOLMCRDs(ctx context.Context, c *adminClients) error {
 	defs := []*apiextensionsv1.CustomResourceDefinition{
 		crds.CatalogSource(), crds.Subscription(), crds.ClusterServiceVersion(),
-		crds.OperatorGroup(), crds.InstallPlan(),
+		crds.OperatorGroup(), crds.InstallPlan(), crds.OperatorCondition(), crds.Operator(), crds.OLMConfig(),
 	}
 	for _, crd := range defs {
 		_, err := c.ext.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, crd, metav1.CreateOptions{})

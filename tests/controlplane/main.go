@@ -1,9 +1,10 @@
 // Command controlplane runs a real, minimal Kubernetes control plane on loopback for the
 // olm-pullsecret-injector end-to-end tests and its `dev` command: embedded etcd, kube-apiserver
 // and kube-controller-manager (each component in its own process, because both register
-// process-wide state), plus OLM's CRDs.
+// process-wide state), plus OLM's CRDs. With --olm-tools it also runs kube-scheduler, a node
+// simulated by kwok and OLM itself (olm-operator, catalog-operator) from the binaries in DIR.
 //
-//	controlplane --dir DIR [--exit-on-stdin-close]
+//	controlplane --dir DIR [--olm-tools DIR --kwok BINARY [--global-catalog-namespace NS]] [--exit-on-stdin-close]
 //
 // When ready it writes DIR/kubeconfig (cluster admin), DIR/ca.crt and, last, DIR/ready.
 // SIGTERM or SIGINT (or stdin closing, with --exit-on-stdin-close) shuts everything down.
@@ -27,6 +28,7 @@ import (
 	"github.com/spf13/cobra"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 )
 
 func main() {
@@ -38,16 +40,22 @@ func main() {
 		case "kube-controller-manager":
 			runComponent(controllermanager.NewControllerManagerCommand(), os.Args[2:])
 			return
+		case "kube-scheduler":
+			runComponent(scheduler.NewSchedulerCommand(), os.Args[2:])
+			return
 		}
 	}
 
 	dir := flag.String("dir", "", "directory for state, certificates and the admin kubeconfig (required)")
+	olmTools := flag.String("olm-tools", "", "directory with OLM's olm and catalog binaries: run OLM, kube-scheduler and a kwok node")
+	kwok := flag.String("kwok", "", "the kwok binary (with --olm-tools)")
+	globalCatalogs := flag.String("global-catalog-namespace", "openshift-marketplace", "OLM's global catalog namespace (with --olm-tools)")
 	exitOnStdinClose := flag.Bool("exit-on-stdin-close", false, "shut down when stdin reaches EOF (the parent process died)")
 	flag.Parse()
 	if *dir == "" {
 		log.Fatal("--dir is required")
 	}
-	if err := run(*dir, *exitOnStdinClose); err != nil {
+	if err := run(*dir, olmConfig{tools: *olmTools, kwok: *kwok, globalCatalogs: *globalCatalogs}, *exitOnStdinClose); err != nil {
 		log.Fatalf("controlplane: %v", err)
 	}
 }
@@ -60,7 +68,7 @@ func runComponent(cmd *cobra.Command, args []string) {
 	}
 }
 
-func run(dir string, exitOnStdinClose bool) error {
+func run(dir string, olm olmConfig, exitOnStdinClose bool) error {
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
 	if exitOnStdinClose {
@@ -136,6 +144,17 @@ func run(dir string, exitOnStdinClose bool) error {
 	}
 	log.Printf("kube-controller-manager running, OLM CRDs established after %s", time.Since(started).Round(time.Millisecond))
 
+	olmFailed := make(<-chan error)
+	if olm.tools != "" {
+		if olmFailed, err = startOLM(ctx, dir, pki, admin, olm); err != nil {
+			return fmt.Errorf("OLM: %w", err)
+		}
+		if err := waitNodeReady(ctx, admin, "kwok-node-0"); err != nil {
+			return err
+		}
+		log.Printf("kube-scheduler, kwok and OLM running after %s", time.Since(started).Round(time.Millisecond))
+	}
+
 	if err := os.WriteFile(filepath.Join(dir, "ready"), []byte(apiURL+"\n"), 0o600); err != nil {
 		return err
 	}
@@ -147,6 +166,8 @@ func run(dir string, exitOnStdinClose bool) error {
 		return fmt.Errorf("kube-apiserver exited: %v", err)
 	case err := <-cmProc.exited:
 		return fmt.Errorf("kube-controller-manager exited: %v", err)
+	case err := <-olmFailed:
+		return err
 	}
 	log.Print("shutting down")
 	_ = os.Remove(filepath.Join(dir, "ready"))
@@ -248,7 +269,7 @@ func apiserverArgs(p *pki, etcdPort, apiPort int) []string {
 func controllerManagerArgs(p *pki) []string {
 	return []string{
 		"--kubeconfig=" + p.controllerManagerKubeconfig,
-		"--controllers=deployment-controller,replicaset-controller,serviceaccount-controller,serviceaccount-token-controller,namespace-controller,garbage-collector-controller,job-controller,statefulset-controller,daemonset-controller,clusterrole-aggregation-controller,disruption-controller",
+		"--controllers=deployment-controller,replicaset-controller,serviceaccount-controller,serviceaccount-token-controller,namespace-controller,garbage-collector-controller,job-controller,statefulset-controller,daemonset-controller,clusterrole-aggregation-controller,disruption-controller,node-lifecycle-controller",
 		"--service-account-private-key-file=" + p.saKey,
 		"--root-ca-file=" + p.caFile,
 		"--use-service-account-credentials=false",

@@ -11,14 +11,28 @@ static SHARED: OnceLock<ControlPlane> = OnceLock::new();
 
 impl ControlPlane {
     pub fn shared() -> &'static ControlPlane {
-        SHARED.get_or_init(|| {
-            remove_leftovers_of_exited_runs(Path::new(env!("CARGO_TARGET_TMPDIR")));
-            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("controlplane-{}", std::process::id()));
-            ControlPlane(
-                controlplane::ControlPlane::start(&dir)
-                    .unwrap_or_else(|e| panic!("control plane failed to start: {e:#}")),
-            )
-        })
+        SHARED.get_or_init(|| ControlPlane::start(controlplane::ControlPlane::start))
+    }
+
+    /// The shared control plane with real OLM (and kube-scheduler and a kwok node), whose global
+    /// catalog namespace is the e2e webhook's. A test binary that uses it calls this before
+    /// anything else asks for `shared()`.
+    pub fn with_olm() -> &'static ControlPlane {
+        let cp = SHARED.get_or_init(|| {
+            ControlPlane::start(|dir| controlplane::ControlPlane::start_with_olm(dir, super::olm::GLOBAL_CATALOGS))
+        });
+        assert!(cp.0.runs_olm(), "the shared control plane was started without OLM");
+        cp
+    }
+
+    fn start(start: impl FnOnce(&Path) -> anyhow::Result<controlplane::ControlPlane>) -> ControlPlane {
+        remove_leftovers_of_exited_runs(Path::new(env!("CARGO_TARGET_TMPDIR")));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("controlplane-{}", std::process::id()));
+        ControlPlane(start(&dir).unwrap_or_else(|e| panic!("control plane failed to start: {e:#}")))
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.0.kubeconfig().parent().unwrap().to_path_buf()
     }
 
     pub fn kubeconfig(&self) -> PathBuf {

@@ -3,8 +3,6 @@
 //! rebuilt only when that folder's go.mod, go.sum or a `.go` file changes.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -26,35 +24,12 @@ pub fn required_version(folder: &str, module: &str) -> Result<String, String> {
 /// Builds `package` of the module in `tests/<folder>` as `target/<folder>/<folder>` (with
 /// `ldflags`) unless a binary built from the same sources exists; returns its path.
 pub fn build(folder: &str, package: &str, ldflags: &str) -> Result<PathBuf, String> {
-    let source = repo().join("tests").join(folder);
-    let out_dir = repo().join("target").join(folder);
-    std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
-    let binary = out_dir.join(folder);
-    let stamp = out_dir.join(format!("{folder}.sources-sha256"));
-    let digest = olm_pullsecret_injector::commands::dev::controlplane::go_sources_digest(&source, "")
-        .map_err(|e| format!("reading tests/{folder}: {e}"))?;
-    if binary.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&digest) {
-        return Ok(binary);
-    }
-    let started = Instant::now();
-    eprintln!("building {package} from tests/{folder} (the first build takes a few minutes)");
-    // Several test binaries may build at once: each writes its own file and renames it.
-    let partial = out_dir.join(format!("{folder}.partial-{}", std::process::id()));
-    let status = Command::new("go")
-        .args(["build", "-buildvcs=false", "-trimpath"])
-        .arg(format!("-ldflags=-s -w {ldflags}"))
-        .arg("-o")
-        .arg(&partial)
-        .arg(package)
-        .env("GOFLAGS", "-mod=mod")
-        .current_dir(&source)
-        .status()
-        .map_err(|e| format!("running `go` (Go 1.26 must be installed): {e}"))?;
-    if !status.success() {
-        return Err(format!("go build of {package} failed ({status})"));
-    }
-    std::fs::rename(&partial, &binary).map_err(|e| e.to_string())?;
-    std::fs::write(&stamp, digest).map_err(|e| e.to_string())?;
-    eprintln!("built tests/{folder} in {:.0?}", started.elapsed());
-    Ok(binary)
+    let ldflags = format!("-s -w {ldflags}");
+    olm_pullsecret_injector::commands::dev::controlplane::build_go_tools(
+        folder,
+        &[package],
+        &["-trimpath", "-ldflags", &ldflags],
+    )
+    .map(|dir| dir.join(folder))
+    .map_err(|e| format!("{e:#}"))
 }

@@ -26,7 +26,25 @@ impl ControlPlane {
     /// The error carries the tail of every component log.
     pub fn start(dir: &Path) -> anyhow::Result<ControlPlane> {
         let binary = build()?;
-        start(&binary, dir)
+        start(&binary, dir, &[])
+    }
+
+    /// As `start`, with what a cluster with OLM runs besides: kube-scheduler, a node simulated
+    /// by kwok (Pods become Ready without a kubelet), and OLM's olm-operator and
+    /// catalog-operator, whose global catalog namespace is `global_catalog_namespace`. All are
+    /// built from their Go modules (`tests/olm`, `tests/kwok`); the first build takes minutes.
+    pub fn start_with_olm(dir: &Path, global_catalog_namespace: &str) -> anyhow::Result<ControlPlane> {
+        let binary = build()?;
+        let tools = build_olm_tools()?;
+        let kwok = build_go_tools("kwok", &[KWOK_PACKAGE], RELEASE_FLAGS)?.join("kwok");
+        let (tools, kwok) = (tools.display().to_string(), kwok.display().to_string());
+        let args = ["--olm-tools", &tools, "--kwok", &kwok, "--global-catalog-namespace", global_catalog_namespace];
+        start(&binary, dir, &args)
+    }
+
+    /// Whether OLM runs with it (`start_with_olm`).
+    pub fn runs_olm(&self) -> bool {
+        self.dir.join("olm-operator.log").exists()
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -75,34 +93,72 @@ fn source_dir() -> PathBuf {
 /// Builds the Go program unless a binary built from the same sources exists. Go's own build
 /// cache makes a rebuild after a small change quick; the first build takes minutes.
 fn build() -> anyhow::Result<PathBuf> {
-    let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/controlplane");
+    Ok(build_go_tools("controlplane", &["."], &["-ldflags", &version_ldflags()?])?.join("controlplane"))
+}
+
+/// How the tools of other projects are built: without paths or symbols (they are large).
+const RELEASE_FLAGS: &[&str] = &["-trimpath", "-ldflags", "-s -w"];
+const KWOK_PACKAGE: &str = "sigs.k8s.io/kwok/cmd/kwok";
+
+/// OLM's two operators and `opm` (which serves file-based catalogs), in one `go build` of
+/// `tests/olm`: they share most of their packages. `opm` needs the tag that leaves out gpgme.
+pub fn build_olm_tools() -> anyhow::Result<PathBuf> {
+    let mut flags = vec!["-tags", "containers_image_openpgp"];
+    flags.extend_from_slice(RELEASE_FLAGS);
+    build_go_tools(
+        "olm",
+        &[
+            "github.com/operator-framework/operator-lifecycle-manager/cmd/olm",
+            "github.com/operator-framework/operator-lifecycle-manager/cmd/catalog",
+            "github.com/operator-framework/operator-registry/cmd/opm",
+        ],
+        &flags,
+    )
+}
+
+/// Builds `packages` of the Go module in `tests/<folder>` (a binary each, named after the
+/// package's last element) into `target/<folder>/` unless binaries built from the same sources
+/// and `flags` are there; returns that directory. Several processes may build at once (`dev`
+/// and a test, or two test binaries): each builds into a directory of its own and renames the
+/// binaries, so none runs a binary another is still writing.
+pub fn build_go_tools(folder: &str, packages: &[&str], flags: &[&str]) -> anyhow::Result<PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = repo.join("tests").join(folder);
+    let out_dir = repo.join("target").join(folder);
     std::fs::create_dir_all(&out_dir)?;
-    let binary = out_dir.join("controlplane");
-    let stamp = out_dir.join("controlplane.sources-sha256");
-    let ldflags = version_ldflags()?;
-    let digest = go_sources_digest(&source_dir(), &ldflags)?;
-    if binary.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&digest) {
-        return Ok(binary);
+    let stamp = out_dir.join(format!("{folder}.sources-sha256"));
+    let digest = go_sources_digest(&source, &[flags, packages].concat().join(" "))?;
+    let binary_name =
+        |package: &str| if package == "." { folder } else { package.rsplit('/').next().unwrap_or(package) }.to_string();
+    let built = packages.iter().all(|package| out_dir.join(binary_name(package)).exists());
+    if built && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&digest) {
+        return Ok(out_dir);
     }
     let started = Instant::now();
-    eprintln!("building the control plane from tests/controlplane (the first build takes several minutes)");
-    // Several processes may build at once (`dev` and a test, or two test binaries): each writes
-    // a file of its own and renames it, so none runs a binary another is still writing.
-    let partial = out_dir.join(format!("controlplane.partial-{}", std::process::id()));
+    eprintln!("building {} from tests/{folder} (the first build takes minutes)", packages.join(" "));
+    let partial = out_dir.join(format!("partial-{}", std::process::id()));
+    std::fs::create_dir_all(&partial)?;
     let status = Command::new("go")
-        .args(["build", "-buildvcs=false", "-ldflags", &ldflags, "-o"])
-        .arg(&partial)
-        .arg(".")
-        .current_dir(source_dir())
+        .args(["build", "-buildvcs=false"])
+        .args(flags)
+        .arg("-o")
+        .arg(format!("{}/", partial.display()))
+        .args(packages)
+        .env("GOFLAGS", "-mod=mod")
+        .current_dir(&source)
         .status()
         .context("running `go` (Go 1.26 must be installed)")?;
     if !status.success() {
-        bail!("go build of tests/controlplane failed ({status})");
+        bail!("go build in tests/{folder} failed ({status})");
     }
-    std::fs::rename(&partial, &binary)?;
+    for binary in std::fs::read_dir(&partial)? {
+        let binary = binary?;
+        std::fs::rename(binary.path(), out_dir.join(binary.file_name()))?;
+    }
+    std::fs::remove_dir(&partial)?;
     std::fs::write(&stamp, digest)?;
-    eprintln!("built the control plane in {:.0?}", started.elapsed());
-    Ok(binary)
+    eprintln!("built tests/{folder} in {:.0?}", started.elapsed());
+    Ok(out_dir)
 }
 
 /// Stamps the Kubernetes version of go.mod into the binaries, as a release build does: without
@@ -142,7 +198,7 @@ pub fn go_sources_digest(dir: &Path, build_flags: &str) -> std::io::Result<Strin
     Ok(hex::encode(hash.finalize()))
 }
 
-fn start(binary: &Path, dir: &Path) -> anyhow::Result<ControlPlane> {
+fn start(binary: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<ControlPlane> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     let log = std::fs::File::create(dir.join("controlplane.log"))?;
@@ -151,6 +207,7 @@ fn start(binary: &Path, dir: &Path) -> anyhow::Result<ControlPlane> {
         .arg("--dir")
         .arg(dir)
         .arg("--exit-on-stdin-close")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -175,7 +232,14 @@ fn start(binary: &Path, dir: &Path) -> anyhow::Result<ControlPlane> {
 /// The tail of every component log, for an error message.
 fn logs(dir: &Path) -> String {
     let mut out = String::new();
-    for name in ["controlplane.log", "kube-apiserver.log", "kube-controller-manager.log"] {
+    let names = [
+        "controlplane.log",
+        "kube-apiserver.log",
+        "kube-controller-manager.log",
+        "olm-operator.log",
+        "catalog-operator.log",
+    ];
+    for name in names.into_iter().filter(|name| dir.join(name).exists()) {
         let mut text = String::new();
         if let Ok(mut f) = std::fs::File::open(dir.join(name)) {
             let _ = f.read_to_string(&mut text);
