@@ -32,8 +32,14 @@ async fn setup() -> (kube::Client, &'static WebhookProcess) {
 struct ServedCatalog {
     name: String,
     secret: String,
-    registry: Registry,
+    /// The registry's `spec.address`.
+    address: String,
 }
+
+/// Every registry serves until the test binary exits: OLM resolves a namespace against every
+/// global catalog, and one whose registry is gone fails resolution in every namespace (as in a
+/// cluster), so no test may stop its registry while the others run.
+static REGISTRIES: std::sync::Mutex<Vec<Registry>> = std::sync::Mutex::new(Vec::new());
 
 /// Packages named `<prefix>-<i>` whose operands are `Thing` in group `<prefix>-<i>.example.com`,
 /// each with the versions given (each replacing the one before).
@@ -45,7 +51,9 @@ fn packages(prefix: &str, count: usize, versions: &[&str]) -> Vec<Package> {
             let bundles = versions
                 .iter()
                 .enumerate()
-                .map(|(n, v)| registry::operator_bundle(&name, v, n.checked_sub(1).map(|p| versions[p]), &group, "Thing"))
+                .map(|(n, v)| {
+                    registry::operator_bundle(&name, v, n.checked_sub(1).map(|p| versions[p]), &group, "Thing")
+                })
                 .collect();
             Package { name, channel: "stable".into(), bundles }
         })
@@ -61,7 +69,9 @@ async fn serve_catalog(client: &kube::Client, packages: &[Package]) -> ServedCat
     let secret = unique_name("registry-creds");
     create_pull_secret(client, GLOBAL_CATALOGS, &secret, "token-1").await;
     create_catalog_source(client, &name, &registry.address, &secret).await;
-    ServedCatalog { name, secret, registry }
+    let address = registry.address.clone();
+    REGISTRIES.lock().unwrap().push(registry);
+    ServedCatalog { name, secret, address }
 }
 
 async fn create_catalog_source(client: &kube::Client, name: &str, address: &str, secret: &str) {
@@ -116,7 +126,7 @@ async fn succeeded(client: &kube::Client, ns: &str, csv: &str) -> DynamicObject 
 
 /// The operator's Pods that exist now, once there is at least one.
 async fn operator_pods(client: &kube::Client, ns: &str, package: &str) -> Vec<Pod> {
-    pods_of(client, ns, &format!("{package}-operator"), 1).await
+    pods_of(client, ns, package, 1).await
 }
 
 async fn service_account_pull_secrets(client: &kube::Client, ns: &str, name: &str) -> Vec<String> {
@@ -146,7 +156,7 @@ async fn operand(client: &kube::Client, package: &str, ns: &str) -> Vec<Pod> {
 /// Deletes the operator's Pods and returns their replacement, created by its ReplicaSet.
 async fn replace_operator_pods(client: &kube::Client, ns: &str, package: &str) -> Pod {
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    let lp = ListParams::default().labels(&format!("app={package}-operator"));
+    let lp = ListParams::default().labels(&format!("app={package}"));
     let old: Vec<String> = pods.list(&lp).await.unwrap().items.into_iter().filter_map(|p| p.metadata.uid).collect();
     pods.delete_collection(&DeleteParams::default(), &lp).await.unwrap();
     eventually("a replacement operator Pod", Duration::from_secs(60), || async {
@@ -186,7 +196,7 @@ async fn an_own_namespace_operator_installed_through_a_subscription_and_its_oper
         subscribed.elapsed()
     );
     assert!(has_copy(&client, &ns, &catalog.secret).await);
-    let operator_sa = format!("{package}-operator");
+    let operator_sa = package.clone();
     eventually("the operator's ServiceAccount to list the copy", Duration::from_secs(30), || async {
         service_account_pull_secrets(&client, &ns, &operator_sa).await.contains(&catalog.secret).then_some(())
     })
@@ -196,7 +206,6 @@ async fn an_own_namespace_operator_installed_through_a_subscription_and_its_oper
     assert_eq!(pull_secret_names(&operand_pods[0]), [catalog.secret.as_str()]);
     let chain = pod_decisions(webhook, &ns).last().map(|d| d["chain"].to_string()).unwrap_or_default();
     assert!(chain.contains(&format!("CatalogSource/{GLOBAL_CATALOGS}/{}", catalog.name)), "{chain}");
-    drop(catalog.registry);
 }
 
 #[tokio::test]
@@ -234,13 +243,7 @@ async fn six_all_namespaces_operators_keep_their_secret_after_olm_collects_the_f
     })
     .await;
     let operand_pods = operand(&client, &first, &tenant).await;
-    assert_eq!(
-        pull_secret_names(&operand_pods[0]),
-        [catalog.secret.as_str()],
-        "{:?}",
-        pod_decisions(webhook, &tenant)
-    );
-    drop(catalog.registry);
+    assert_eq!(pull_secret_names(&operand_pods[0]), [catalog.secret.as_str()], "{:?}", pod_decisions(webhook, &tenant));
 }
 
 #[tokio::test]
@@ -256,36 +259,28 @@ async fn an_upgrade_approved_by_hand_keeps_the_secret_on_every_pod_and_the_servi
     subscribe(&client, &ns, &package, &catalog.name, "Manual", Some("1.0.0")).await;
 
     // Nothing before approval: a plan waits, no CSV, no copy.
-    let plans = install_plans(&client, &ns);
-    let first_plan = eventually("an InstallPlan awaiting approval", INSTALL, || async {
-        plans.list(&ListParams::default()).await.unwrap().items.into_iter().next()
-    })
-    .await;
-    assert_eq!(first_plan.data["spec"]["approved"], false);
+    let first_plan = plan_awaiting_approval(&client, &ns, &package, &v1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(csvs(&client, &ns).get_opt(&v1).await.unwrap().is_none());
     assert!(!has_copy(&client, &ns, &catalog.secret).await, "a copy before the plan was approved");
 
-    approve(&client, &ns, first_plan.metadata.name.as_deref().unwrap()).await;
+    approve(&client, &ns, &first_plan).await;
     succeeded(&client, &ns, &v1).await;
-    let sa = format!("{package}-operator");
+    let sa = package.clone();
     let v1_pod = operator_pods(&client, &ns, &package).await.remove(0);
     assert_eq!(pull_secret_names(&v1_pod), [catalog.secret.as_str()]);
 
     // OLM proposes v2; approved, v2 replaces v1 and takes its Deployment over.
-    let next_plan = eventually("the InstallPlan of v2", INSTALL, || async {
-        plans.list(&ListParams::default()).await.unwrap().items.into_iter().find(|p| {
-            p.data["spec"]["clusterServiceVersionNames"].to_string().contains(&v2) && p.data["spec"]["approved"] == false
-        })
-    })
-    .await;
+    let next_plan = plan_awaiting_approval(&client, &ns, &package, &v2).await;
     // v1's Pods while v2 waits.
     let pod = replace_operator_pods(&client, &ns, &package).await;
     assert_eq!(pull_secret_names(&pod), [catalog.secret.as_str()]);
-    approve(&client, &ns, next_plan.metadata.name.as_deref().unwrap()).await;
+    approve(&client, &ns, &next_plan).await;
     let upgraded = succeeded(&client, &ns, &v2).await;
-    eventually("v1 to be gone", INSTALL, || async { csvs(&client, &ns).get_opt(&v1).await.unwrap().is_none().then_some(()) })
-        .await;
+    eventually("v1 to be gone", INSTALL, || async {
+        csvs(&client, &ns).get_opt(&v1).await.unwrap().is_none().then_some(())
+    })
+    .await;
 
     // The Deployment now belongs to v2 (same object) and rolled out v2's Pods.
     let deployment = Api::<Deployment>::namespaced(client.clone(), &ns).get(&sa).await.unwrap();
@@ -294,22 +289,49 @@ async fn an_upgrade_approved_by_hand_keeps_the_secret_on_every_pod_and_the_servi
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let v2_pod = eventually("a Pod of v2", INSTALL, || async {
         let list = pods.list(&ListParams::default().labels(&format!("app={sa}"))).await.unwrap().items;
-        list.into_iter().find(|p| p.spec.as_ref().is_some_and(|s| s.containers[0].image.as_deref().unwrap_or("").ends_with(":2.0.0")))
+        list.into_iter().find(|p| {
+            p.spec.as_ref().is_some_and(|s| s.containers[0].image.as_deref().unwrap_or("").ends_with(":2.0.0"))
+        })
     })
     .await;
     assert_eq!(pull_secret_names(&v2_pod), [catalog.secret.as_str()]);
     let pod = replace_operator_pods(&client, &ns, &package).await;
     assert_eq!(pull_secret_names(&pod), [catalog.secret.as_str()]);
-    // Every Pod the webhook saw in the namespace left with the secret.
+    // Every Pod the webhook saw in the namespace left with the secret (patched by the webhook,
+    // or already given it by the ServiceAccount admission plugin, which runs first).
     let decisions = pod_decisions(webhook, &ns);
     assert!(decisions.len() >= 4, "{decisions:?}");
-    assert!(decisions.iter().all(|d| d["outcome"] == "patched"), "{decisions:?}");
-    // OLM rewrote the ServiceAccount for v2: it lists the copy again.
+    assert!(
+        decisions.iter().all(|d| d["secrets"].as_str().is_some_and(|s| s.contains(&catalog.secret))),
+        "{decisions:?}"
+    );
+    // OLM rewrote the ServiceAccount for v2 without the copy; the webhook added it back as it
+    // admitted the update.
     eventually("the ServiceAccount to list the copy after the upgrade", Duration::from_secs(60), || async {
         service_account_pull_secrets(&client, &ns, &sa).await.contains(&catalog.secret).then_some(())
     })
     .await;
-    drop(catalog.registry);
+    let restored = webhook.decisions(&ns).into_iter().any(|d| {
+        d["kind"] == "ServiceAccount"
+            && d["operation"] == "UPDATE"
+            && d["name"] == sa.as_str()
+            && d["decision"] == "patched"
+    });
+    assert!(restored, "no update of the ServiceAccount had the copy added back: {:?}", webhook.decisions(&ns));
+}
+
+/// The InstallPlan the Subscription points at once it awaits approval for `csv`, as a user
+/// finds it (`status.installPlanRef`).
+async fn plan_awaiting_approval(client: &kube::Client, ns: &str, subscription: &str, csv: &str) -> String {
+    let plans = install_plans(client, ns);
+    eventually(&format!("the InstallPlan of {csv} awaiting approval"), INSTALL, || async {
+        let sub = subscriptions(client, ns).get(subscription).await.unwrap();
+        let name = sub.data["status"]["installPlanRef"]["name"].as_str()?.to_string();
+        let plan = plans.get_opt(&name).await.unwrap()?;
+        let names_csv = plan.data["spec"]["clusterServiceVersionNames"].to_string().contains(csv);
+        (names_csv && plan.data["status"]["phase"] == "RequiresApproval").then_some(name)
+    })
+    .await
 }
 
 async fn approve(client: &kube::Client, ns: &str, plan: &str) {
@@ -340,7 +362,6 @@ async fn a_deleted_subscription_leaves_the_running_operator_its_secret() {
     assert_eq!(pull_secret_names(&pod), [catalog.secret.as_str()]);
     let operand_pods = operand(&client, &package, &ns).await;
     assert_eq!(pull_secret_names(&operand_pods[0]), [catalog.secret.as_str()]);
-    drop(catalog.registry);
 }
 
 #[tokio::test]
@@ -358,7 +379,7 @@ async fn a_subscription_repointed_to_a_renamed_catalog_follows_it() {
     // oc-mirror publishes the same content under a new name; the admin repoints and removes the
     // old catalog. The same secret is listed.
     let renamed = unique_name("olm-catalog-mirror");
-    create_catalog_source(&client, &renamed, &catalog.registry.address, &catalog.secret).await;
+    create_catalog_source(&client, &renamed, &catalog.address, &catalog.secret).await;
     let patch = json!({ "spec": { "source": renamed } });
     subscriptions(&client, &ns).patch(&package, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     Api::<DynamicObject>::namespaced_with(client.clone(), GLOBAL_CATALOGS, &olm_resource("v1alpha1", "CatalogSource"))
@@ -378,5 +399,4 @@ async fn a_subscription_repointed_to_a_renamed_catalog_follows_it() {
         assert!(started.elapsed() < Duration::from_secs(60), "the decision never named {expected}: {chain}");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    drop(catalog.registry);
 }

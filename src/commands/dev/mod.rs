@@ -1,9 +1,11 @@
-//! `dev`: the main job on an embedded default. It starts the local control plane, runs the
-//! webhook against it through the runtime, registers it with the chart's
-//! MutatingWebhookConfiguration, installs a sample private catalog with an operator and an
-//! operand, and prints the decision the webhook made for the operand's Pod.
+//! `dev`: the main job on an embedded default. It starts the local control plane with real OLM,
+//! runs the webhook against it through the runtime, registers it with the chart's
+//! MutatingWebhookConfiguration, serves a sample private catalog, subscribes to its operator
+//! (OLM installs it), creates an operand, and prints the decision the webhook made for the
+//! operand's Pod.
 
 pub mod controlplane;
+pub mod registry;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -83,7 +85,11 @@ pub struct DevArgs {
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let dir = std::path::absolute(&args.dir)?;
     let cp_dir = dir.join("controlplane");
-    let cp = tokio::task::spawn_blocking(move || controlplane::ControlPlane::start(&cp_dir)).await??;
+    // OLM's global catalog namespace is the webhook's (openshift-marketplace, as on OpenShift).
+    let marketplace = crate::state::index::CatalogNamespaces::default().global;
+    let global = marketplace.clone();
+    let cp =
+        tokio::task::spawn_blocking(move || controlplane::ControlPlane::start_with_olm(&cp_dir, &global)).await??;
     let client = cp.admin().await?;
 
     let certs = crate::commands::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
@@ -124,7 +130,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await; // the API server loads configurations asynchronously
 
     let mut decisions = running.decisions().context("dev runs every role, the webhook included")?;
-    install_sample(&client).await?;
+    let _registry = install_sample(&client, &marketplace, &dir.join("catalog")).await?;
     let pods = Api::<Pod>::namespaced(client.clone(), "demo-tenant");
     let pod = loop {
         let list = pods.list(&ListParams::default().labels("app=demo-app")).await?;
@@ -195,10 +201,15 @@ async fn apply(
     Ok(applied)
 }
 
-/// A private catalog with a pull secret, an operator "installed" from it (OLM's part is played
-/// here) and an operand in a tenant namespace.
-async fn install_sample(client: &kube::Client) -> anyhow::Result<()> {
-    for ns in ["openshift-marketplace", "demo-operator", "demo-tenant"] {
+/// A private catalog with a pull secret, served by `opm` from `catalog_dir` (kept serving while
+/// the returned registry lives); its operator installed by OLM through a Subscription; an
+/// operand in a tenant namespace.
+async fn install_sample(
+    client: &kube::Client,
+    marketplace: &str,
+    catalog_dir: &std::path::Path,
+) -> anyhow::Result<registry::Registry> {
+    for ns in ["demo-operator", "demo-tenant"] {
         apply(
             client,
             "",
@@ -217,47 +228,45 @@ async fn install_sample(client: &kube::Client) -> anyhow::Result<()> {
         "Secret",
         "secrets",
         json!({ "apiVersion": "v1", "kind": "Secret",
-        "metadata": { "name": "private-registry", "namespace": "openshift-marketplace" },
+        "metadata": { "name": "private-registry", "namespace": marketplace },
         "type": "kubernetes.io/dockerconfigjson", "stringData": { ".dockerconfigjson": docker_config } }),
     )
     .await?;
+    let package = registry::Package {
+        name: "demo-operator".into(),
+        channel: "stable".into(),
+        bundles: vec![registry::operator_bundle("demo-operator", "1.0.0", None, "demo.example.com", "Demo")],
+    };
+    registry::write_catalog(catalog_dir, &[package])?;
+    let catalog_dir = catalog_dir.to_path_buf();
+    let registry = tokio::task::spawn_blocking(move || registry::Registry::serve(&catalog_dir)).await??;
     let olm = "operators.coreos.com";
     apply(client, olm, "v1alpha1", "CatalogSource", "catalogsources", json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "CatalogSource",
-        "metadata": { "name": "private-catalog", "namespace": "openshift-marketplace" },
-        "spec": { "sourceType": "grpc", "image": "registry.example.com/catalog:latest", "secrets": ["private-registry"] } })).await?;
-    apply(client, "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": { "name": "demos.demo.example.com" },
-        "spec": { "group": "demo.example.com", "scope": "Namespaced", "names": { "plural": "demos", "singular": "demo", "kind": "Demo" },
-            "versions": [{ "name": "v1", "served": true, "storage": true,
-                "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }] } })).await?;
+        "metadata": { "name": "private-catalog", "namespace": marketplace },
+        "spec": { "sourceType": "grpc", "address": registry.address, "displayName": "Private catalog", "secrets": ["private-registry"] } })).await?;
     apply(client, olm, "v1", "OperatorGroup", "operatorgroups", json!({ "apiVersion": "operators.coreos.com/v1", "kind": "OperatorGroup",
-        "metadata": { "name": "demo", "namespace": "demo-operator" }, "spec": { "targetNamespaces": ["demo-operator", "demo-tenant"] },
-        "status": { "namespaces": ["demo-operator", "demo-tenant"], "lastUpdated": "2026-01-01T00:00:00Z" } })).await?;
-    let csv = apply(client, olm, "v1alpha1", "ClusterServiceVersion", "clusterserviceversions", json!({
-        "apiVersion": "operators.coreos.com/v1alpha1", "kind": "ClusterServiceVersion",
-        "metadata": { "name": "demo-operator.v1.0.0", "namespace": "demo-operator" },
-        "spec": { "displayName": "Demo operator",
-            "customresourcedefinitions": { "owned": [{ "name": "demos.demo.example.com", "kind": "Demo", "version": "v1" }] },
-            "install": { "strategy": "deployment", "spec": { "deployments": [{ "name": "demo-operator", "spec": {
-                "selector": { "matchLabels": { "app": "demo-operator" } },
-                "template": { "metadata": { "labels": { "app": "demo-operator" } },
-                    "spec": { "serviceAccountName": "demo-operator", "containers": [{ "name": "operator", "image": "registry.example.com/demo-operator:1.0.0" }] } } } }] } } } })).await?;
+        "metadata": { "name": "demo", "namespace": "demo-operator" }, "spec": { "targetNamespaces": ["demo-operator", "demo-tenant"] } })).await?;
     apply(client, olm, "v1alpha1", "Subscription", "subscriptions", json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription",
         "metadata": { "name": "demo-operator", "namespace": "demo-operator" },
-        "spec": { "name": "demo-operator", "channel": "stable", "source": "private-catalog", "sourceNamespace": "openshift-marketplace" },
-        "status": { "installedCSV": "demo-operator.v1.0.0", "currentCSV": "demo-operator.v1.0.0", "lastUpdated": "2026-01-01T00:00:00Z" } })).await?;
-    apply(client, olm, "v1alpha1", "InstallPlan", "installplans", json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "InstallPlan",
-        "metadata": { "name": "install-demo-operator", "namespace": "demo-operator" },
-        "spec": { "approval": "Automatic", "approved": true, "clusterServiceVersionNames": ["demo-operator.v1.0.0"] },
-        "status": { "phase": "Complete", "catalogSources": ["private-catalog"], "plan": [{ "resolving": "demo-operator.v1.0.0", "status": "Created",
-            "resource": { "group": "operators.coreos.com", "version": "v1alpha1", "kind": "ClusterServiceVersion", "name": "demo-operator.v1.0.0",
-                "sourceName": "private-catalog", "sourceNamespace": "openshift-marketplace", "manifest": "{}" } }] } })).await?;
-    // The webhook learns these through its watches; give them a moment.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+        "spec": { "name": "demo-operator", "channel": "stable", "source": "private-catalog", "sourceNamespace": marketplace } })).await?;
 
-    let csv_owner = json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "ClusterServiceVersion", "name": "demo-operator.v1.0.0", "uid": csv.metadata.uid });
-    apply(client, "apps", "v1", "Deployment", "deployments", deployment("demo-operator", "demo-operator", csv_owner))
-        .await?;
+    // OLM resolves the Subscription, installs the CSV and its CRD; then a user creates a Demo and
+    // the operator (played here: no container runs) creates its operand's Deployment.
+    let csvs: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "demo-tenant",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(olm, "v1alpha1", "ClusterServiceVersion")),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        // OLM copies the CSV into each target namespace once it succeeded in its own.
+        let copied = csvs.get_opt(&registry::csv_name("demo-operator", "1.0.0")).await?;
+        if copied.is_some_and(|csv| csv.data["status"]["phase"] == "Succeeded") {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "OLM did not install demo-operator within 120 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let demo = loop {
         match apply(
             client,
@@ -278,7 +287,7 @@ async fn install_sample(client: &kube::Client) -> anyhow::Result<()> {
     let demo_owner =
         json!({ "apiVersion": "demo.example.com/v1", "kind": "Demo", "name": "prod", "uid": demo.metadata.uid });
     apply(client, "apps", "v1", "Deployment", "deployments", deployment("demo-tenant", "demo-app", demo_owner)).await?;
-    Ok(())
+    Ok(registry)
 }
 
 fn deployment(namespace: &str, name: &str, owner: Value) -> Value {

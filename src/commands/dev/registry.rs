@@ -25,13 +25,13 @@ pub struct Package {
     pub bundles: Vec<Bundle>,
 }
 
-/// An operator bundle as operator SDK lays one out: a Deployment `<package>-operator` run by the
-/// ServiceAccount of the same name (which OLM creates), owning the CRD of `kind` in `group`,
+/// An operator bundle as operator SDK lays one out: a Deployment named after the package, run by
+/// the ServiceAccount of the same name (which OLM creates), owning the CRD of `kind` in `group`,
 /// installable in every install mode.
 pub fn operator_bundle(package: &str, version: &str, replaces: Option<&str>, group: &str, kind: &str) -> Bundle {
     let plural = format!("{}s", kind.to_lowercase());
     let crd_name = format!("{plural}.{group}");
-    let operator = format!("{package}-operator");
+    let operator = package;
     let install_modes: Vec<Value> = ["OwnNamespace", "SingleNamespace", "MultiNamespace", "AllNamespaces"]
         .iter()
         .map(|mode| json!({ "type": mode, "supported": true }))
@@ -50,7 +50,7 @@ pub fn operator_bundle(package: &str, version: &str, replaces: Option<&str>, gro
                     "selector": { "matchLabels": { "app": operator } },
                     "template": { "metadata": { "labels": { "app": operator } },
                         "spec": { "serviceAccountName": operator, "containers": [{ "name": "manager",
-                            "image": format!("registry.example.com/{operator}:{version}") }] } } } }] } } }
+                            "image": format!("registry.example.com/{package}:{version}") }] } } } }] } } }
     });
     if let Some(replaces) = replaces {
         csv["spec"]["replaces"] = json!(csv_name(package, replaces));
@@ -86,7 +86,9 @@ pub fn write_catalog(dir: &Path, packages: &[Package]) -> anyhow::Result<()> {
                 None => json!({ "name": name(bundle) }),
             })
             .collect();
-        documents.push(json!({ "schema": "olm.channel", "package": package.name, "name": package.channel, "entries": entries }));
+        documents.push(
+            json!({ "schema": "olm.channel", "package": package.name, "name": package.channel, "entries": entries }),
+        );
         for bundle in &package.bundles {
             let mut properties = vec![json!({ "type": "olm.package",
                 "value": { "packageName": package.name, "version": bundle.csv["spec"]["version"] } })];
@@ -156,7 +158,8 @@ impl Registry {
 
 /// Runs `"$0" "$@"` until stdin closes. (An asynchronous command's stdin is /dev/null unless
 /// redirected, hence fd 3.)
-const STOP_WITH_STDIN: &str = r#"exec 3<&0; "$0" "$@" & pid=$!; (cat <&3 >/dev/null; kill $pid 2>/dev/null) & wait $pid"#;
+const STOP_WITH_STDIN: &str =
+    r#"exec 3<&0; "$0" "$@" & pid=$!; (cat <&3 >/dev/null; kill $pid 2>/dev/null) & wait $pid"#;
 
 impl Drop for Registry {
     fn drop(&mut self) {
