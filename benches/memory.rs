@@ -54,8 +54,9 @@ async fn run(dir: &std::path::Path, namespaces: usize, operators: usize, copied:
                 Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
                 if i < operators {
                     create_operator_group(&client, ns, &[ns]).await;
-                    create_csv(&client, ns, "widget-operator.v1.0.0", WIDGET, &["widget-operator"]).await;
-                    create_subscription(&client, ns, &catalog.namespace, &catalog.name, "widget-operator.v1.0.0").await;
+                    let csv = "widget-operator.v1.0.0";
+                    let create = create_csv(&client, ns, csv, WIDGET, &["widget-operator"]);
+                    subscribe_and_install(&client, ns, (&catalog.namespace, &catalog.name), csv, create).await;
                 }
             }
         })

@@ -38,8 +38,8 @@ async fn run(dir: &std::path::Path, copies: usize) -> anyhow::Result<()> {
     ensure_crd(&client, WIDGET).await;
     create_operator_group(&client, &operator_ns, &[""]).await;
     let csv = "widget-operator.v1.0.0";
-    create_csv(&client, &operator_ns, csv, WIDGET, &["widget-operator"]).await;
-    create_subscription(&client, &operator_ns, &catalog.namespace, &catalog.name, csv).await;
+    let create = create_csv(&client, &operator_ns, csv, WIDGET, &["widget-operator"]);
+    subscribe_and_install(&client, &operator_ns, (&catalog.namespace, &catalog.name), csv, create).await;
 
     support::in_process::install_crds(&client).await;
     let ledger = olm_pullsecret_injector::inject::ledger::Ledger::new(client.clone());

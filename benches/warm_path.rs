@@ -114,8 +114,8 @@ async fn start_webhook(dir: &std::path::Path) -> anyhow::Result<(Vec<u8>, std::n
     create_operator_group(&client, &ns, &[&ns]).await;
     ensure_crd(&client, WIDGET).await;
     let csv = "widget-operator.v1.0.0";
-    let csv_uid = create_csv(&client, &ns, csv, WIDGET, &["widget-operator"]).await;
-    create_subscription(&client, &ns, &catalog.namespace, &catalog.name, csv).await;
+    let create = create_csv(&client, &ns, csv, WIDGET, &["widget-operator"]);
+    let csv_uid = subscribe_and_install(&client, &ns, (&catalog.namespace, &catalog.name), csv, create).await;
     let owner = owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", csv, &csv_uid);
     create_deployment(&client, &ns, "widget-operator", Some(owner), 1, padding()).await;
     let pod = pods_of(&client, &ns, "widget-operator", 1).await.remove(0);

@@ -1,6 +1,7 @@
 //! The test plays OLM: it creates what OLM would (CatalogSources, Subscriptions and
-//! OperatorGroups with their status, CSVs, Deployments owned by CSVs) so that every object the
-//! webhook trusts is written the way OLM writes it.
+//! OperatorGroups with their status, InstallPlans, CSVs, Deployments owned by CSVs) in OLM's
+//! order, so that every object the webhook trusts is written the way OLM writes it. The tests of
+//! OLM's lifecycle itself run real OLM (`tests/olm_e2e.rs`).
 
 use std::time::Duration;
 
@@ -122,28 +123,55 @@ pub async fn create_csv(client: &kube::Client, ns: &str, name: &str, kind: Kind,
     api.create(&PostParams::default(), &csv).await.unwrap().metadata.uid.unwrap()
 }
 
-/// A Subscription whose status OLM has filled with the installed CSV.
-pub async fn create_subscription(client: &kube::Client, ns: &str, catalog_ns: &str, catalog: &str, csv: &str) {
+/// What OLM does for a Subscription to `csv` in `catalog_ns/catalog`, in OLM's order and with
+/// its fields (operator-lifecycle-manager v0.38.0; `tests/olm_e2e.rs` runs the real one): the
+/// user's Subscription; catalog-operator's InstallPlan (owned by the Subscription, generation 1)
+/// and `status.currentCSV` with the plan's reference; the plan executed (the CSV created); then
+/// `status.installedCSV`. Returns the CSV's UID.
+pub async fn subscribe_and_install(
+    client: &kube::Client,
+    ns: &str,
+    (catalog_ns, catalog): (&str, &str),
+    csv: &str,
+    create_csv: impl std::future::Future<Output = String>,
+) -> String {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "Subscription"));
     let sub = dynamic(json!({
         "apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription",
         "metadata": { "name": "widget-operator" },
         "spec": { "name": "widget-operator", "channel": "stable", "source": catalog, "sourceNamespace": catalog_ns }
     }));
-    api.create(&PostParams::default(), &sub).await.unwrap();
-    create_install_plan(client, ns, catalog_ns, catalog, csv).await;
-    let status = json!({ "status": { "installedCSV": csv, "currentCSV": csv, "lastUpdated": "2026-01-01T00:00:00Z" } });
+    let sub = api.create(&PostParams::default(), &sub).await.unwrap();
+    let plan = create_install_plan(client, ns, (catalog_ns, catalog), csv, &sub).await;
+    let plan_ref =
+        json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "InstallPlan", "name": plan, "namespace": ns });
+    let status = json!({ "status": { "currentCSV": csv, "state": "UpgradePending", "installPlanRef": plan_ref,
+        "installplan": { "apiVersion": "operators.coreos.com/v1alpha1", "kind": "InstallPlan", "name": plan },
+        "lastUpdated": "2026-01-01T00:00:00Z" } });
     api.patch_status("widget-operator", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    let uid = create_csv.await;
+    let status = json!({ "status": { "installedCSV": csv, "state": "AtLatestKnown" } });
+    api.patch_status("widget-operator", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    uid
 }
 
-/// The InstallPlan that installed `csv` from `catalog_ns/catalog`, with the status OLM writes.
-pub async fn create_install_plan(client: &kube::Client, ns: &str, catalog_ns: &str, catalog: &str, csv: &str) {
+/// The InstallPlan catalog-operator writes for `csv` from `catalog_ns/catalog`: owned by the
+/// namespace's Subscription, generation 1, with the status OLM writes once executed.
+async fn create_install_plan(
+    client: &kube::Client,
+    ns: &str,
+    (catalog_ns, catalog): (&str, &str),
+    csv: &str,
+    subscription: &DynamicObject,
+) -> String {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "InstallPlan"));
-    let name = format!("install-{csv}");
+    let name = unique_name("install");
+    let owner = json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription",
+        "name": subscription.metadata.name, "uid": subscription.metadata.uid, "blockOwnerDeletion": false, "controller": false });
     let plan = dynamic(json!({
         "apiVersion": "operators.coreos.com/v1alpha1", "kind": "InstallPlan",
-        "metadata": { "name": name },
-        "spec": { "approval": "Automatic", "approved": true, "clusterServiceVersionNames": [csv] }
+        "metadata": { "name": name, "ownerReferences": [owner] },
+        "spec": { "approval": "Automatic", "approved": true, "clusterServiceVersionNames": [csv], "generation": 1 }
     }));
     api.create(&PostParams::default(), &plan).await.unwrap();
     let status = json!({ "status": { "phase": "Complete", "catalogSources": [catalog], "plan": [{
@@ -151,6 +179,7 @@ pub async fn create_install_plan(client: &kube::Client, ns: &str, catalog_ns: &s
         "resource": { "group": "operators.coreos.com", "version": "v1alpha1", "kind": "ClusterServiceVersion",
             "name": csv, "sourceName": catalog, "sourceNamespace": catalog_ns, "manifest": "{}" } }] } });
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    name
 }
 
 /// The CRD of an operand kind (idempotent), and `get` on it for the webhook.
@@ -313,8 +342,14 @@ pub async fn install_operator_unseen(
     ensure_crd(client, kind).await;
     create_operator_group(client, ns, targets).await;
     let csv = "widget-operator.v1.0.0".to_string();
-    let csv_uid = create_csv(client, ns, &csv, kind, &["widget-operator", "widget-runner"]).await;
-    create_subscription(client, ns, &catalog.namespace, &catalog.name, &csv).await;
+    let csv_uid = subscribe_and_install(
+        client,
+        ns,
+        (&catalog.namespace, &catalog.name),
+        &csv,
+        create_csv(client, ns, &csv, kind, &["widget-operator", "widget-runner"]),
+    )
+    .await;
     Operator { namespace: ns.to_string(), catalog_namespace: catalog.namespace.clone(), csv, csv_uid }
 }
 
