@@ -1,9 +1,10 @@
 //! The project's image, as an administrator's cluster would run it: built from `Containerfile`
-//! by `hack/build-image` without a daemon (buildah, vfs storage of its own) for linux/amd64 and
-//! linux/arm64, each platform's config and files checked (nothing but the binary and licenses),
-//! its layers unpacked into a root filesystem and its entrypoint started there (chrooted, as the
-//! image's user; arm64 through qemu's user-mode emulator) as both processes of a replica against
-//! the local control plane, with the chart's RBAC: registered, it patches the Pods of a real
+//! by `hack/build-image` without a daemon (buildah, vfs storage of its own) for the platforms
+//! `PLATFORMS` names (linux/amd64 unless set; `hack/release-check` adds linux/arm64), each
+//! platform's config and files checked (nothing but the binary and licenses), its layers
+//! unpacked into a root filesystem and its entrypoint started there (chrooted, as the image's
+//! user; arm64 through qemu's user-mode emulator) as both processes of a replica against the
+//! local control plane, with the chart's RBAC: registered, it patches the Pods of a real
 //! Deployment.
 
 mod support;
@@ -43,10 +44,9 @@ impl Layout {
         assert_eq!(top["manifests"].as_array().unwrap().len(), 1, "one manifest list: {top}");
         let list = self.json(&top["manifests"][0]["digest"]);
         let platforms: Vec<&Value> = list["manifests"].as_array().unwrap().iter().map(|m| &m["platform"]).collect();
-        assert_eq!(
-            platforms,
-            [&json!({ "architecture": "amd64", "os": "linux" }), &json!({ "architecture": "arm64", "os": "linux" })]
-        );
+        let expected: Vec<Value> =
+            architectures().iter().map(|a| json!({ "architecture": a, "os": "linux" })).collect();
+        assert_eq!(platforms, expected.iter().collect::<Vec<_>>());
         let entry =
             list["manifests"].as_array().unwrap().iter().find(|m| m["platform"]["architecture"] == architecture);
         self.json(&entry.unwrap()["digest"])
@@ -118,6 +118,20 @@ fn unpack(layers: &[Vec<u8>], rootfs: &Path) {
     }
 }
 
+/// The platforms to build and run, as `hack/build-image` reads them. `cargo test` (and so CI)
+/// builds linux/amd64 alone: a second platform is a second release build of the crate, which
+/// the release check (`hack/release-check`) adds.
+fn platforms() -> String {
+    std::env::var("PLATFORMS").unwrap_or_else(|_| "linux/amd64".into())
+}
+
+fn architectures() -> Vec<String> {
+    platforms()
+        .split_whitespace()
+        .map(|p| p.strip_prefix("linux/").unwrap_or_else(|| panic!("not a linux platform: {p}")).to_string())
+        .collect()
+}
+
 fn build(dir: &Path) -> Layout {
     let layout = dir.join("oci");
     let storage = format!(
@@ -129,6 +143,7 @@ fn build(dir: &Path) -> Layout {
     let status = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/build-image"))
         .arg("olm-pullsecret-injector:e2e")
         .env("OCI_LAYOUT", &layout)
+        .env("PLATFORMS", platforms())
         .env("BUILDAH_ARGS", storage)
         .status()
         .expect("run hack/build-image");
@@ -253,31 +268,33 @@ async fn the_image_holds_one_static_binary_and_runs_as_a_replica_that_patches_po
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let image = build(&dir);
-    let (amd64, amd64_layers) = inspect(&image, "amd64");
-    let (arm64, arm64_layers) = inspect(&image, "arm64");
+    let architectures = architectures();
+    let images: Vec<_> = architectures.iter().map(|a| inspect(&image, a)).collect();
 
     let client = ControlPlane::shared().admin().await;
     webhook::grant_chart_rbac_with(&client, |_| {}).await;
-    let (catalog, _, tenants) = private_operator_unseen(&client, &["image", "image"]).await;
+    let (catalog, _, tenants) = private_operator_unseen(&client, &vec!["image"; architectures.len()]).await;
 
     // Unpacked, the root filesystem holds no loader or library: the binary runs there only if
     // it is static. Both processes of a replica start from the entrypoint, as the image's user.
-    let rootfs = dir.join("rootfs-amd64");
-    unpack(&amd64_layers, &rootfs);
-    let replica = start_replica(&client, &amd64, &rootfs, None).await;
-    operand_deployment_gets_its_copy(&client, &catalog, &tenants[0]).await;
-    replica.signal(libc::SIGTERM);
-    eventually("the amd64 replica to stop", Duration::from_secs(20), || async { replica.exit_status() }).await;
-
-    // The arm64 image the same way, its binary run by qemu's user-mode emulator (a static binary
-    // of the test machine, copied into the root filesystem: the image has none).
-    let rootfs = dir.join("rootfs-arm64");
-    unpack(&arm64_layers, &rootfs);
-    let qemu = "/qemu-aarch64-static";
-    std::fs::copy(which("qemu-aarch64-static"), rootfs.join(&qemu[1..])).unwrap();
-    let replica = start_replica(&client, &arm64, &rootfs, Some(qemu)).await;
-    operand_deployment_gets_its_copy(&client, &catalog, &tenants[1]).await;
-    replica.signal(libc::SIGTERM);
+    for ((architecture, (config, layers)), tenant) in architectures.iter().zip(&images).zip(&tenants) {
+        let rootfs = dir.join(format!("rootfs-{architecture}"));
+        unpack(layers, &rootfs);
+        // Another architecture's binary runs under qemu's user-mode emulator (a static binary of
+        // the test machine, copied into the root filesystem: the image has none).
+        let emulator = (architecture != "amd64").then(|| {
+            let qemu = format!("/qemu-{}-static", if architecture == "arm64" { "aarch64" } else { architecture });
+            std::fs::copy(which(&qemu[1..]), rootfs.join(&qemu[1..])).unwrap();
+            qemu
+        });
+        let replica = start_replica(&client, config, &rootfs, emulator.as_deref()).await;
+        operand_deployment_gets_its_copy(&client, &catalog, tenant).await;
+        replica.signal(libc::SIGTERM);
+        eventually(&format!("the {architecture} replica to stop"), Duration::from_secs(20), || async {
+            replica.exit_status()
+        })
+        .await;
+    }
 }
 
 /// The full path of `program` on the PATH.
