@@ -339,17 +339,24 @@ async fn approve(client: &kube::Client, ns: &str, plan: &str) {
     install_plans(client, ns).patch(plan, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
 }
 
+/// A catalog of one package and its operator installed through a Subscription (automatic
+/// approval) into a namespace of its own, until OLM reports it Succeeded.
+async fn own_namespace_operator(client: &kube::Client, prefix: &str) -> (ServedCatalog, String, String) {
+    let prefix = unique_name(prefix);
+    let catalog = serve_catalog(client, &packages(&prefix, 1, &["1.0.0"])).await;
+    let package = format!("{prefix}-0");
+    let ns = unique_name(&format!("olm-{prefix}"));
+    create_namespace(client, &ns).await;
+    create_operator_group(client, &ns, &[&ns]).await;
+    subscribe(client, &ns, &package, &catalog.name, "Automatic", None).await;
+    succeeded(client, &ns, &registry::csv_name(&package, "1.0.0")).await;
+    (catalog, package, ns)
+}
+
 #[tokio::test]
 async fn a_deleted_subscription_leaves_the_running_operator_its_secret() {
     let (client, _webhook) = setup().await;
-    let prefix = unique_name("unsub");
-    let catalog = serve_catalog(&client, &packages(&prefix, 1, &["1.0.0"])).await;
-    let package = format!("{prefix}-0");
-    let ns = unique_name("olm-unsub");
-    create_namespace(&client, &ns).await;
-    create_operator_group(&client, &ns, &[&ns]).await;
-    subscribe(&client, &ns, &package, &catalog.name, "Automatic", None).await;
-    succeeded(&client, &ns, &registry::csv_name(&package, "1.0.0")).await;
+    let (catalog, package, ns) = own_namespace_operator(&client, "unsub").await;
 
     // OLM's documented uninstall starts here; the CSV keeps running. Its InstallPlans go with it.
     subscriptions(&client, &ns).delete(&package, &DeleteParams::default()).await.unwrap();
@@ -367,14 +374,7 @@ async fn a_deleted_subscription_leaves_the_running_operator_its_secret() {
 #[tokio::test]
 async fn a_subscription_repointed_to_a_renamed_catalog_follows_it() {
     let (client, webhook) = setup().await;
-    let prefix = unique_name("repoint");
-    let catalog = serve_catalog(&client, &packages(&prefix, 1, &["1.0.0"])).await;
-    let package = format!("{prefix}-0");
-    let ns = unique_name("olm-repoint");
-    create_namespace(&client, &ns).await;
-    create_operator_group(&client, &ns, &[&ns]).await;
-    subscribe(&client, &ns, &package, &catalog.name, "Automatic", None).await;
-    succeeded(&client, &ns, &registry::csv_name(&package, "1.0.0")).await;
+    let (catalog, package, ns) = own_namespace_operator(&client, "repoint").await;
 
     // oc-mirror publishes the same content under a new name; the admin repoints and removes the
     // old catalog. The same secret is listed.
