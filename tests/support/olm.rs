@@ -142,11 +142,11 @@ pub async fn subscribe_and_install(
         "spec": { "name": "widget-operator", "channel": "stable", "source": catalog, "sourceNamespace": catalog_ns }
     }));
     let sub = api.create(&PostParams::default(), &sub).await.unwrap();
-    let plan = create_install_plan(client, ns, (catalog_ns, catalog), csv, &sub).await;
+    let (plan, plan_uid) = create_install_plan(client, ns, (catalog_ns, catalog), csv, &sub).await;
     let plan_ref =
         json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "InstallPlan", "name": plan, "namespace": ns });
     let status = json!({ "status": { "currentCSV": csv, "state": "UpgradePending", "installPlanRef": plan_ref,
-        "installplan": { "apiVersion": "operators.coreos.com/v1alpha1", "kind": "InstallPlan", "name": plan },
+        "installplan": { "apiVersion": "operators.coreos.com/v1alpha1", "kind": "InstallPlan", "name": plan, "uuid": plan_uid },
         "lastUpdated": "2026-01-01T00:00:00Z" } });
     api.patch_status("widget-operator", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
     let uid = create_csv.await;
@@ -156,14 +156,15 @@ pub async fn subscribe_and_install(
 }
 
 /// The InstallPlan catalog-operator writes for `csv` from `catalog_ns/catalog`: owned by the
-/// namespace's Subscription, generation 1, with the status OLM writes once executed.
+/// namespace's Subscription, generation 1, with the status OLM writes once executed. Returns its
+/// name and UID.
 async fn create_install_plan(
     client: &kube::Client,
     ns: &str,
     (catalog_ns, catalog): (&str, &str),
     csv: &str,
     subscription: &DynamicObject,
-) -> String {
+) -> (String, String) {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "InstallPlan"));
     let name = unique_name("install");
     let owner = json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription",
@@ -173,13 +174,13 @@ async fn create_install_plan(
         "metadata": { "name": name, "ownerReferences": [owner] },
         "spec": { "approval": "Automatic", "approved": true, "clusterServiceVersionNames": [csv], "generation": 1 }
     }));
-    api.create(&PostParams::default(), &plan).await.unwrap();
+    let uid = api.create(&PostParams::default(), &plan).await.unwrap().metadata.uid.unwrap();
     let status = json!({ "status": { "phase": "Complete", "catalogSources": [catalog], "plan": [{
         "resolving": csv, "status": "Created",
         "resource": { "group": "operators.coreos.com", "version": "v1alpha1", "kind": "ClusterServiceVersion",
             "name": csv, "sourceName": catalog, "sourceNamespace": catalog_ns, "manifest": "{}" } }] } });
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
-    name
+    (name, uid)
 }
 
 /// The CRD of an operand kind (idempotent), and `get` on it for the webhook.
