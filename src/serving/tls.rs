@@ -1,14 +1,19 @@
-//! Serving certificate and key from files, reloaded without a restart. Secret volumes change by
-//! an atomic symlink swap, so the files are polled; a new pair is used only when it parses and
-//! the key matches the certificate, otherwise the old pair stays and an error is logged.
+//! Serving certificate and key from files, reloaded without a restart, and the client CA bundle
+//! likewise. Secret and ConfigMap volumes change by an atomic symlink swap, so the files are
+//! polled; new material is used only when it parses (a pair only when the key matches the
+//! certificate), otherwise the old stays and an error is logged.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use rustls::DistinguishedName;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 use tracing::{error, info};
@@ -82,23 +87,14 @@ impl CertReloader {
     }
 
     /// A server configuration that always serves the current pair, HTTP/1.1 only (what the API
-    /// server speaks to webhooks); with `client_roots`, a client must present a certificate
-    /// they signed.
-    pub fn server_config(
-        self: &Arc<Self>,
-        client_roots: Option<Arc<rustls::RootCertStore>>,
-    ) -> Arc<rustls::ServerConfig> {
+    /// server speaks to webhooks); with `clients`, a client must present a certificate it accepts.
+    pub fn server_config(self: &Arc<Self>, clients: Option<Arc<ClientVerifier>>) -> Arc<rustls::ServerConfig> {
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .expect("ring supports the default protocol versions");
-        let builder = match client_roots {
+        let builder = match clients {
             None => builder.with_no_client_auth(),
-            Some(roots) => {
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
-                    .build()
-                    .expect("a verifier over roots that parsed");
-                builder.with_client_cert_verifier(verifier)
-            }
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
         };
         let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -106,9 +102,22 @@ impl CertReloader {
     }
 }
 
-/// The CA bundle that client certificates must chain to (`--client-ca-file`).
-pub fn client_roots(ca_file: &Path) -> Result<Arc<rustls::RootCertStore>, Error> {
+/// Who may call: a client certificate that chains to the CA bundle of `--client-ca-file`
+/// (reloaded when the file changes, as the serving pair is) and, with `--client-name`, names that
+/// DNS name in its subjectAltName: a CA shared with other clients (the cluster's client CA signs
+/// every kubelet's and user's certificate) is then not blanket trust.
+#[derive(Debug)]
+pub struct ClientVerifier {
+    ca_file: PathBuf,
+    allowed_name: Option<ServerName<'static>>,
+    current: ArcSwap<Arc<dyn ClientCertVerifier>>,
+    /// Digest of the bundle the current verifier was built from.
+    loaded_from: std::sync::Mutex<[u8; 32]>,
+}
+
+fn read_roots(ca_file: &Path) -> Result<(Arc<dyn ClientCertVerifier>, [u8; 32]), Error> {
     let pem = std::fs::read(ca_file).map_err(|e| Error::Tls(format!("{}: {e}", ca_file.display())))?;
+    let digest: [u8; 32] = Sha256::digest(&pem).into();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         let cert = cert.map_err(|e| Error::Tls(format!("{}: {e}", ca_file.display())))?;
@@ -117,7 +126,96 @@ pub fn client_roots(ca_file: &Path) -> Result<Arc<rustls::RootCertStore>, Error>
     if roots.is_empty() {
         return Err(Error::Tls(format!("{}: no CA certificate", ca_file.display())));
     }
-    Ok(Arc::new(roots))
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| Error::Tls(format!("{}: {e}", ca_file.display())))?;
+    Ok((verifier, digest))
+}
+
+impl ClientVerifier {
+    pub fn load(ca_file: PathBuf, allowed_name: Option<&str>) -> Result<Arc<Self>, Error> {
+        let allowed_name = allowed_name
+            .map(|name| {
+                ServerName::try_from(name.to_string()).map_err(|e| Error::Tls(format!("--client-name {name}: {e}")))
+            })
+            .transpose()?;
+        let (verifier, digest) = read_roots(&ca_file)?;
+        Ok(Arc::new(ClientVerifier {
+            ca_file,
+            allowed_name,
+            current: ArcSwap::from_pointee(verifier),
+            loaded_from: std::sync::Mutex::new(digest),
+        }))
+    }
+
+    /// Loads the bundle again if it changed; keeps the current one when the new one is bad.
+    pub fn reload(&self) {
+        match read_roots(&self.ca_file) {
+            Ok((verifier, digest)) => {
+                let mut loaded = self.loaded_from.lock().expect("digest");
+                if *loaded != digest {
+                    self.current.store(Arc::new(verifier));
+                    *loaded = digest;
+                    info!(ca = %self.ca_file.display(), "client CA reloaded");
+                }
+            }
+            Err(e) => error!(error = %e, "new client CA rejected; keeping the current one"),
+        }
+    }
+
+    pub async fn watch(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            self.reload();
+        }
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    /// No hints: they would borrow from a bundle that may be swapped; the API server sends the
+    /// one certificate it is configured with either way.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.current.load().verify_client_cert(end_entity, intermediates, now)?;
+        if let Some(name) = &self.allowed_name {
+            let cert = webpki::EndEntityCert::try_from(end_entity)
+                .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+            cert.verify_is_valid_for_subject_name(name)
+                .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))?;
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current.load().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current.load().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.current.load().supported_verify_schemes()
+    }
 }
 
 impl ResolvesServerCert for CertReloader {
@@ -166,5 +264,53 @@ mod tests {
         reloader.reload();
         assert_eq!(serving_der(&reloader), pem_der(&second.cert_pem));
         assert!(CertReloader::load(dir.path().join("tls.crt"), dir.path().join("missing.key")).is_err());
+    }
+
+    /// A client certificate for `dns_name` and the PEM of the CA that signed it.
+    fn client(dns_name: &str) -> (CertificateDer<'static>, String) {
+        let certs = crate::commands::certs::generate(&[dns_name.to_string()], &[]).unwrap();
+        (CertificateDer::from(pem_der(&certs.cert_pem)), certs.ca_pem)
+    }
+
+    fn accepts(verifier: &ClientVerifier, cert: &CertificateDer<'_>) -> bool {
+        verifier.verify_client_cert(cert, &[], UnixTime::now()).is_ok()
+    }
+
+    #[test]
+    fn a_new_client_ca_is_used_without_a_restart_and_a_bad_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.crt");
+        let (first, first_ca) = client("apiserver.example");
+        let (second, second_ca) = client("apiserver.example");
+        std::fs::write(&ca_file, &first_ca).unwrap();
+        let verifier = ClientVerifier::load(ca_file.clone(), None).unwrap();
+        assert!(accepts(&verifier, &first));
+        assert!(!accepts(&verifier, &second));
+
+        std::fs::write(&ca_file, &second_ca).unwrap();
+        verifier.reload();
+        assert!(accepts(&verifier, &second));
+        assert!(!accepts(&verifier, &first), "the old CA is no longer trusted");
+
+        // A half-written bundle keeps the current one.
+        std::fs::write(&ca_file, &first_ca[..first_ca.len() / 2]).unwrap();
+        verifier.reload();
+        assert!(accepts(&verifier, &second));
+        std::fs::write(&ca_file, "").unwrap();
+        assert!(ClientVerifier::load(ca_file, None).is_err());
+    }
+
+    #[test]
+    fn an_allowed_client_name_refuses_other_certificates_of_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.crt");
+        let certs = crate::commands::certs::generate(&["apiserver.example".into()], &[]).unwrap();
+        std::fs::write(&ca_file, &certs.ca_pem).unwrap();
+        let apiserver = CertificateDer::from(pem_der(&certs.cert_pem));
+        let verifier = ClientVerifier::load(ca_file.clone(), Some("apiserver.example")).unwrap();
+        assert!(accepts(&verifier, &apiserver));
+        let other = ClientVerifier::load(ca_file.clone(), Some("kubelet.example")).unwrap();
+        assert!(!accepts(&other, &apiserver), "same CA, another name");
+        assert!(ClientVerifier::load(ca_file, Some("not a name!")).is_err());
     }
 }

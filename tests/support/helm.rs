@@ -121,6 +121,32 @@ impl Helm {
         parse_documents(&output).unwrap()
     }
 
+    /// The NOTES Helm prints after `helm install` of the chart with `values` into the cluster of
+    /// `kubeconfig` (a client-side dry run: nothing is installed).
+    pub fn notes(&self, kubeconfig: &Path, values: &Value) -> String {
+        let values_file = write_values(values);
+        let output = self
+            .run(&[
+                "install",
+                "psi",
+                &chart_dir().to_string_lossy(),
+                "--dry-run=client",
+                // Other tests' releases leave the CRDs: a dry run takes nothing over.
+                "--take-ownership",
+                "--namespace",
+                "olm-pullsecret-injector",
+                "--kubeconfig",
+                &kubeconfig.to_string_lossy(),
+                "--output",
+                "json",
+                "--values",
+                &values_file.path().to_string_lossy(),
+            ])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let release: Value = serde_json::from_str(&output).unwrap_or_else(|e| panic!("{e}: {output}"));
+        release["info"]["notes"].as_str().unwrap_or_default().to_string()
+    }
+
     /// `helm lint --strict` of the chart with `values`; `Ok` carries helm's report.
     pub fn lint(&self, values: &Value) -> Result<String, String> {
         let values_file = write_values(values);
