@@ -68,6 +68,14 @@ pub struct ServerArgs {
     /// certificate it signed are refused during the TLS handshake.
     #[arg(long, env = "PSI_CLIENT_CA_FILE")]
     pub client_ca_file: Option<PathBuf>,
+    /// With --client-ca-file: also require this DNS name in the client certificate's
+    /// subjectAltName, so that a CA shared with other clients is not blanket trust.
+    #[arg(long, env = "PSI_CLIENT_NAME", requires = "client_ca_file")]
+    pub client_name: Option<String>,
+    /// MiB of request bodies held at once (each reserved before it is read; past it a fast
+    /// 503). Default: a quarter of the process's cgroup memory limit, between 8 and 256 MiB.
+    #[arg(long, env = "PSI_BODY_BUDGET_MIB")]
+    pub body_budget_mib: Option<usize>,
     /// After SIGTERM, keep serving this long while readiness reports false.
     #[arg(long, env = "PSI_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub drain_delay: Duration,
@@ -129,8 +137,15 @@ impl ServeArgs {
             tls_cert_file: self.server.tls_cert_file,
             tls_key_file: self.server.tls_key_file,
             client_ca_file: self.server.client_ca_file,
+            client_name: self.server.client_name,
             connections: Default::default(),
-            requests: Default::default(),
+            requests: crate::webhook::http::RequestLimits {
+                body_budget_bytes: match self.server.body_budget_mib {
+                    Some(mib) => mib.saturating_mul(1024 * 1024),
+                    None => crate::webhook::http::body_budget_from_memory_limit(),
+                },
+                ..Default::default()
+            },
             drain_delay: self.server.drain_delay,
             namespaces: self.webhook.namespaces.into(),
             catalogs: self.webhook.catalogs.into(),

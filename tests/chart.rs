@@ -32,8 +32,8 @@ fn non_default_values(catalogs: [&str; 2]) -> Value {
         "logFormat": "text",
         "image": { "repository": "registry.example.com/psi", "tag": "1.2.3", "digest": DIGEST },
         "imagePullSecrets": [{ "name": "registry-login" }],
-        "clientCA": { "configMapName": "apiserver-client-ca", "key": "ca.crt" },
-        "networkPolicy": { "apiServerCIDRs": ["10.0.0.0/24"], "metricsNamespaceLabels": { "name": "monitoring" } },
+        "clientCA": { "configMapName": "apiserver-client-ca", "key": "ca.crt", "allowedName": "kube-apiserver.example" },
+        "networkPolicy": { "apiServerCIDRs": ["10.0.0.0/24"], "metricsNamespaces": [], "metricsNamespaceLabels": { "name": "monitoring" } },
     })
 }
 
@@ -669,6 +669,7 @@ fn the_client_ca_and_the_network_policy_render() {
     let name = "psi-olm-pullsecret-injector";
     let objects = Helm::shared().template("psi", NS, &non_default_values(["catalogs-a", "catalogs-b"]));
     assert!(args(&objects, name).contains(&"--client-ca-file=/etc/webhook/client-ca/ca.crt".to_string()));
+    assert!(args(&objects, name).contains(&"--client-name=kube-apiserver.example".to_string()));
     let pod = &find(&objects, "Deployment", name)["spec"]["template"]["spec"];
     assert!(pod["volumes"].as_array().unwrap().iter().any(|v| v["configMap"]["name"] == "apiserver-client-ca"));
     let policy = find(&objects, "NetworkPolicy", name);
@@ -682,10 +683,26 @@ fn the_client_ca_and_the_network_policy_render() {
 
     // Defaults: no client CA; the policy is on, the webhook port open to any source.
     let objects = Helm::shared().template("psi", NS, &json!({}));
-    assert!(!args(&objects, name).iter().any(|a| a.starts_with("--client-ca-file")));
+    assert!(!args(&objects, name).iter().any(|a| a.starts_with("--client-ca-file") || a.starts_with("--client-name")));
     let ingress = find(&objects, "NetworkPolicy", name)["spec"]["ingress"].clone();
     assert!(ingress[0].get("from").is_none(), "{ingress}");
-    assert_eq!(ingress[1]["from"], json!([{ "namespaceSelector": {} }]));
+    // The admin port: the monitoring namespaces by name, not every namespace.
+    let monitoring = json!([{ "namespaceSelector": { "matchExpressions": [{ "key": "kubernetes.io/metadata.name",
+        "operator": "In", "values": ["openshift-monitoring", "monitoring"] }] } }]);
+    assert_eq!(ingress[1]["from"], monitoring);
+}
+
+/// Without a client CA the install says so, and whether the NetworkPolicy narrows who may call.
+#[test]
+fn the_install_notes_warn_without_a_client_ca() {
+    let (helm, kubeconfig) = (Helm::shared(), ControlPlane::shared().kubeconfig());
+    let open = helm.notes(&kubeconfig, &json!({}));
+    assert!(open.contains("WARNING: no client CA"), "{open}");
+    assert!(open.contains("open to every source"), "{open}");
+    let narrowed = helm.notes(&kubeconfig, &json!({ "networkPolicy": { "apiServerCIDRs": ["10.0.0.0/24"] } }));
+    assert!(narrowed.contains("WARNING: no client CA") && narrowed.contains("through the NetworkPolicy"), "{narrowed}");
+    let verified = helm.notes(&kubeconfig, &json!({ "clientCA": { "configMapName": "apiserver-client-ca" } }));
+    assert!(!verified.contains("WARNING"), "{verified}");
 }
 
 /// `certificates.mode: auto` (the default) is the OpenShift service CA where the cluster serves

@@ -1,8 +1,8 @@
-//! The HTTPS port survives hostile clients (in process: the real TLS server and the webhook's
-//! router over fixture caches; no control plane). A trickled request head is cut off, idle
-//! connections do not keep a real review out, bodies are bounded in size and time, reviews in
-//! flight and connections are capped, and with a client CA a caller without a certificate is
-//! refused.
+//! The HTTPS and admin ports survive hostile clients (in process: the real servers and the
+//! webhook's router over fixture caches; no control plane). A trickled request head is cut off,
+//! idle connections do not keep a real review or a probe out, bodies are bounded in size and
+//! time and all together by a memory budget, reviews in flight and connections (per address
+//! too) are capped, and with a client CA a caller without a certificate is refused.
 
 mod support;
 
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use olm_pullsecret_injector::commands::certs::{DevCerts, generate};
 use olm_pullsecret_injector::serving::https::{ConnectionLimits, serve_tls};
-use olm_pullsecret_injector::serving::tls::{CertReloader, client_roots};
+use olm_pullsecret_injector::serving::tls::{CertReloader, ClientVerifier};
 use olm_pullsecret_injector::state::caches::Fixture;
 use olm_pullsecret_injector::webhook::OnCopyFailure;
 use olm_pullsecret_injector::webhook::http::RequestLimits;
@@ -46,7 +46,7 @@ async fn start(connections: ConnectionLimits, requests: RequestLimits, client_ca
     let certs = generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()]).unwrap();
     olm_pullsecret_injector::commands::certs::write(&dir, &certs).unwrap();
     let tls = CertReloader::load(dir.join("tls.crt"), dir.join("tls.key")).unwrap();
-    let roots = client_ca.then(|| client_roots(&dir.join("ca.crt")).unwrap());
+    let roots = client_ca.then(|| ClientVerifier::load(dir.join("ca.crt"), None).unwrap());
     let world = world();
     let router = olm_pullsecret_injector::router(world.webhook(OnCopyFailure::Deny), requests);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -123,6 +123,29 @@ async fn closed_within(tls: &mut TlsStream<tokio::net::TcpStream>, within: Durat
     }
 }
 
+/// A TCP connection to `addr` from the loopback address `source` (127.0.0.2 plays a pod other
+/// than the API server, which the tests' reviews come from: 127.0.0.1).
+async fn connect_from(addr: SocketAddr, source: [u8; 4]) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    socket.connect(addr).await
+}
+
+const ANOTHER_POD: [u8; 4] = [127, 0, 0, 2];
+
+/// A field of /proc/self/status in KiB: VmHWM (the peak resident set) or VmRSS (now).
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap()))
+        .unwrap()
+}
+
+fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
 fn quick(header_read_timeout: Duration) -> ConnectionLimits {
     ConnectionLimits { header_read_timeout, ..ConnectionLimits::default() }
 }
@@ -154,9 +177,11 @@ async fn a_client_that_trickles_its_request_head_is_cut_off() {
 #[tokio::test]
 async fn two_thousand_idle_connections_do_not_keep_a_real_review_out() {
     let server = start(ConnectionLimits::default(), RequestLimits::default(), false).await;
+    // From one pod: past the per-address cap they are closed at once, the rest wait for their
+    // handshake's timeout.
     let mut idle = Vec::new();
     for _ in 0..2000 {
-        idle.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+        idle.push(connect_from(server.addr, ANOTHER_POD).await.unwrap());
     }
     let (status, took) = server.review().await;
     assert_eq!(status, 200);
@@ -235,15 +260,131 @@ async fn thirty_streamed_eight_mib_bodies_stay_under_the_memory_limit() {
     }
     for sender in senders {
         let status = sender.await.unwrap();
-        assert!(status == 400 || status == 0, "{status}");
+        // Cut at the body limit (400), or refused before reading past the memory budget (503).
+        assert!(status == 400 || status == 503 || status == 0, "{status}");
     }
-    let peak = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap()))
-        .unwrap();
+    let peak = peak_rss_kib();
     println!("peak resident set with 30 streamed 8 MiB bodies: {} MiB", peak / 1024);
     assert!(peak < 256 * 1024, "peak RSS {peak} kB");
+}
+
+/// 200 clients each declare a 3 MiB review and send all of it but its last byte: bodies past
+/// the memory budget (here 8 MiB) are refused before a byte of them is read, and a genuine review
+/// still gets its answer.
+#[tokio::test]
+async fn two_hundred_held_bodies_stay_within_the_memory_budget_and_a_review_still_passes() {
+    let requests = RequestLimits { body_budget_bytes: 8 * 1024 * 1024, ..RequestLimits::default() };
+    let server = Arc::new(start(ConnectionLimits::default(), requests, false).await);
+    let length = 3 * 1024 * 1024;
+    // One body for every client: the test's own memory stays out of the figure.
+    let body: Arc<[u8]> = vec![b' '; length - 1].into();
+    let before = status_kib("VmRSS:");
+    let (answered_tx, mut answered) = tokio::sync::mpsc::unbounded_channel();
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let (server, answered_tx, body) = (server.clone(), answered_tx.clone(), body.clone());
+        held.push(tokio::spawn(async move {
+            let mut tls = server.connect().await.unwrap();
+            let head = format!("POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n\r\n");
+            tls.write_all(head.as_bytes()).await.unwrap();
+            // A refused body's answer comes while it is still being sent.
+            let sent = tokio::time::timeout(Duration::from_secs(5), tls.write_all(&body)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                let _ = answered_tx.send(status_of(&mut tls).await);
+                return None;
+            }
+            let mut buf = [0u8; 512];
+            match tokio::time::timeout(Duration::from_millis(500), tls.read(&mut buf)).await {
+                // Answered (refused) at once.
+                Ok(Ok(n)) if n > 0 => {
+                    let status = String::from_utf8_lossy(&buf[..n]).split_whitespace().nth(1).map(str::to_string);
+                    let _ = answered_tx.send(status.and_then(|s| s.parse().ok()).unwrap_or(0));
+                    None
+                }
+                // Still read by the server: held, its last byte never sent.
+                _ => Some(tls),
+            }
+        }));
+    }
+    drop(answered_tx);
+    let mut holding = Vec::new();
+    for task in held {
+        holding.extend(task.await.unwrap());
+    }
+    let mut refused = Vec::new();
+    while let Some(status) = answered.recv().await {
+        refused.push(status);
+    }
+    let (status, took) = server.review().await;
+    let grown = status_kib("VmRSS:").saturating_sub(before);
+    println!(
+        "200 held 3 MiB bodies: {} read, {} refused, resident set grew {} MiB (budget 8 MiB; the clients' TLS \
+         state included); a genuine review took {took:?}",
+        holding.len(),
+        refused.len(),
+        grown / 1024,
+    );
+    assert!(grown < 64 * 1024, "resident set grew {grown} KiB with 200 held bodies");
+    assert_eq!(status, 200, "a genuine review within the budget");
+    assert!(holding.len() <= 2, "only the budget's worth of bodies is read: {}", holding.len());
+    assert!(refused.iter().all(|s| *s == 503 || *s == 0), "{refused:?}");
+    assert!(refused.iter().filter(|s| **s == 503).count() >= 150, "{refused:?}");
+    drop(holding);
+}
+
+/// One address cannot take every connection: past its cap its connections are closed at once,
+/// while another address still connects.
+#[tokio::test]
+async fn connections_past_the_per_address_cap_are_closed_and_others_still_connect() {
+    let limits = ConnectionLimits { max_connections_per_peer: 4, ..ConnectionLimits::default() };
+    let server = start(limits, RequestLimits::default(), false).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(connect_from(server.addr, ANOTHER_POD).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fifth = connect_from(server.addr, ANOTHER_POD).await.unwrap();
+    let mut buf = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(1), fifth.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0) | Err(_))), "the fifth connection of one address is closed at once");
+    assert_eq!(server.review().await.0, 200, "another address is served");
+    drop(held);
+}
+
+/// The admin port under 2,000 idle connections from one pod: the kubelet's probe (another
+/// address) is still answered.
+#[tokio::test]
+async fn two_thousand_idle_admin_connections_do_not_keep_a_probe_out() {
+    let readiness = olm_pullsecret_injector::serving::lifecycle::Readiness::default();
+    let router = olm_pullsecret_injector::serving::admin::router(readiness);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = ConnectionLimits::admin();
+    tokio::spawn(olm_pullsecret_injector::serving::https::serve_plain(
+        listener,
+        router,
+        limits,
+        std::future::pending(),
+    ));
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        if let Ok(conn) = connect_from(addr, ANOTHER_POD).await {
+            idle.push(conn);
+        }
+    }
+    let started = Instant::now();
+    let mut probe = tokio::net::TcpStream::connect(addr).await.unwrap();
+    probe.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), probe.read_to_string(&mut response)).await.unwrap().unwrap();
+    println!("a probe behind 2,000 idle admin connections took {:?}", started.elapsed());
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // Past the per-address cap they were closed at once; the first wait for the head timeout.
+    let mut buf = [0u8; 1];
+    let last = idle.last_mut().expect("connections");
+    let closed = tokio::time::timeout(Duration::from_secs(1), last.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0) | Err(_))), "an idle admin connection past the cap stays open");
+    drop(idle);
 }
 
 #[tokio::test]

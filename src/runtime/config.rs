@@ -45,6 +45,8 @@ pub struct Config {
     /// PEM CA bundle: when set, only clients with a certificate it signed (the API server) may
     /// connect.
     pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: the DNS name the client certificate must carry.
+    pub client_name: Option<String>,
     pub connections: ConnectionLimits,
     pub requests: RequestLimits,
     /// After shutdown begins, keep serving this long while readiness reports false.
@@ -79,6 +81,7 @@ impl Default for Config {
             tls_cert_file: "/etc/webhook/certs/tls.crt".into(),
             tls_key_file: "/etc/webhook/certs/tls.key".into(),
             client_ca_file: None,
+            client_name: None,
             connections: ConnectionLimits::default(),
             requests: RequestLimits::default(),
             drain_delay: Duration::from_secs(5),

@@ -22,7 +22,7 @@ use crate::reconciler::lease::{self, LeaseSettings};
 use crate::reconciler::{self, Reconciler};
 use crate::resolve::owners::{ApiOwners, Owners};
 use crate::serving::lifecycle::{Readiness, Shutdown};
-use crate::serving::tls::CertReloader;
+use crate::serving::tls::{CertReloader, ClientVerifier};
 use crate::state::caches::Caches;
 use crate::webhook::{DecisionRecord, Webhook};
 
@@ -67,7 +67,8 @@ pub async fn start(client: kube::Client, config: Config) -> Result<Running, Erro
     let admin_router = crate::serving::admin::router(readiness.clone());
     // The admin port outlives the drain (readiness must read false meanwhile): `stopped` ends it.
     let admin_server = tokio::spawn(async move {
-        let _ = axum::serve(admin, admin_router).await;
+        let limits = crate::serving::https::ConnectionLimits::admin();
+        crate::serving::https::serve_plain(admin, admin_router, limits, std::future::pending()).await;
     });
 
     let caches_synced = readiness.pending("watch caches");
@@ -119,8 +120,15 @@ pub async fn start(client: kube::Client, config: Config) -> Result<Running, Erro
             listening.ready();
             let webhook = Arc::new(Webhook::new(ctx, config.admission.clone()));
             let router = crate::router(webhook.clone(), config.requests.clone());
-            let roots = config.client_ca_file.as_deref().map(crate::serving::tls::client_roots).transpose()?;
-            let tls = tls.server_config(roots);
+            let clients = match config.client_ca_file.clone() {
+                Some(ca_file) => {
+                    let clients = ClientVerifier::load(ca_file, config.client_name.as_deref())?;
+                    tokio::spawn(until(shutdown.clone(), clients.clone().watch(TLS_POLL)));
+                    Some(clients)
+                }
+                None => None,
+            };
+            let tls = tls.server_config(clients);
             let serving = crate::serving::https::serve_tls(listener, tls, router, config.connections.clone(), drain);
             (Some(webhook), Some(addr), tokio::spawn(serving))
         }
