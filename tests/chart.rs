@@ -812,8 +812,10 @@ fn the_chart_is_released_with_the_crate() {
 }
 
 /// `cleanupOnUninstall`: a post-delete hook Job runs `cleanup` from the chart's image as an
-/// identity of its own (files/rbac.yaml's cleanupClusterRules), every object of it a hook that
-/// goes once the Job has succeeded; off by default.
+/// identity of its own (files/rbac.yaml's cleanupClusterRules), every object of it a hook. All
+/// but the Job run before it (weight -1) with `hook-succeeded`: Helm deletes them once the Job
+/// has succeeded, and also when it failed (execHook deletes the hooks that succeeded before a
+/// failed one), so only a failed Job stays, for its logs. Off by default.
 #[test]
 fn cleanup_on_uninstall_is_a_post_delete_hook_with_an_identity_of_its_own() {
     let file: Value =
