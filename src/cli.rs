@@ -76,6 +76,11 @@ pub struct ServerArgs {
     /// 503). Default: a quarter of the process's cgroup memory limit, between 8 and 256 MiB.
     #[arg(long, env = "PSI_BODY_BUDGET_MIB")]
     pub body_budget_mib: Option<usize>,
+    /// Report ready only once the chart's ValidatingAdmissionPolicy refuses, for this process's
+    /// identity, a dry-run Secret it must not write (off only with the chart's
+    /// admissionPolicy.enabled=false and acceptUnguardedSecretWrites=true).
+    #[arg(long, env = "PSI_CHECK_ADMISSION_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub check_admission_policy: bool,
     /// After SIGTERM, keep serving this long while readiness reports false.
     #[arg(long, env = "PSI_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub drain_delay: Duration,
@@ -138,6 +143,7 @@ impl ServeArgs {
             tls_key_file: self.server.tls_key_file,
             client_ca_file: self.server.client_ca_file,
             client_name: self.server.client_name,
+            check_admission_policy: self.server.check_admission_policy,
             connections: Default::default(),
             requests: crate::webhook::http::RequestLimits {
                 body_budget_bytes: match self.server.body_budget_mib {

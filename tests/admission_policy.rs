@@ -261,3 +261,40 @@ async fn the_reconciler_may_change_only_pull_secrets_and_its_annotation_of_a_ser
     assert_eq!(after.metadata.labels.unwrap()["team"], "a");
     assert_eq!(after.metadata.annotations.unwrap().get("owner").map(String::as_str), Some("team-a"));
 }
+
+/// Each process proves at start that the policy binds its own identity (`policy_check`): a
+/// dry-run unguarded Secret is refused for the webhook's and the reconciler's accounts, and
+/// admitted for an account the policy does not name, which the same RBAC lets create Secrets.
+/// A process with the check on becomes ready only once it is in force.
+#[tokio::test]
+async fn each_identity_finds_the_policy_in_force_and_an_unbound_one_does_not() {
+    use olm_pullsecret_injector::runtime::policy_check::{Guard, probe};
+    let (admin, webhook, tenant) = setup().await;
+    let cp = ControlPlane::shared();
+    assert_eq!(probe(&webhook, NS).await.unwrap(), Guard::InForce);
+    assert_eq!(probe(&cp.impersonating(NS, RECONCILER).await, NS).await.unwrap(), Guard::InForce);
+
+    // Another account with the right to create Secrets in the tenant namespace, unbound.
+    let role = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": { "name": "secret-writer", "namespace": tenant },
+        "rules": [{ "apiGroups": [""], "resources": ["secrets"], "verbs": ["create"] }] });
+    let binding = json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": { "name": "secret-writer", "namespace": tenant },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "secret-writer" },
+        "subjects": [{ "kind": "ServiceAccount", "namespace": tenant, "name": "unguarded" }] });
+    helm::apply(&admin, &role, false).await.unwrap();
+    helm::apply(&admin, &binding, false).await.unwrap();
+    let unguarded = cp.impersonating(&tenant, "unguarded").await;
+    let found = eventually("the RoleBinding to take effect", Duration::from_secs(10), || async {
+        probe(&unguarded, &tenant).await.ok().filter(|g| *g == Guard::Missing)
+    })
+    .await;
+    assert_eq!(found, Guard::Missing);
+
+    // A replica (the check is on by default, as in the chart) becomes ready with the policy in
+    // force; every replica of the e2e tests does the same.
+    support::webhook::grant_chart_rbac_with(&admin, |_| {}).await;
+    let replica = support::webhook::start(cp, "policy-checked", &[]);
+    let (status, body) = support::webhook::http_get(&format!("127.0.0.1:{}", replica.admin_port), "/readyz").unwrap();
+    assert_eq!((status, body.as_str()), (200, "ready"));
+}

@@ -47,6 +47,9 @@ pub struct Config {
     pub client_ca_file: Option<PathBuf>,
     /// With `client_ca_file`: the DNS name the client certificate must carry.
     pub client_name: Option<String>,
+    /// Ready only once the chart's admission policy refuses an unguarded Secret for this
+    /// process's identity (`policy_check`).
+    pub check_admission_policy: bool,
     pub connections: ConnectionLimits,
     pub requests: RequestLimits,
     /// After shutdown begins, keep serving this long while readiness reports false.
@@ -82,6 +85,7 @@ impl Default for Config {
             tls_key_file: "/etc/webhook/certs/tls.key".into(),
             client_ca_file: None,
             client_name: None,
+            check_admission_policy: true,
             connections: ConnectionLimits::default(),
             requests: RequestLimits::default(),
             drain_delay: Duration::from_secs(5),
@@ -114,6 +118,8 @@ impl Config {
             tls_cert_file: cert_dir.join("tls.crt"),
             tls_key_file: cert_dir.join("tls.key"),
             drain_delay: Duration::ZERO,
+            // `dev` runs as cluster-admin, whom the chart's policies do not bind.
+            check_admission_policy: false,
             ..Config::default()
         }
     }

@@ -4,6 +4,7 @@
 //! the tests and the benches all start it here.
 
 mod config;
+pub mod policy_check;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,6 +72,13 @@ pub async fn start(client: kube::Client, config: Config) -> Result<Running, Erro
         crate::serving::https::serve_plain(admin, admin_router, limits, std::future::pending()).await;
     });
 
+    if config.check_admission_policy {
+        let (client, namespace) = (client.clone(), config.namespaces.own_namespace.clone());
+        tokio::spawn(until(
+            shutdown.clone(),
+            policy_check::hold_readiness_until_in_force(client, namespace, readiness.clone()),
+        ));
+    }
     let caches_synced = readiness.pending("watch caches");
     let caches = Caches::start(client.clone(), config.catalogs.clone());
     let owners = Owners::new(ApiOwners(client.clone()));
