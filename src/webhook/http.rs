@@ -82,7 +82,12 @@ async fn mutate(State(state): State<Arc<Mutate>>, headers: HeaderMap, body: Body
         return error(StatusCode::SERVICE_UNAVAILABLE, "too many reviews in flight; retry");
     };
     let limit = state.limits.max_body_bytes;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    // The declared length (hyper's body knows it from Content-Length; an in-process body knows
+    // its size); none for a chunked body.
+    let declared = axum::body::HttpBody::size_hint(&body)
+        .exact()
+        .and_then(|n| usize::try_from(n).ok())
+        .or_else(|| headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()));
     // Refused before a byte of it is read: a malformed review, like any other (400).
     if declared.is_some_and(|length| length > limit) {
         return error(StatusCode::BAD_REQUEST, &ReviewError::Body(limit).to_string());
