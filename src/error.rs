@@ -15,6 +15,8 @@ pub enum ReviewError {
     MissingRequest,
     #[error("AdmissionReview request has no uid")]
     MissingUid,
+    #[error("{field} is longer than any the API server sends ({limit} bytes)")]
+    TooLong { field: &'static str, limit: usize },
     #[error("request body is larger than {0} bytes or could not be read")]
     Body(usize),
 }

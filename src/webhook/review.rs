@@ -129,8 +129,20 @@ pub struct NameRef<'a> {
     pub name: Option<Cow<'a, str>>,
 }
 
+/// Kubernetes' own bounds on what a review names: a UID (the API server's are 36 bytes), a
+/// namespace (a DNS label), an object name (a DNS subdomain), a group or kind, a version, an
+/// operation. A review past one of them did not come from an API server.
+const MAX_UID: usize = 128;
+const MAX_LABEL: usize = 63;
+const MAX_SUBDOMAIN: usize = 253;
+const MAX_OPERATION: usize = 16;
+/// Our annotation lists names we added: far fewer than this.
+const MAX_INJECTED: usize = 16 * 1024;
+
 /// Parses an AdmissionReview body. Anything that is not an admission.k8s.io/v1 AdmissionReview
-/// with a request and a uid is rejected; the caller answers HTTP 400.
+/// with a request and a uid, or whose fields exceed what the API server sends, is rejected; the
+/// caller answers HTTP 400. (ownerReferences are the API server's to validate after admission: an
+/// unusable one is dropped where the owner chain is followed.)
 pub fn parse(body: &[u8]) -> Result<Request<'_>, ReviewError> {
     let envelope: Envelope = serde_json::from_slice(body).map_err(ReviewError::Json)?;
     match envelope.api_version.as_deref() {
@@ -144,7 +156,31 @@ pub fn parse(body: &[u8]) -> Result<Request<'_>, ReviewError> {
     if request.uid.is_empty() {
         return Err(ReviewError::MissingUid);
     }
+    bound(&request)?;
     Ok(request)
+}
+
+fn bound(request: &Request<'_>) -> Result<(), ReviewError> {
+    let check = |field: &'static str, value: Option<&str>, limit: usize| match value {
+        Some(value) if value.len() > limit => Err(ReviewError::TooLong { field, limit }),
+        _ => Ok(()),
+    };
+    check("request.uid", Some(&request.uid), MAX_UID)?;
+    check("request.namespace", request.namespace.as_deref(), MAX_LABEL)?;
+    check("request.name", request.name.as_deref(), MAX_SUBDOMAIN)?;
+    check("request.operation", Some(&request.operation), MAX_OPERATION)?;
+    check("request.kind.group", Some(&request.kind.group), MAX_SUBDOMAIN)?;
+    check("request.kind.version", Some(&request.kind.version), MAX_LABEL)?;
+    check("request.kind.kind", Some(&request.kind.kind), MAX_LABEL)?;
+    let Some(object) = &request.object else { return Ok(()) };
+    check("metadata.name", object.metadata.name.as_deref(), MAX_SUBDOMAIN)?;
+    check("metadata.generateName", object.metadata.generate_name.as_deref(), MAX_SUBDOMAIN)?;
+    let injected = object.metadata.annotations.as_ref().and_then(|a| a.injected.as_deref());
+    check(crate::INJECTED_ANNOTATION, injected, MAX_INJECTED)?;
+    for name in request.image_pull_secrets().into_iter().flatten() {
+        check("imagePullSecrets[].name", Some(name), MAX_SUBDOMAIN)?;
+    }
+    Ok(())
 }
 
 impl Request<'_> {
@@ -261,6 +297,39 @@ mod tests {
         assert!(matches!(parse(no_request.to_string().as_bytes()), Err(ReviewError::MissingRequest)));
         let empty_uid = review(json!({"uid": "", "kind": {"version": "v1", "kind": "Pod"}, "operation": "CREATE"}));
         assert!(matches!(parse(&empty_uid), Err(ReviewError::MissingUid)));
+    }
+
+    #[test]
+    fn fields_longer_than_kubernetes_allows_are_refused() {
+        let long = |n: usize| "x".repeat(n);
+        let base = || {
+            json!({"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+                "namespace": "t", "name": "p", "object": {"metadata": {"name": "p"}, "spec": {"imagePullSecrets": [{"name": "s"}]}}})
+        };
+        assert!(parse(&review(base())).is_ok());
+        let cases: [(&str, fn(&mut Value, String)); 8] = [
+            ("request.uid", |r, v| r["uid"] = json!(v)),
+            ("request.namespace", |r, v| r["namespace"] = json!(v)),
+            ("request.name", |r, v| r["name"] = json!(v)),
+            ("request.kind.kind", |r, v| r["kind"]["kind"] = json!(v)),
+            ("request.kind.group", |r, v| r["kind"]["group"] = json!(v)),
+            ("metadata.name", |r, v| r["object"]["metadata"]["name"] = json!(v)),
+            ("metadata.generateName", |r, v| r["object"]["metadata"]["generateName"] = json!(v)),
+            ("imagePullSecrets[].name", |r, v| r["object"]["spec"]["imagePullSecrets"][0]["name"] = json!(v)),
+        ];
+        for (field, set) in cases {
+            let mut request = base();
+            set(&mut request, long(1024 * 1024));
+            match parse(&review(request)) {
+                Err(ReviewError::TooLong { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        // At Kubernetes' own limits, accepted.
+        let mut request = base();
+        request["namespace"] = json!(long(63));
+        request["object"]["metadata"]["name"] = json!(long(253));
+        assert!(parse(&review(request)).is_ok());
     }
 
     #[test]
