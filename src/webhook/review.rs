@@ -307,7 +307,8 @@ mod tests {
                 "namespace": "t", "name": "p", "object": {"metadata": {"name": "p"}, "spec": {"imagePullSecrets": [{"name": "s"}]}}})
         };
         assert!(parse(&review(base())).is_ok());
-        let cases: [(&str, fn(&mut Value, String)); 8] = [
+        type Set = fn(&mut Value, String);
+        let cases: [(&str, Set); 8] = [
             ("request.uid", |r, v| r["uid"] = json!(v)),
             ("request.namespace", |r, v| r["namespace"] = json!(v)),
             ("request.name", |r, v| r["name"] = json!(v)),
