@@ -3,7 +3,7 @@
 //! polled; new material is used only when it parses (a pair only when the key matches the
 //! certificate), otherwise the old stays and an error is logged.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,20 +20,66 @@ use tracing::{error, info};
 
 use crate::error::Error;
 
+/// Reads material from files: it and a digest of the bytes it came from.
+type Read<T> = fn(&[PathBuf]) -> Result<(T, [u8; 32]), Error>;
+
+/// Material read from files: swapped in when the files change and what they hold is good,
+/// kept otherwise (with an error logged).
 #[derive(Debug)]
-pub struct CertReloader {
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    current: ArcSwap<CertifiedKey>,
-    /// Digest of the files the current pair was loaded from.
+struct Reloaded<T> {
+    what: &'static str,
+    files: Vec<PathBuf>,
+    read: Read<T>,
+    current: ArcSwap<T>,
+    /// Digest of the files the current material was loaded from.
     loaded_from: std::sync::Mutex<[u8; 32]>,
 }
+
+impl<T> Reloaded<T> {
+    fn load(what: &'static str, files: Vec<PathBuf>, read: Read<T>) -> Result<Self, Error> {
+        let (material, digest) = read(&files)?;
+        Ok(Reloaded {
+            what,
+            files,
+            read,
+            current: ArcSwap::from_pointee(material),
+            loaded_from: std::sync::Mutex::new(digest),
+        })
+    }
+
+    fn reload(&self) {
+        match (self.read)(&self.files) {
+            Ok((material, digest)) => {
+                let mut loaded = self.loaded_from.lock().expect("digest");
+                if *loaded != digest {
+                    self.current.store(Arc::new(material));
+                    *loaded = digest;
+                    info!(what = self.what, file = %self.files[0].display(), "reloaded");
+                }
+            }
+            Err(e) => error!(what = self.what, error = %e, "new material rejected; keeping the current one"),
+        }
+    }
+
+    async fn poll(&self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            self.reload();
+        }
+    }
+}
+
+/// The serving certificate and key.
+#[derive(Debug)]
+pub struct CertReloader(Reloaded<CertifiedKey>);
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read_pair(cert_file: &Path, key_file: &Path) -> Result<(CertifiedKey, [u8; 32]), Error> {
+fn read_pair(files: &[PathBuf]) -> Result<(CertifiedKey, [u8; 32]), Error> {
+    let (cert_file, key_file) = (&files[0], &files[1]);
     let cert_pem = std::fs::read(cert_file).map_err(|e| Error::Tls(format!("{}: {e}", cert_file.display())))?;
     let key_pem = std::fs::read(key_file).map_err(|e| Error::Tls(format!("{}: {e}", key_file.display())))?;
     let digest: [u8; 32] = Sha256::new().chain_update(&cert_pem).chain_update(&key_pem).finalize().into();
@@ -54,36 +100,16 @@ fn read_pair(cert_file: &Path, key_file: &Path) -> Result<(CertifiedKey, [u8; 32
 
 impl CertReloader {
     pub fn load(cert_file: PathBuf, key_file: PathBuf) -> Result<Arc<Self>, Error> {
-        let (pair, digest) = read_pair(&cert_file, &key_file)?;
-        Ok(Arc::new(CertReloader {
-            cert_file,
-            key_file,
-            current: ArcSwap::from_pointee(pair),
-            loaded_from: std::sync::Mutex::new(digest),
-        }))
+        Ok(Arc::new(CertReloader(Reloaded::load("serving certificate", vec![cert_file, key_file], read_pair)?)))
     }
 
     /// Loads the files again if they changed; keeps the current pair when the new one is bad.
     pub fn reload(&self) {
-        match read_pair(&self.cert_file, &self.key_file) {
-            Ok((pair, digest)) => {
-                let mut loaded = self.loaded_from.lock().expect("digest");
-                if *loaded != digest {
-                    self.current.store(Arc::new(pair));
-                    *loaded = digest;
-                    info!(cert = %self.cert_file.display(), "serving certificate reloaded");
-                }
-            }
-            Err(e) => error!(error = %e, "new TLS material rejected; keeping the current certificate"),
-        }
+        self.0.reload()
     }
 
     pub async fn watch(self: Arc<Self>, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            self.reload();
-        }
+        self.0.poll(every).await
     }
 
     /// A server configuration that always serves the current pair, HTTP/1.1 only (what the API
@@ -108,14 +134,12 @@ impl CertReloader {
 /// every kubelet's and user's certificate) is then not blanket trust.
 #[derive(Debug)]
 pub struct ClientVerifier {
-    ca_file: PathBuf,
+    roots: Reloaded<Arc<dyn ClientCertVerifier>>,
     allowed_name: Option<ServerName<'static>>,
-    current: ArcSwap<Arc<dyn ClientCertVerifier>>,
-    /// Digest of the bundle the current verifier was built from.
-    loaded_from: std::sync::Mutex<[u8; 32]>,
 }
 
-fn read_roots(ca_file: &Path) -> Result<(Arc<dyn ClientCertVerifier>, [u8; 32]), Error> {
+fn read_roots(files: &[PathBuf]) -> Result<(Arc<dyn ClientCertVerifier>, [u8; 32]), Error> {
+    let ca_file = &files[0];
     let pem = std::fs::read(ca_file).map_err(|e| Error::Tls(format!("{}: {e}", ca_file.display())))?;
     let digest: [u8; 32] = Sha256::digest(&pem).into();
     let mut roots = rustls::RootCertStore::empty();
@@ -139,36 +163,17 @@ impl ClientVerifier {
                 ServerName::try_from(name.to_string()).map_err(|e| Error::Tls(format!("--client-name {name}: {e}")))
             })
             .transpose()?;
-        let (verifier, digest) = read_roots(&ca_file)?;
-        Ok(Arc::new(ClientVerifier {
-            ca_file,
-            allowed_name,
-            current: ArcSwap::from_pointee(verifier),
-            loaded_from: std::sync::Mutex::new(digest),
-        }))
+        let roots = Reloaded::load("client CA", vec![ca_file], read_roots)?;
+        Ok(Arc::new(ClientVerifier { roots, allowed_name }))
     }
 
     /// Loads the bundle again if it changed; keeps the current one when the new one is bad.
     pub fn reload(&self) {
-        match read_roots(&self.ca_file) {
-            Ok((verifier, digest)) => {
-                let mut loaded = self.loaded_from.lock().expect("digest");
-                if *loaded != digest {
-                    self.current.store(Arc::new(verifier));
-                    *loaded = digest;
-                    info!(ca = %self.ca_file.display(), "client CA reloaded");
-                }
-            }
-            Err(e) => error!(error = %e, "new client CA rejected; keeping the current one"),
-        }
+        self.roots.reload()
     }
 
     pub async fn watch(self: Arc<Self>, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            self.reload();
-        }
+        self.roots.poll(every).await
     }
 }
 
@@ -185,7 +190,7 @@ impl ClientCertVerifier for ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.current.load().verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self.roots.current.load().verify_client_cert(end_entity, intermediates, now)?;
         if let Some(name) = &self.allowed_name {
             let cert = webpki::EndEntityCert::try_from(end_entity)
                 .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
@@ -201,7 +206,7 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current.load().verify_tls12_signature(message, cert, dss)
+        self.roots.current.load().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -210,22 +215,24 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current.load().verify_tls13_signature(message, cert, dss)
+        self.roots.current.load().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.current.load().supported_verify_schemes()
+        self.roots.current.load().supported_verify_schemes()
     }
 }
 
 impl ResolvesServerCert for CertReloader {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+        Some(self.0.current.load_full())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn write_pair(dir: &Path, cert: &str, key: &str) {
@@ -234,7 +241,7 @@ mod tests {
     }
 
     fn serving_der(reloader: &CertReloader) -> Vec<u8> {
-        reloader.current.load().cert[0].to_vec()
+        reloader.0.current.load().cert[0].to_vec()
     }
 
     fn pem_der(pem: &str) -> Vec<u8> {
