@@ -57,7 +57,7 @@ impl<T> Reloaded<T> {
                     info!(what = self.what, file = %self.files[0].display(), "reloaded");
                 }
             }
-            Err(e) => error!(what = self.what, error = %e, "new material rejected; keeping the current one"),
+            Err(e) => error!(what = self.what, error = %e, "new TLS material rejected; keeping the current one"),
         }
     }
 
