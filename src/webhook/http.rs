@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio::sync::Semaphore;
@@ -76,18 +76,15 @@ pub fn router(webhook: Arc<Webhook>, limits: RequestLimits) -> Router {
     Router::new().route("/mutate", post(mutate)).with_state(Arc::new(state))
 }
 
-async fn mutate(State(state): State<Arc<Mutate>>, headers: HeaderMap, body: Body) -> Response {
+async fn mutate(State(state): State<Arc<Mutate>>, body: Body) -> Response {
     let Ok(_permit) = state.in_flight.try_acquire() else {
         crate::telemetry::metrics::review_refused();
         return error(StatusCode::SERVICE_UNAVAILABLE, "too many reviews in flight; retry");
     };
     let limit = state.limits.max_body_bytes;
-    // The declared length (hyper's body knows it from Content-Length; an in-process body knows
-    // its size); none for a chunked body.
-    let declared = axum::body::HttpBody::size_hint(&body)
-        .exact()
-        .and_then(|n| usize::try_from(n).ok())
-        .or_else(|| headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()));
+    // The declared length: hyper's body knows it from Content-Length, an in-process body its
+    // size; a chunked body has none.
+    let declared = axum::body::HttpBody::size_hint(&body).exact().and_then(|n| usize::try_from(n).ok());
     // Refused before a byte of it is read: a malformed review, like any other (400).
     if declared.is_some_and(|length| length > limit) {
         return error(StatusCode::BAD_REQUEST, &ReviewError::Body(limit).to_string());
