@@ -21,12 +21,13 @@ use crate::inject::patch::{add, pointer, test};
 use crate::resolve::{Need, Provision};
 use crate::state::events::Events;
 use crate::state::single_flight::SingleFlight;
-use crate::state::ttl::TtlMap;
+use crate::state::ttl::{TtlMap, Weigh};
 use crate::{CONTENT_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCE_ANNOTATION, SOURCE_UID_ANNOTATION};
 
 /// An ensured copy is trusted from memory this long before it is checked again.
 const ENSURED_TTL: Duration = Duration::from_secs(300);
-const MAX_ENSURED: usize = 100_000;
+/// Bytes of ensured copies remembered (about 40,000 copies).
+const MAX_ENSURED_BYTES: usize = 8 * 1024 * 1024;
 
 /// The name a copy takes when the tenant already owns a secret of the source's name:
 /// `<name>-<10 hex of sha256("<srcns>/<srcname>")>`, the same on every replica.
@@ -78,6 +79,12 @@ struct EnsuredCopy {
     content_hash: String,
 }
 
+impl Weigh for EnsuredCopy {
+    fn weigh(&self) -> usize {
+        self.namespace.weigh() + self.name.weigh() + self.content_hash.weigh()
+    }
+}
+
 pub enum Ensured {
     Created(String),
     Updated(String),
@@ -94,7 +101,7 @@ impl Ensured {
 
 impl Copies {
     pub fn new(client: kube::Client, events: Events) -> Self {
-        let ensured = TtlMap::new(ENSURED_TTL, MAX_ENSURED);
+        let ensured = TtlMap::new(ENSURED_TTL, MAX_ENSURED_BYTES);
         let ledger = Ledger::new(client.clone());
         Copies { client, events, ledger, ensured, in_flight: SingleFlight::default() }
     }

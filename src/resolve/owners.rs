@@ -19,7 +19,7 @@ use tracing::warn;
 
 use crate::error::Error;
 use crate::state::single_flight::SingleFlight;
-use crate::state::ttl::TtlMap;
+use crate::state::ttl::{TtlMap, Weigh};
 use crate::telemetry::metrics;
 
 /// What the chain needs of an owner: its identity and its own owners.
@@ -35,6 +35,18 @@ pub struct OwnerRef {
     pub kind: String,
     pub name: String,
     pub uid: String,
+}
+
+impl Weigh for OwnerMeta {
+    fn weigh(&self) -> usize {
+        self.uid.weigh() + self.owner_references.weigh()
+    }
+}
+
+impl Weigh for OwnerRef {
+    fn weigh(&self) -> usize {
+        self.api_version.weigh() + self.kind.weigh() + self.name.weigh() + self.uid.weigh()
+    }
 }
 
 impl From<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> for OwnerRef {
@@ -120,7 +132,10 @@ fn mismatch_key(key: &str, uid: &str) -> String {
 
 /// Entries are re-verified after this long, so a changed ownerReference on an owner is seen.
 const TTL: Duration = Duration::from_secs(300);
-const MAX_ENTRIES: usize = 100_000;
+/// Bytes of owners remembered (about 50,000 of a few hundred bytes each).
+const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of misses remembered: a key is at most about 700 bytes (its parts are bounded).
+const MAX_MISSING_BYTES: usize = 4 * 1024 * 1024;
 /// A lookup that found nothing is remembered this long: a made-up owner costs one GET per
 /// period however many objects name it.
 const NEGATIVE_TTL: Duration = Duration::from_secs(5);
@@ -154,8 +169,8 @@ impl Owners {
     pub fn new(source: impl OwnerSource) -> Self {
         Owners {
             source: Box::new(source),
-            cache: TtlMap::new(TTL, MAX_ENTRIES),
-            missing: TtlMap::new(NEGATIVE_TTL, MAX_ENTRIES),
+            cache: TtlMap::new(TTL, MAX_BYTES),
+            missing: TtlMap::new(NEGATIVE_TTL, MAX_MISSING_BYTES),
             in_flight: SingleFlight::default(),
             forbidden_logged: Mutex::default(),
         }

@@ -1,22 +1,80 @@
-//! A bounded map whose entries expire: the decision memo, the owner cache and the ensured-copies
-//! cache all remember answers this way, so that a change behind our back is seen within the TTL
-//! and no tenant can grow memory without bound.
+//! A bounded map whose entries expire: the decision memo, the owner cache (found and missing)
+//! and the ensured-copies cache all remember answers this way, so that a change behind our back
+//! is seen within the TTL and no tenant can grow memory without bound. The bound is in bytes:
+//! keys and values hold tenant strings, so a count of entries bounds nothing.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// What one entry costs beyond the bytes [`Weigh`] counts: the table's slot, the timestamp, the
+/// recorded weight and the allocations' headers.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// The heap bytes a key or value holds.
+pub(crate) trait Weigh {
+    fn weigh(&self) -> usize;
+}
+
+impl Weigh for String {
+    fn weigh(&self) -> usize {
+        self.capacity()
+    }
+}
+
+impl Weigh for u128 {
+    fn weigh(&self) -> usize {
+        0
+    }
+}
+
+impl Weigh for () {
+    fn weigh(&self) -> usize {
+        0
+    }
+}
+
+impl<T: Weigh> Weigh for Arc<T> {
+    fn weigh(&self) -> usize {
+        std::mem::size_of::<T>() + (**self).weigh()
+    }
+}
+
+impl<T: Weigh> Weigh for Vec<T> {
+    fn weigh(&self) -> usize {
+        self.capacity() * std::mem::size_of::<T>() + self.iter().map(Weigh::weigh).sum::<usize>()
+    }
+}
 
 pub(crate) struct TtlMap<K, V> {
     ttl: Duration,
-    capacity: usize,
-    entries: Mutex<HashMap<K, (Instant, V)>>,
+    max_bytes: usize,
+    entries: Mutex<Entries<K, V>>,
 }
 
-impl<K: Hash + Eq, V: Clone> TtlMap<K, V> {
-    pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
-        TtlMap { ttl, capacity, entries: Mutex::new(HashMap::new()) }
+struct Entries<K, V> {
+    map: HashMap<K, (Instant, V, usize)>,
+    bytes: usize,
+}
+
+impl<K, V> Entries<K, V> {
+    fn retain(&mut self, mut keep: impl FnMut(&K, &Instant, &V) -> bool) {
+        let bytes = &mut self.bytes;
+        self.map.retain(|k, (at, v, weight)| {
+            let kept = keep(k, at, v);
+            if !kept {
+                *bytes -= *weight;
+            }
+            kept
+        });
+    }
+}
+
+impl<K: Hash + Eq + Weigh, V: Clone + Weigh> TtlMap<K, V> {
+    pub(crate) fn new(ttl: Duration, max_bytes: usize) -> Self {
+        TtlMap { ttl, max_bytes, entries: Mutex::new(Entries { map: HashMap::new(), bytes: 0 }) }
     }
 
     /// The value, if it was inserted less than the TTL ago.
@@ -26,21 +84,31 @@ impl<K: Hash + Eq, V: Clone> TtlMap<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let entries = self.entries.lock().expect("ttl map");
-        let (at, value) = entries.get(key)?;
+        let (at, value, _) = entries.map.get(key)?;
         (at.elapsed() < self.ttl).then(|| value.clone())
     }
 
-    /// Inserts, first dropping expired entries when full, and everything if that is not enough.
+    /// Inserts, first dropping expired entries when the bytes would pass the bound, and
+    /// everything if that is not enough. An entry larger than the whole bound is not kept.
     pub(crate) fn insert(&self, key: K, value: V) {
+        let weight = ENTRY_OVERHEAD + key.weigh() + value.weigh();
+        if weight > self.max_bytes {
+            return;
+        }
         let mut entries = self.entries.lock().expect("ttl map");
-        if entries.len() >= self.capacity {
+        if let Some((_, _, old)) = entries.map.remove(&key) {
+            entries.bytes -= old;
+        }
+        if entries.bytes + weight > self.max_bytes {
             let ttl = self.ttl;
-            entries.retain(|_, (at, _)| at.elapsed() < ttl);
-            if entries.len() >= self.capacity {
-                entries.clear();
+            entries.retain(|_, at, _| at.elapsed() < ttl);
+            if entries.bytes + weight > self.max_bytes {
+                entries.map.clear();
+                entries.bytes = 0;
             }
         }
-        entries.insert(key, (Instant::now(), value));
+        entries.bytes += weight;
+        entries.map.insert(key, (Instant::now(), value, weight));
     }
 
     /// Forgets one entry.
@@ -49,12 +117,15 @@ impl<K: Hash + Eq, V: Clone> TtlMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.entries.lock().expect("ttl map").remove(key);
+        let mut entries = self.entries.lock().expect("ttl map");
+        if let Some((_, _, weight)) = entries.map.remove(key) {
+            entries.bytes -= weight;
+        }
     }
 
     /// Forgets the entries for which `keep` is false.
     pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
-        self.entries.lock().expect("ttl map").retain(|k, (_, v)| keep(k, v));
+        self.entries.lock().expect("ttl map").retain(|k, _, v| keep(k, v));
     }
 }
 
@@ -63,21 +134,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_expire_and_the_map_stays_bounded() {
-        let map = TtlMap::new(Duration::from_millis(30), 2);
-        map.insert("a".to_string(), 1);
+    fn entries_expire_and_can_be_forgotten() {
+        let map = TtlMap::new(Duration::from_millis(30), 1024);
+        map.insert("a".to_string(), 1u128);
         assert_eq!(map.get("a"), Some(1));
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(map.get("a"), None, "expired");
-        map.insert("b".to_string(), 2);
-        map.insert("c".to_string(), 3);
         map.insert("d".to_string(), 4);
-        assert_eq!(map.get("d"), Some(4));
-        assert!(map.entries.lock().unwrap().len() <= 2);
         map.retain(|k, _| k != "d");
         assert_eq!(map.get("d"), None);
         map.insert("e".to_string(), 5);
         map.remove("e");
         assert_eq!(map.get("e"), None);
+        map.retain(|_, _| false);
+        assert_eq!(map.entries.lock().unwrap().bytes, 0, "every byte given back");
+    }
+
+    /// Keys of a megabyte each (a tenant's strings) never hold more than the bound: the count of
+    /// entries would not bound them.
+    #[test]
+    fn the_bound_is_in_bytes() {
+        let max = 4 * 1024 * 1024;
+        let map = TtlMap::new(Duration::from_secs(60), max);
+        for i in 0..100 {
+            map.insert(format!("{i}-{}", "k".repeat(1024 * 1024)), ());
+            let entries = map.entries.lock().unwrap();
+            let held: usize = entries.map.keys().map(|k| k.capacity()).sum();
+            assert!(entries.bytes <= max && held <= max, "{} bytes held after {i}", entries.bytes);
+        }
+        map.insert("x".repeat(max), ());
+        assert_eq!(map.get(&"x".repeat(max)), None, "an entry over the whole bound is not kept");
+        // Small entries: many fit.
+        let small = TtlMap::new(Duration::from_secs(60), max);
+        for i in 0..10_000u128 {
+            small.insert(i, ());
+        }
+        assert_eq!(small.entries.lock().unwrap().map.len(), 10_000);
+        small.insert(1, ());
+        assert_eq!(small.entries.lock().unwrap().bytes, 10_000 * ENTRY_OVERHEAD, "a replaced entry is counted once");
     }
 }

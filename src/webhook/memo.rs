@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::review::{Object, Request};
-use crate::state::ttl::TtlMap;
+use crate::state::ttl::{TtlMap, Weigh};
 
 /// What an object needs, as the webhook answers and logs it.
 #[derive(Default, Debug)]
@@ -37,10 +37,23 @@ struct Remembered {
     answer: Arc<Answer>,
 }
 
+impl Weigh for Remembered {
+    fn weigh(&self) -> usize {
+        let a = &self.answer;
+        // The Pod patch is built after the answer is remembered: a few names' worth.
+        const PATCH: usize = 256;
+        std::mem::size_of::<Answer>()
+            + [&a.wanted, &a.catalogs, &a.chain, &a.warnings].iter().map(|list| list.weigh()).sum::<usize>()
+            + a.none_reason.as_ref().map_or(0, Weigh::weigh)
+            + PATCH
+    }
+}
+
 /// A remembered answer is trusted this long even when nothing it depends on changed, so that a
 /// copy deleted behind our back is recreated.
 const TTL: Duration = Duration::from_secs(60);
-const CAPACITY: usize = 50_000;
+/// Bytes of answers remembered (tens of thousands of owner sets).
+const MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// Answers by a 128-bit keyed hash of what they depend on: the strings in a key come from the
 /// tenant (owner names can be megabytes long), the hash is 16 bytes whatever they are. The hash
@@ -52,7 +65,7 @@ pub(crate) struct Memo {
 
 impl Memo {
     pub fn new() -> Self {
-        Memo { answers: TtlMap::new(TTL, CAPACITY), keys: Default::default() }
+        Memo { answers: TtlMap::new(TTL, MAX_BYTES), keys: Default::default() }
     }
 
     /// The answer computed under `generation`, if still fresh.
