@@ -62,21 +62,32 @@ impl Server {
 
     /// A TLS connection, presenting the server's own pair as a client certificate if asked.
     async fn connect_as(&self, client_cert: Option<&DevCerts>) -> std::io::Result<TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        self.tls_over(tcp, self.client_config(client_cert)).await
+    }
+
+    fn client_config(&self, client_cert: Option<&DevCerts>) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(rustls_pemfile::certs(&mut self.certs.ca_pem.as_bytes()).next().unwrap().unwrap()).unwrap();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots);
-        let config = match client_cert {
+        match client_cert {
             None => builder.with_no_client_auth(),
             Some(certs) => {
                 let chain = rustls_pemfile::certs(&mut certs.cert_pem.as_bytes()).collect::<Result<_, _>>().unwrap();
                 let key = rustls_pemfile::private_key(&mut certs.key_pem.as_bytes()).unwrap().unwrap();
                 builder.with_client_auth_cert(chain, key).unwrap()
             }
-        };
-        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        }
+    }
+
+    async fn tls_over(
+        &self,
+        tcp: tokio::net::TcpStream,
+        config: rustls::ClientConfig,
+    ) -> std::io::Result<TlsStream<tokio::net::TcpStream>> {
         let name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
         tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await
     }
@@ -340,6 +351,38 @@ async fn two_hundred_held_bodies_stay_within_the_memory_budget_and_a_review_stil
 
 /// One address cannot take every connection: past its cap its connections are closed at once,
 /// while another address still connects.
+/// A client that sends reviews on one keep-alive connection and never reads the answers: once
+/// the server's writes stall for the write timeout the connection is ended, and what it held (here
+/// the one connection its address may have) is free again.
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_cut_off() {
+    let limits =
+        ConnectionLimits { write_timeout: Duration::from_secs(1), max_connections_per_peer: 1, ..Default::default() };
+    let server = start(limits, RequestLimits::default(), false).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(server.addr).await.unwrap();
+    let mut tls = server.tls_over(tcp, server.client_config(None)).await.unwrap();
+    let body = review("Pod", "CREATE", "t", pod(&[csv_owner("t", "op.v1")], None));
+    let mut one = format!(
+        "POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    one.extend_from_slice(&body);
+    let started = Instant::now();
+    let mut sent = 0;
+    // Until the buffers both ways are full and the writes stall (or the server has ended it).
+    while let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(2), tls.write_all(&one)).await {
+        sent += 1;
+    }
+    println!("{sent} reviews sent without reading an answer; stalled after {:?}", started.elapsed());
+    let (status, took) = server.review().await;
+    assert_eq!(status, 200, "the stalled connection still holds its address's only slot");
+    println!("a review from the same address passed {took:?} later");
+    drop(tls);
+}
+
 #[tokio::test]
 async fn connections_past_the_per_address_cap_are_closed_and_others_still_connect() {
     let limits = ConnectionLimits { max_connections_per_peer: 4, ..ConnectionLimits::default() };

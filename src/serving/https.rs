@@ -4,7 +4,8 @@
 //!
 //! Any pod in the cluster may reach either port, so every connection is bounded: a TLS handshake
 //! and a request head must each arrive within their timeouts (the head timeout also ends an idle
-//! keep-alive connection), a head is read into a buffer of at most `MAX_HEAD_BUFFER`, and
+//! keep-alive connection), a write that makes no progress for the write timeout ends its
+//! connection, a head is read into a buffer of at most `MAX_HEAD_BUFFER`, and
 //! connections beyond `max_connections`, or beyond `max_connections_per_peer` from one address,
 //! are closed as soon as they are accepted. Request bodies and reviews in flight are bounded by
 //! the webhook's router.
@@ -24,6 +25,8 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use super::write_timeout::WriteTimeout;
+
 /// In-flight requests get this long to finish once shutdown starts.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,6 +40,9 @@ pub struct ConnectionLimits {
     pub handshake_timeout: Duration,
     /// For a request's head, and for the next request on an idle keep-alive connection.
     pub header_read_timeout: Duration,
+    /// A write (an answer, a TLS record) that makes no progress for this long ends the
+    /// connection: a peer that stops reading holds nothing longer.
+    pub write_timeout: Duration,
     pub max_connections: usize,
     /// Connections from one address: one client (a pod, a node) cannot take all of them.
     pub max_connections_per_peer: usize,
@@ -47,6 +53,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             // The API server keeps a few connections per replica; idle attackers time out.
             max_connections: 4096,
             // As many as reviews may be in flight: the API server opens one per concurrent call.
@@ -147,6 +154,7 @@ async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
+        let tcp = WriteTimeout::new(tcp, limits.write_timeout);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(app.clone());
         let watcher = graceful.watcher();

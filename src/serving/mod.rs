@@ -6,3 +6,4 @@ pub mod admin;
 pub mod https;
 pub mod lifecycle;
 pub mod tls;
+pub mod write_timeout;
