@@ -135,6 +135,7 @@ pub struct ReconcilerArgs {
 
 impl ServeArgs {
     pub fn into_config(self) -> Config {
+        let peers_verified = self.server.client_ca_file.is_some();
         Config {
             role: self.server.role,
             listen: self.server.listen,
@@ -159,6 +160,7 @@ impl ServeArgs {
                 failure_policy: self.webhook.failure_policy,
                 on_copy_failure: self.webhook.on_copy_failure,
                 deadline: self.webhook.deadline,
+                peers_verified,
             },
             reconciler: ReconcilerConfig {
                 lease_name: self.reconciler.lease_name,

@@ -151,3 +151,46 @@ async fn repeated_dry_runs_cost_nothing_more() {
     assert_eq!(world.api.secret_creates(), 1, "one dry-run create for 100 dry runs");
     assert!(world.api.secret("t", "creds").is_none(), "a dry run makes nothing");
 }
+
+/// 10,000 reports that our copy was deleted, altered or released, as any peer can forge them
+/// without a client CA: one ledger write for the copy (the reconciler probes it before it acts),
+/// and one more, gathered, when the interval ends.
+#[tokio::test]
+async fn ten_thousand_forged_secret_reviews_make_one_ledger_write_per_copy() {
+    use olm_pullsecret_injector::webhook::observe::MARK_INTERVAL;
+    let world = World::new(fixture());
+    let router = world.router(OnCopyFailure::Deny);
+    let (_, answer) = post(&router, review("Pod", "CREATE", "t", pod(&[csv_owner("t", "op.v1")], None))).await;
+    assert!(patch_of(&answer).is_some());
+    let copy = world.api.secret("t", "creds").unwrap();
+    let mut altered = copy.clone();
+    altered["data"] = json!({ ".dockerconfigjson": "Z3Vlc3M=" });
+    let mut released = copy.clone();
+    released["metadata"]["labels"] = json!({});
+    let reports =
+        [secret_review(&copy, None), secret_review(&copy, Some(&altered)), secret_review(&copy, Some(&released))];
+    let ledger_writes =
+        || world.api.requests().iter().filter(|r| r.starts_with("PATCH") && r.contains("/pullsecretcopies/")).count();
+    let unverified = || {
+        let metrics = olm_pullsecret_injector::telemetry::metrics::encode();
+        let line = "pullsecret_injector_unverified_reviews_total ";
+        metrics.lines().find_map(|l| l.strip_prefix(line).map(|n| n.parse::<u64>().unwrap())).unwrap()
+    };
+    let (before, unverified_before) = (ledger_writes(), unverified());
+    let started = std::time::Instant::now();
+    for i in 0..10_000 {
+        let (status, answer) = post(&router, reports[i % 3].clone()).await;
+        assert_eq!((status, &answer["response"]["allowed"]), (200, &json!(true)));
+    }
+    let took = started.elapsed();
+    println!("10,000 forged Secret reviews in {took:?}: {} ledger writes", ledger_writes() - before);
+    assert!(took < MARK_INTERVAL, "the reviews must fit in one interval for this count");
+    assert_eq!(ledger_writes() - before, 1, "one write for the copy");
+    assert!(unverified() - unverified_before >= 10_000, "each review of an unverified peer is counted");
+    support::eventually("the gathered write", MARK_INTERVAL + Duration::from_secs(5), || async {
+        (ledger_writes() - before == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(ledger_writes() - before, 2, "one gathered write for 9,999 reports");
+}

@@ -6,13 +6,16 @@
 mod support;
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use olm_pullsecret_injector::resolve::owners::OwnerRef;
 use olm_pullsecret_injector::resolve::{Kind, Provision, Resolution, Skip, Subject};
 use olm_pullsecret_injector::state::caches::Fixture;
 use olm_pullsecret_injector::telemetry::metrics::Outcome;
+use olm_pullsecret_injector::webhook::observe::MARK_INTERVAL;
 use olm_pullsecret_injector::webhook::{FailurePolicy, OnCopyFailure};
 use serde_json::{Value, json};
+use support::eventually;
 use support::fixtures::*;
 
 const WIDGET: (&str, &str, &str) = ("example.com", "Widget", "widgets");
@@ -741,8 +744,8 @@ async fn a_catalog_serves_only_where_olm_would_resolve_from_it() {
 }
 
 /// What a tenant does to a copy reaches the webhook through the copies registration: it is never
-/// refused, the ledger entry is marked, and the next admission makes a deleted copy again instead
-/// of listing a name that no longer exists.
+/// refused, the ledger entry is marked (once per interval per copy), and the next admission after
+/// the mark makes a deleted copy again instead of listing a name that no longer exists.
 #[tokio::test]
 async fn a_copy_deleted_or_altered_by_a_tenant_is_marked_and_made_again() {
     let world = world();
@@ -768,11 +771,16 @@ async fn a_copy_deleted_or_altered_by_a_tenant_is_marked_and_made_again() {
     let (_, answer) = post(&router, secret_review(&copy, Some(&copy))).await;
     assert_eq!(answer["response"]["allowed"], true);
 
-    // Deleted: allowed, marked, and the next Pod gets a copy that exists.
+    // Deleted within the interval of the first mark: allowed, the Pods' answers are kept until
+    // the interval's one gathered write, then the next Pod gets a copy that exists.
     let deleted = world.api.delete_secret("tenant", "creds").unwrap();
     let (_, answer) = post(&router, secret_review(&deleted, None)).await;
     assert_eq!(answer["response"]["allowed"], true);
-    assert_eq!(observed(), "deleted");
+    assert_eq!(observed(), "altered", "not written within the interval");
+    eventually("the gathered mark", MARK_INTERVAL + Duration::from_secs(5), || async {
+        (observed() == "deleted").then_some(())
+    })
+    .await;
     let (_, answer) = post(&router, pod_review()).await;
     assert_eq!(names(&patch_of(&answer).unwrap()), ["creds"]);
     assert_eq!(world.api.secret_creates(), 2, "made again, not listed from memory");

@@ -194,21 +194,21 @@ fn copies_followed(
 ) -> impl Fn(&watcher::Event<PullSecretCopy>) + Send + 'static {
     let (ctx, changed) = (ctx.clone(), changed.clone());
     move |event| {
+        // A copy forgotten drops the remembered decisions of its namespace only.
         let forget = |entry: &PullSecretCopy, content_hash: Option<&str>| {
-            ctx.copies.forget(&entry.spec.namespace, &entry.spec.name, content_hash)
+            if ctx.copies.forget(&entry.spec.namespace, &entry.spec.name, content_hash) {
+                ctx.caches().invalidate_namespace(&entry.spec.namespace);
+            }
         };
-        let forgot = match event {
+        match event {
             watcher::Event::Delete(entry) => forget(entry, None),
             watcher::Event::Apply(entry) if Observed::of(entry).is_some() => forget(entry, None),
             watcher::Event::Apply(entry) => forget(entry, Some(&entry.spec.content_hash)),
             watcher::Event::Init => {
                 ctx.copies.forget_all();
-                true
+                ctx.caches().invalidate();
             }
-            watcher::Event::InitApply(_) | watcher::Event::InitDone => false,
-        };
-        if forgot {
-            ctx.caches().invalidate();
+            watcher::Event::InitApply(_) | watcher::Event::InitDone => {}
         }
         changed.notify_one();
     }

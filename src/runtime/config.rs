@@ -95,6 +95,7 @@ impl Default for Config {
                 failure_policy: FailurePolicy::Ignore,
                 on_copy_failure: OnCopyFailure::Deny,
                 deadline: Duration::from_secs(3),
+                peers_verified: false,
             },
             reconciler: ReconcilerConfig {
                 lease_name: "olm-pullsecret-injector".into(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::{Config, DEFAULT_NAMESPACE, ReconcilerConfig, Role, default_identity};
 
@@ -134,7 +134,13 @@ pub async fn start(client: kube::Client, config: Config) -> Result<Running, Erro
                     tokio::spawn(until(shutdown.clone(), clients.clone().watch(TLS_POLL)));
                     Some(clients)
                 }
-                None => None,
+                None => {
+                    warn!(
+                        "no client CA (--client-ca-file): reviews are taken from any peer that reaches the port; each is \
+                         counted in pullsecret_injector_unverified_reviews_total"
+                    );
+                    None
+                }
             };
             let tls = tls.server_config(clients);
             let serving = crate::serving::https::serve_tls(listener, tls, router, config.connections.clone(), drain);

@@ -5,7 +5,7 @@
 //! [`Caches::from_fixture`] fills the same stores from given objects instead of watches, so the
 //! resolver and the webhook can be driven in process by tests and benches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,7 +43,15 @@ pub struct Caches {
     /// Bumped whenever the index or a source secret changes: decisions remembered under an older
     /// generation are stale.
     generation: Arc<AtomicU64>,
+    /// Namespaces whose remembered decisions went stale one by one (a copy there changed behind
+    /// our back): only their decisions are dropped, not every namespace's.
+    stale: Mutex<VecDeque<(u64, String)>>,
+    /// The number of the latest entry of `stale`.
+    stale_seq: AtomicU64,
 }
+
+/// Namespaces invalidated one by one that are remembered; more at once drop every decision.
+const STALE_NAMESPACES: usize = 1024;
 
 /// The pull secrets of one catalog namespace: one watch per pull-secret type (a field selector on
 /// `type` keeps every other Secret out of memory). A store's own readiness wakes a single waiter,
@@ -137,6 +145,8 @@ impl Caches {
             sources: Mutex::new(HashMap::new()),
             changed: Arc::new(Notify::new()),
             generation: Arc::new(AtomicU64::new(0)),
+            stale: Mutex::new(VecDeque::new()),
+            stale_seq: AtomicU64::new(0),
         }
     }
 
@@ -211,6 +221,33 @@ impl Caches {
     /// watched OLM objects, such as a copy deleted behind our back).
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Marks the remembered decisions of one namespace stale (a copy there was deleted or
+    /// changed behind our back).
+    pub fn invalidate_namespace(&self, namespace: &str) {
+        let mut stale = self.stale.lock().expect("stale namespaces");
+        let seq = self.stale_seq.load(Ordering::SeqCst) + 1;
+        if stale.len() == STALE_NAMESPACES {
+            stale.pop_front();
+        }
+        stale.push_back((seq, namespace.to_string()));
+        self.stale_seq.store(seq, Ordering::SeqCst);
+    }
+
+    /// The number of the latest namespace invalidation.
+    pub fn stale_seq(&self) -> u64 {
+        self.stale_seq.load(Ordering::SeqCst)
+    }
+
+    /// The namespaces invalidated after invalidation number `seq`; `None` when some of them
+    /// are no longer recorded (then every decision is stale).
+    pub fn stale_since(&self, seq: u64) -> Option<Vec<String>> {
+        let stale = self.stale.lock().expect("stale namespaces");
+        let latest = self.stale_seq.load(Ordering::SeqCst);
+        let oldest = stale.front().map_or(latest + 1, |(first, _)| *first);
+        (seq + 1 >= oldest || seq == latest)
+            .then(|| stale.iter().filter(|(n, _)| *n > seq).map(|(_, ns)| ns.clone()).collect())
     }
 
     pub fn index(&self) -> arc_swap::Guard<Arc<Index>> {

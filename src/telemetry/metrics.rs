@@ -133,6 +133,7 @@ struct Metrics {
     ignored_catalogs: Family<ReasonLabels, Gauge>,
     connections_refused: Counter,
     reviews_refused: Counter,
+    unverified_reviews: Counter,
     undecided: Family<PolicyLabels, Counter>,
 }
 
@@ -221,6 +222,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Reviews answered 503 at once because the limit of reviews in flight was reached",
         reviews_refused.clone(),
     );
+    let unverified_reviews = Counter::default();
+    registry.register(
+        "unverified_reviews",
+        "Reviews from a peer whose identity was not verified (no client CA configured): any pod that reaches \
+         the port may send them",
+        unverified_reviews.clone(),
+    );
     let undecided = Family::<PolicyLabels, Counter>::default();
     registry.register(
         "reviews_undecided",
@@ -249,6 +257,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         ignored_catalogs,
         connections_refused,
         reviews_refused,
+        unverified_reviews,
         undecided,
     }
 });
@@ -306,6 +315,10 @@ pub fn connection_refused() {
 }
 pub fn undecided(failure_policy: &'static str) {
     METRICS.undecided.get_or_create(&PolicyLabels { failure_policy }).inc();
+}
+
+pub fn unverified_review() {
+    METRICS.unverified_reviews.inc();
 }
 
 pub fn review_refused() {

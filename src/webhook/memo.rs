@@ -1,12 +1,16 @@
 //! The decision memo: what an object needs, remembered per (namespace, kind, owners) until
-//! anything it depends on changes. Pods of one ReplicaSet share an answer, so a warm admission
+//! anything it depends on changes: a change to the watched OLM objects drops every answer, a
+//! copy changed behind our back only the answers of its namespace. Pods of one ReplicaSet share an answer, so a warm admission
 //! makes no API call and arms no timer.
 
+use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::review::{Object, Request};
+use crate::state::caches::Caches;
 use crate::state::ttl::{TtlMap, Weigh};
 
 /// What an object needs, as the webhook answers and logs it.
@@ -30,11 +34,20 @@ pub(crate) struct Patched {
     pub reason: String,
 }
 
-/// An answer and the caches' generation it was computed under.
+/// An answer, the caches' generation it was computed under and its namespace (hashed).
 #[derive(Clone)]
 struct Remembered {
     generation: u64,
+    namespace: u64,
     answer: Arc<Answer>,
+}
+
+/// What the caches were when a decision began: an answer computed from them is remembered only
+/// if they did not change for its namespace meanwhile.
+#[derive(Clone, Copy)]
+pub(crate) struct Computed {
+    generation: u64,
+    stale_seq: u64,
 }
 
 impl Weigh for Remembered {
@@ -61,20 +74,54 @@ const MAX_BYTES: usize = 16 * 1024 * 1024;
 pub(crate) struct Memo {
     answers: TtlMap<u128, Remembered>,
     keys: (std::collections::hash_map::RandomState, std::collections::hash_map::RandomState),
+    /// The namespace invalidation ([`Caches::stale_seq`]) whose answers were dropped last.
+    dropped_to: AtomicU64,
 }
 
 impl Memo {
     pub fn new() -> Self {
-        Memo { answers: TtlMap::new(TTL, MAX_BYTES), keys: Default::default() }
+        Memo { answers: TtlMap::new(TTL, MAX_BYTES), keys: Default::default(), dropped_to: AtomicU64::new(0) }
     }
 
-    /// The answer computed under `generation`, if still fresh.
-    pub fn get(&self, key: u128, generation: u64) -> Option<Arc<Answer>> {
-        self.answers.get(&key).filter(|r| r.generation == generation).map(|r| r.answer)
+    /// Where the caches are now; drops first the answers of namespaces invalidated since the
+    /// last call (every answer, when too many were).
+    pub fn begin(&self, caches: &Caches) -> Computed {
+        let computed = Computed { generation: caches.generation(), stale_seq: caches.stale_seq() };
+        let dropped_to = self.dropped_to.load(Ordering::Acquire);
+        if computed.stale_seq != dropped_to {
+            match caches.stale_since(dropped_to) {
+                Some(namespaces) => {
+                    let stale: HashSet<u64> = namespaces.iter().map(|ns| self.namespace(ns)).collect();
+                    self.answers.retain(|_, r| !stale.contains(&r.namespace));
+                }
+                None => self.answers.retain(|_, _| false),
+            }
+            self.dropped_to.fetch_max(computed.stale_seq, Ordering::AcqRel);
+        }
+        computed
     }
 
-    pub fn insert(&self, key: u128, generation: u64, answer: Arc<Answer>) {
-        self.answers.insert(key, Remembered { generation, answer });
+    /// The answer computed under the caches' generation `at`, if still fresh.
+    pub fn get(&self, key: u128, at: Computed) -> Option<Arc<Answer>> {
+        self.answers.get(&key).filter(|r| r.generation == at.generation).map(|r| r.answer)
+    }
+
+    /// Remembers an answer for `namespace` computed from the caches as they were `at`, unless
+    /// that namespace was invalidated meanwhile.
+    pub fn insert(&self, key: u128, namespace: &str, at: Computed, caches: &Caches, answer: Arc<Answer>) {
+        if caches.stale_seq() != at.stale_seq
+            && caches.stale_since(at.stale_seq).is_none_or(|stale| stale.iter().any(|ns| ns == namespace))
+        {
+            return;
+        }
+        let remembered = Remembered { generation: at.generation, namespace: self.namespace(namespace), answer };
+        self.answers.insert(key, remembered);
+    }
+
+    fn namespace(&self, namespace: &str) -> u64 {
+        let mut hasher = self.keys.0.build_hasher();
+        hasher.write(namespace.as_bytes());
+        hasher.finish()
     }
 
     /// The object's namespace, kind, (ServiceAccount) name and owners: everything a decision
@@ -102,5 +149,45 @@ impl Memo {
             part("dry run");
         }
         (u128::from(hashers.0.finish()) << 64) | u128::from(hashers.1.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::caches::Fixture;
+
+    #[test]
+    fn a_namespace_invalidated_drops_only_its_answers() {
+        let feed = Caches::from_fixture(Fixture::default());
+        let caches = feed.caches();
+        let memo = Memo::new();
+        let at = memo.begin(caches);
+        memo.insert(1, "a", at, caches, Arc::default());
+        memo.insert(2, "b", at, caches, Arc::default());
+        caches.invalidate_namespace("a");
+        let at = memo.begin(caches);
+        assert!(memo.get(1, at).is_none(), "a's answer dropped");
+        assert!(memo.get(2, at).is_some(), "b's answer kept");
+
+        // An answer computed before its namespace was invalidated is not remembered.
+        let before = memo.begin(caches);
+        caches.invalidate_namespace("b");
+        memo.insert(3, "b", before, caches, Arc::default());
+        memo.insert(4, "c", before, caches, Arc::default());
+        let at = memo.begin(caches);
+        assert!(memo.get(2, at).is_none() && memo.get(3, at).is_none());
+        assert!(memo.get(4, at).is_some(), "c was not invalidated");
+
+        // More invalidations at once than are recorded drop every answer.
+        for i in 0..2000 {
+            caches.invalidate_namespace(&format!("x{i}"));
+        }
+        assert!(memo.get(4, memo.begin(caches)).is_none());
+        // A change to the watched objects drops every answer too.
+        let at = memo.begin(caches);
+        memo.insert(5, "c", at, caches, Arc::default());
+        caches.invalidate();
+        assert!(memo.get(5, memo.begin(caches)).is_none());
     }
 }

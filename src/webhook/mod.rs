@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::context::Context;
 use crate::error::{Error, ReviewError};
+use crate::inject::ledger::Observed;
 use crate::inject::patch::{self, Target};
 use crate::resolve::owners::OwnerRef;
 use crate::resolve::{Kind, Provision, Subject};
@@ -57,12 +58,17 @@ pub struct Settings {
     pub on_copy_failure: OnCopyFailure,
     /// Owner lookups and copies must finish within this; below the registered timeoutSeconds.
     pub deadline: Duration,
+    /// Whether the peers that send reviews are verified (a client CA is configured). Without,
+    /// every review is counted and logged as from an unverified peer.
+    pub peers_verified: bool,
 }
 
 pub struct Webhook {
     ctx: Arc<Context>,
     settings: Settings,
     memo: Memo,
+    /// What Secret reviews reported of our copies, written to the ledger once per interval.
+    marks: Arc<observe::Marks>,
     /// Followers of decisions; a record is built only while someone follows.
     decisions: tokio::sync::broadcast::Sender<Arc<DecisionRecord>>,
 }
@@ -107,7 +113,13 @@ impl Decision {
 
 impl Webhook {
     pub fn new(ctx: Arc<Context>, settings: Settings) -> Self {
-        Webhook { ctx, settings, memo: Memo::new(), decisions: tokio::sync::broadcast::channel(256).0 }
+        Webhook {
+            ctx,
+            settings,
+            memo: Memo::new(),
+            marks: Arc::default(),
+            decisions: tokio::sync::broadcast::channel(256).0,
+        }
     }
 
     /// Every decision from now on, as logged.
@@ -133,6 +145,9 @@ impl Webhook {
         let response = review::respond(&req.uid, &verdict);
         let elapsed = started.elapsed();
         metrics::admission(&req.kind.kind, &req.operation, d.outcome, elapsed.as_secs_f64());
+        if !self.settings.peers_verified {
+            metrics::unverified_review();
+        }
         self.log(&req, &d, elapsed);
         if self.decisions.receiver_count() > 0 {
             let answer = d.answer.as_deref();
@@ -159,6 +174,7 @@ impl Webhook {
                     namespace = req.namespace.as_deref().unwrap_or(""),
                     name = req.display_name(),
                     dry_run = req.dry_run.unwrap_or(false),
+                    peer_verified = self.settings.peers_verified,
                     decision = d.outcome.as_str(),
                     reason = %d.reason,
                     catalogs = %Joined(answer.map_or(&[], |a| &a.catalogs), ","),
@@ -198,11 +214,12 @@ impl Webhook {
         };
 
         let dry_run = req.dry_run.unwrap_or(false);
-        let generation = self.ctx.caches().generation();
+        let caches = self.ctx.caches();
+        let at = self.memo.begin(caches);
         let key = self.memo.key(req, ns, object, dry_run);
         // A real answer serves a dry run too (its copies exist).
-        let real = dry_run.then(|| self.memo.key(req, ns, object, false)).and_then(|k| self.memo.get(k, generation));
-        let answer = match real.or_else(|| self.memo.get(key, generation)) {
+        let real = dry_run.then(|| self.memo.key(req, ns, object, false)).and_then(|k| self.memo.get(k, at));
+        let answer = match real.or_else(|| self.memo.get(key, at)) {
             Some(answer) => answer,
             None => {
                 // Only this path calls the API server, so only it runs against the deadline: a
@@ -213,7 +230,7 @@ impl Webhook {
                         let answer = Arc::new(answer);
                         // A dry run's answer is kept under its own key: repeated dry runs cost
                         // nothing more, and a real review still makes its copies.
-                        self.memo.insert(key, generation, answer.clone());
+                        self.memo.insert(key, ns, at, caches, answer.clone());
                         answer
                     }
                     Err(e) => return self.failed(kind, e),
@@ -311,7 +328,8 @@ impl Webhook {
     }
 
     /// A Secret review (UPDATE or DELETE of a Secret labelled as our copy): always allowed; what
-    /// happened to our copy is marked in the ledger (not for dry runs).
+    /// happened to our copy is marked in the ledger (not for dry runs), at most once per
+    /// [`observe::MARK_INTERVAL`] per copy.
     async fn observe(&self, req: &Request<'_>, body: &[u8]) -> Decision {
         let (Some(ns), Some(name)) = (req.namespace.as_deref(), req.name.as_deref()) else {
             return Decision::new(Outcome::Skipped, "not a namespaced Secret", false);
@@ -333,14 +351,30 @@ impl Webhook {
         if req.dry_run.unwrap_or(false) {
             return Decision::new(Outcome::Unchanged, reason, true);
         }
-        let marked = tokio::time::timeout(self.settings.deadline, self.ctx.copies.ledger().mark(ns, name, observed));
-        match marked.await.unwrap_or(Err(Error::Deadline(self.settings.deadline))) {
-            Ok(()) => {
-                self.ctx.copies.forget(ns, name, None);
-                self.ctx.caches().invalidate();
-                Decision::new(Outcome::Unchanged, reason, true)
+        match self.marks.note(ns, name, observed) {
+            observe::Pass::Now => match mark(&self.ctx, ns, name, observed, self.settings.deadline).await {
+                Ok(()) => Decision::new(Outcome::Unchanged, reason, true),
+                Err(e) => Decision::new(Outcome::Error, format!("{reason}; not recorded: {e}"), true),
+            },
+            observe::Pass::After(delay) => {
+                let (ctx, marks, deadline) = (self.ctx.clone(), self.marks.clone(), self.settings.deadline);
+                let (ns, name) = (ns.to_string(), name.to_string());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let Some(observed) = marks.take_gathered(&ns, &name) else { return };
+                    if let Err(e) = mark(&ctx, &ns, &name, observed, deadline).await {
+                        warn!(namespace = %ns, copy = %name, error = %e, "copy {} not recorded", observed.as_str());
+                    }
+                });
+                Decision::new(
+                    Outcome::Unchanged,
+                    format!("{reason}; recorded in {delay:.0?} with any later report"),
+                    true,
+                )
             }
-            Err(e) => Decision::new(Outcome::Error, format!("{reason}; not recorded: {e}"), true),
+            observe::Pass::Gathered => {
+                Decision::new(Outcome::Unchanged, format!("{reason}; recorded with the reports before it"), true)
+            }
         }
     }
 
@@ -386,6 +420,16 @@ impl Webhook {
             Decision::new(Outcome::Error, error.to_string(), true)
         }
     }
+}
+
+/// Marks the copy's ledger entry with what was observed; this replica forgets the copy and the
+/// decisions of its namespace at once (the others when the mark reaches their ledger watch).
+async fn mark(ctx: &Context, ns: &str, name: &str, observed: Observed, deadline: Duration) -> Result<(), Error> {
+    let marked = tokio::time::timeout(deadline, ctx.copies.ledger().mark(ns, name, observed));
+    marked.await.unwrap_or(Err(Error::Deadline(deadline)))?;
+    ctx.copies.forget(ns, name, None);
+    ctx.caches().invalidate_namespace(ns);
+    Ok(())
 }
 
 /// Lists written straight into the log line, without building a joined String first.

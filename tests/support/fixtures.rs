@@ -349,7 +349,12 @@ impl World {
     }
 
     pub fn webhook_with(&self, failure_policy: FailurePolicy, on_copy_failure: OnCopyFailure) -> Arc<Webhook> {
-        let settings = Settings { failure_policy, on_copy_failure, deadline: std::time::Duration::from_secs(2) };
+        let settings = Settings {
+            failure_policy,
+            on_copy_failure,
+            deadline: std::time::Duration::from_secs(2),
+            peers_verified: false,
+        };
         Arc::new(Webhook::new(self.ctx.clone(), settings))
     }
 
