@@ -10,6 +10,9 @@ use olm_pullsecret_injector::webhook::OnCopyFailure;
 use serde_json::{Value, json};
 use support::fixtures::*;
 
+/// The tests run one at a time: the resident set they measure is the whole process's.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn fixture() -> Fixture {
     Fixture {
         catalogs: vec![catalog(MARKETPLACE, "private", &["creds"], json!({}))],
@@ -41,6 +44,7 @@ use olm_pullsecret_injector::resolve::owners::OwnerRef;
 /// bounded reason, and nothing is looked up.
 #[tokio::test]
 async fn reviews_with_megabyte_owner_names_leave_memory_bounded() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let world = World::new(fixture());
     let router = world.router(OnCopyFailure::Deny);
     let before = rss_kib();
@@ -64,6 +68,7 @@ async fn reviews_with_megabyte_owner_names_leave_memory_bounded() {
 /// review needs.
 #[tokio::test]
 async fn reviews_with_oversized_owner_uids_make_no_lookup_and_keep_nothing() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let world = World::new(fixture());
     world.owners.insert("t", "ReplicaSet", "real", "r-1", vec![]);
     let router = world.router(OnCopyFailure::Deny);
@@ -95,6 +100,7 @@ async fn reviews_with_oversized_owner_uids_make_no_lookup_and_keep_nothing() {
 /// that it cannot hide a Deployment created next).
 #[tokio::test]
 async fn made_up_owners_cost_one_lookup_each() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let world = World::new(fixture());
     let router = world.router(OnCopyFailure::Deny);
     for i in 0..1000 {
@@ -111,6 +117,7 @@ async fn made_up_owners_cost_one_lookup_each() {
 /// on the chain, and one copy.
 #[tokio::test]
 async fn fifty_pods_of_a_new_replica_set_make_one_lookup_per_owner() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let world = World::new(fixture());
     world.owners.set_latency(Duration::from_millis(50));
     world.owners.insert("t", "Widget", "w", "w-1", vec![]);
@@ -132,6 +139,7 @@ async fn fifty_pods_of_a_new_replica_set_make_one_lookup_per_owner() {
 /// Dry runs are answered like real reviews and cost no more: repeated, they make no new call.
 #[tokio::test]
 async fn repeated_dry_runs_cost_nothing_more() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let world = World::new(fixture());
     world.owners.insert("t", "Widget", "w", "w-1", vec![]);
     let router = world.router(OnCopyFailure::Deny);
@@ -157,6 +165,7 @@ async fn repeated_dry_runs_cost_nothing_more() {
 /// and one more, gathered, when the interval ends.
 #[tokio::test]
 async fn ten_thousand_forged_secret_reviews_make_one_ledger_write_per_copy() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     use olm_pullsecret_injector::webhook::observe::MARK_INTERVAL;
     let world = World::new(fixture());
     let router = world.router(OnCopyFailure::Deny);
