@@ -5,7 +5,8 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,18 +49,19 @@ impl<T: Weigh> Weigh for Vec<T> {
     }
 }
 
-pub(crate) struct TtlMap<K, V> {
+/// `S` hashes the keys: a key that is a keyed hash already needs no second one.
+pub(crate) struct TtlMap<K, V, S = RandomState> {
     ttl: Duration,
     max_bytes: usize,
-    entries: Mutex<Entries<K, V>>,
+    entries: Mutex<Entries<K, V, S>>,
 }
 
-struct Entries<K, V> {
-    map: HashMap<K, (Instant, V, usize)>,
+struct Entries<K, V, S> {
+    map: HashMap<K, (Instant, V, usize), S>,
     bytes: usize,
 }
 
-impl<K, V> Entries<K, V> {
+impl<K, V, S> Entries<K, V, S> {
     fn retain(&mut self, mut keep: impl FnMut(&K, &Instant, &V) -> bool) {
         let bytes = &mut self.bytes;
         self.map.retain(|k, (at, v, weight)| {
@@ -72,9 +74,9 @@ impl<K, V> Entries<K, V> {
     }
 }
 
-impl<K: Hash + Eq + Weigh, V: Clone + Weigh> TtlMap<K, V> {
+impl<K: Hash + Eq + Weigh, V: Clone + Weigh, S: BuildHasher + Default> TtlMap<K, V, S> {
     pub(crate) fn new(ttl: Duration, max_bytes: usize) -> Self {
-        TtlMap { ttl, max_bytes, entries: Mutex::new(Entries { map: HashMap::new(), bytes: 0 }) }
+        TtlMap { ttl, max_bytes, entries: Mutex::new(Entries { map: HashMap::default(), bytes: 0 }) }
     }
 
     /// The value, if it was inserted less than the TTL ago.
@@ -135,7 +137,7 @@ mod tests {
 
     #[test]
     fn entries_expire_and_can_be_forgotten() {
-        let map = TtlMap::new(Duration::from_millis(30), 1024);
+        let map: TtlMap<String, u128> = TtlMap::new(Duration::from_millis(30), 1024);
         map.insert("a".to_string(), 1u128);
         assert_eq!(map.get("a"), Some(1));
         std::thread::sleep(Duration::from_millis(40));
@@ -155,7 +157,7 @@ mod tests {
     #[test]
     fn the_bound_is_in_bytes() {
         let max = 4 * 1024 * 1024;
-        let map = TtlMap::new(Duration::from_secs(60), max);
+        let map: TtlMap<String, ()> = TtlMap::new(Duration::from_secs(60), max);
         for i in 0..100 {
             map.insert(format!("{i}-{}", "k".repeat(1024 * 1024)), ());
             let entries = map.entries.lock().unwrap();
@@ -165,7 +167,7 @@ mod tests {
         map.insert("x".repeat(max), ());
         assert_eq!(map.get(&"x".repeat(max)), None, "an entry over the whole bound is not kept");
         // Small entries: many fit.
-        let small = TtlMap::new(Duration::from_secs(60), max);
+        let small: TtlMap<u128, ()> = TtlMap::new(Duration::from_secs(60), max);
         for i in 0..10_000u128 {
             small.insert(i, ());
         }

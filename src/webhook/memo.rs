@@ -4,7 +4,7 @@
 //! makes no API call and arms no timer.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -72,10 +72,30 @@ const MAX_BYTES: usize = 16 * 1024 * 1024;
 /// tenant (owner names can be megabytes long), the hash is 16 bytes whatever they are. The hash
 /// keys are random per process, so no tenant can make two objects' keys collide.
 pub(crate) struct Memo {
-    answers: TtlMap<u128, Remembered>,
+    answers: TtlMap<u128, Remembered, BuildHasherDefault<KeyedAlready>>,
     keys: (std::collections::hash_map::RandomState, std::collections::hash_map::RandomState),
     /// The namespace invalidation ([`Caches::stale_seq`]) whose answers were dropped last.
     dropped_to: AtomicU64,
+}
+
+/// The memo's keys are keyed hashes already: the map uses their low 64 bits as they are.
+#[derive(Default)]
+struct KeyedAlready(u64);
+
+impl Hasher for KeyedAlready {
+    fn write(&mut self, bytes: &[u8]) {
+        for (i, byte) in bytes.iter().take(8).enumerate() {
+            self.0 |= u64::from(*byte) << (8 * i);
+        }
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 = key as u64;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Memo {
