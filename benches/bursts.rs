@@ -7,6 +7,8 @@
 //!
 //!     cargo bench --bench bursts               (DEPLOYMENTS=50 REPLICAS=4 by default)
 
+#[path = "support/olm_imitation.rs"]
+mod olm_imitation;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -42,7 +44,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn run(dir: &std::path::Path, deployments: usize, replicas: usize) -> anyhow::Result<()> {
     let cp = ControlPlane::shared();
     let client = cp.admin().await;
-    let (_, operator, mut tenants) = private_operator_unseen(&client, &["burst"]).await;
+    let (_, operator, mut tenants) = olm_imitation::private_operator_unseen(&client, &["burst"]).await;
     let tenant = tenants.remove(0);
     let owner = create_operand(&client, WIDGET, &tenant, "prod").await;
 

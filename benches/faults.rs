@@ -4,6 +4,8 @@
 //!
 //!     cargo bench --bench faults               (PODS=1000 OWNERS=10 by default)
 
+#[path = "support/olm_imitation.rs"]
+mod olm_imitation;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -38,7 +40,7 @@ fn reported() -> f64 {
 async fn run(dir: &std::path::Path, pods: usize, owners: usize) -> anyhow::Result<()> {
     let cp = ControlPlane::shared();
     let client = cp.admin().await;
-    let (_, _, mut tenants) = private_operator_unseen(&client, &["faults"]).await;
+    let (_, _, mut tenants) = olm_imitation::private_operator_unseen(&client, &["faults"]).await;
     let tenant = tenants.remove(0);
     // Operand custom resources, each the controller of its share of the Pods.
     let mut controllers = Vec::new();

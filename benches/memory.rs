@@ -7,6 +7,8 @@
 //!
 //!     cargo bench --bench memory   (NAMESPACES=10000 OPERATORS=1000 COPIED=20000 by default)
 
+#[path = "support/olm_imitation.rs"]
+mod olm_imitation;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -39,7 +41,7 @@ async fn run(dir: &std::path::Path, namespaces: usize, operators: usize, copied:
     let cp = ControlPlane::shared();
     let client = cp.admin().await;
     let started = Instant::now();
-    let catalog = private_catalog(&client, &[]).await;
+    let catalog = olm_imitation::private_catalog(&client, &[]).await;
     ensure_crd(&client, WIDGET).await;
 
     // Namespaces; the first `operators` of them each get an operator from the private catalog.
@@ -53,10 +55,11 @@ async fn run(dir: &std::path::Path, namespaces: usize, operators: usize, copied:
                     serde_json::from_value(json!({ "metadata": { "name": ns, "labels": { "team": "t" } } })).unwrap();
                 Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
                 if i < operators {
-                    create_operator_group(&client, ns, &[ns]).await;
+                    olm_imitation::create_operator_group(&client, ns, &[ns]).await;
                     let csv = "widget-operator.v1.0.0";
                     let create = create_csv(&client, ns, csv, WIDGET, &["widget-operator"]);
-                    subscribe_and_install(&client, ns, (&catalog.namespace, &catalog.name), csv, create).await;
+                    olm_imitation::subscribe_and_install(&client, ns, (&catalog.namespace, &catalog.name), csv, create)
+                        .await;
                 }
             }
         })

@@ -15,6 +15,8 @@
 //! PROFILE_SECONDS=4 from the round's start) into DIR/<round>.pb.gz: `go tool pprof -top FILE`
 //! shows where the API server's time goes.
 
+#[path = "support/olm_imitation.rs"]
+mod olm_imitation;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -210,10 +212,10 @@ async fn round(client: &kube::Client, pods: usize, expect_patched: bool, label: 
 async fn run(dir: &std::path::Path, pods: usize) -> anyhow::Result<()> {
     let cp = ControlPlane::shared();
     let client = cp.admin().await;
-    let catalog = private_catalog(&client, &[]).await;
+    let catalog = olm_imitation::private_catalog(&client, &[]).await;
     let operator_ns = unique_name("operator");
     create_namespace(&client, &operator_ns).await;
-    let operator = install_operator_unseen(&client, &catalog, &operator_ns, &[""], WIDGET).await;
+    let operator = olm_imitation::install_operator_unseen(&client, &catalog, &operator_ns, &[""], WIDGET).await;
 
     let certs = olm_pullsecret_injector::commands::certs::generate(&[], &[std::net::Ipv4Addr::LOCALHOST.into()])?;
     olm_pullsecret_injector::commands::certs::write(dir, &certs)?;

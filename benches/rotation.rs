@@ -5,6 +5,8 @@
 //!
 //!     cargo bench --bench rotation             (COPIES=1000 by default)
 
+#[path = "support/olm_imitation.rs"]
+mod olm_imitation;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -32,14 +34,14 @@ async fn run(dir: &std::path::Path, copies: usize) -> anyhow::Result<()> {
 
     // An operator for all namespaces from a private catalog, and `copies` tenant namespaces that
     // each hold our copy of its secret (as admission would have left them).
-    let catalog = private_catalog(&client, &[]).await;
+    let catalog = olm_imitation::private_catalog(&client, &[]).await;
     let operator_ns = unique_name("operators");
     create_namespace(&client, &operator_ns).await;
     ensure_crd(&client, WIDGET).await;
-    create_operator_group(&client, &operator_ns, &[""]).await;
+    olm_imitation::create_operator_group(&client, &operator_ns, &[""]).await;
     let csv = "widget-operator.v1.0.0";
     let create = create_csv(&client, &operator_ns, csv, WIDGET, &["widget-operator"]);
-    subscribe_and_install(&client, &operator_ns, (&catalog.namespace, &catalog.name), csv, create).await;
+    olm_imitation::subscribe_and_install(&client, &operator_ns, (&catalog.namespace, &catalog.name), csv, create).await;
 
     support::in_process::install_crds(&client).await;
     let ledger = olm_pullsecret_injector::inject::ledger::Ledger::new(client.clone());

@@ -7,6 +7,8 @@
 //!
 //!     cargo bench --bench warm_path            (BENCH_SECONDS=5 by default per round)
 
+#[path = "support/olm_imitation.rs"]
+mod olm_imitation;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -104,18 +106,19 @@ fn main() -> anyhow::Result<()> {
 async fn start_webhook(dir: &std::path::Path) -> anyhow::Result<(Vec<u8>, std::net::SocketAddr)> {
     let cp = ControlPlane::shared();
     let client = cp.admin().await;
-    let catalog = private_catalog(&client, &[]).await;
+    let catalog = olm_imitation::private_catalog(&client, &[]).await;
     let ns = unique_name("bench");
     create_namespace(&client, &ns).await;
 
     let listen = support::in_process::serve(client.clone(), dir).await;
 
     // OLM's objects, then a real Pod of the operator (created without any webhook registered).
-    create_operator_group(&client, &ns, &[&ns]).await;
+    olm_imitation::create_operator_group(&client, &ns, &[&ns]).await;
     ensure_crd(&client, WIDGET).await;
     let csv = "widget-operator.v1.0.0";
     let create = create_csv(&client, &ns, csv, WIDGET, &["widget-operator"]);
-    let csv_uid = subscribe_and_install(&client, &ns, (&catalog.namespace, &catalog.name), csv, create).await;
+    let csv_uid =
+        olm_imitation::subscribe_and_install(&client, &ns, (&catalog.namespace, &catalog.name), csv, create).await;
     let owner = owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", csv, &csv_uid);
     create_deployment(&client, &ns, "widget-operator", Some(owner), 1, padding()).await;
     let pod = pods_of(&client, &ns, "widget-operator", 1).await.remove(0);

@@ -60,7 +60,7 @@ impl Drop for Frozen {
 
 #[tokio::test]
 async fn the_webhook_answers_from_its_caches_while_the_api_server_is_down_and_recovers() {
-    let cp = ControlPlane::shared();
+    let cp = ControlPlane::with_olm();
     let webhook = WebhookProcess::shared().await;
     let client = cp.admin().await;
     let (catalog, _, tenants) = private_operator(&client, &["outage"]).await;

@@ -21,7 +21,7 @@ fn sa_pull_secrets(sa: &ServiceAccount) -> Vec<String> {
 
 #[tokio::test]
 async fn pods_admitted_without_the_webhook_are_reported_then_healed_and_service_accounts_restored() {
-    let cp = ControlPlane::shared();
+    let cp = ControlPlane::with_olm();
     let client = cp.admin().await;
     webhook::grant_chart_rbac_with(&client, |_| {}).await;
     webhook::grant_heal_pods(&client).await;

@@ -236,7 +236,7 @@ async fn start_replica(
     let certificate = (replica_dir.join("tls.crt"), replica_dir.join("tls.key"));
     let name = rootfs.file_name().unwrap().to_string_lossy();
     let replica = webhook::start_from(
-        ControlPlane::shared(),
+        ControlPlane::with_olm(),
         &entrypoint,
         &name,
         &replica_dir,
@@ -271,7 +271,7 @@ async fn the_image_holds_one_static_binary_and_runs_as_a_replica_that_patches_po
     let architectures = architectures();
     let images: Vec<_> = architectures.iter().map(|a| inspect(&image, a)).collect();
 
-    let client = ControlPlane::shared().admin().await;
+    let client = ControlPlane::with_olm().admin().await;
     webhook::grant_chart_rbac_with(&client, |_| {}).await;
     let (catalog, _, tenants) = private_operator_unseen(&client, &vec!["image"; architectures.len()]).await;
 

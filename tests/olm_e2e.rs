@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use olm_pullsecret_injector::commands::dev::registry::{self, Package, Registry};
+use olm_pullsecret_injector::commands::dev::registry::{self, Package};
 use serde_json::{Value, json};
 use support::olm::{
-    GLOBAL_CATALOGS, create_deployment, create_pull_secret, olm_resource, owner_ref, pods_of, pull_secret_names,
+    GLOBAL_CATALOGS, INSTALL, create_catalog_source, create_deployment, create_operator_group, create_pull_secret,
+    csvs, install_plans, olm_resource, owner_ref, pods_of, pull_secret_names, serve_registry, subscribe, subscriptions,
+    succeeded,
 };
 use support::webhook::{WebhookProcess, grant_operand_owner_read};
 use support::{ControlPlane, create_namespace, create_namespace_if_missing, eventually, unique_name};
-
-const INSTALL: Duration = Duration::from_secs(120);
 
 async fn setup() -> (kube::Client, &'static WebhookProcess) {
     let cp = ControlPlane::with_olm();
@@ -35,11 +35,6 @@ struct ServedCatalog {
     /// The registry's `spec.address`.
     address: String,
 }
-
-/// Every registry serves until the test binary exits: OLM resolves a namespace against every
-/// global catalog, and one whose registry is gone fails resolution in every namespace (as in a
-/// cluster), so no test may stop its registry while the others run.
-static REGISTRIES: std::sync::Mutex<Vec<Registry>> = std::sync::Mutex::new(Vec::new());
 
 /// Packages named `<prefix>-<i>` whose operands are `Thing` in group `<prefix>-<i>.example.com`,
 /// each with the versions given (each replacing the one before).
@@ -60,68 +55,14 @@ fn packages(prefix: &str, count: usize, versions: &[&str]) -> Vec<Package> {
         .collect()
 }
 
-async fn serve_catalog(client: &kube::Client, packages: &[Package]) -> ServedCatalog {
+async fn serve_catalog(client: &kube::Client, packages: Vec<Package>) -> ServedCatalog {
     let name = unique_name("olm-catalog");
-    let dir = ControlPlane::with_olm().dir().join("catalogs").join(&name);
-    registry::write_catalog(&dir, packages).unwrap();
-    let registry = tokio::task::spawn_blocking(move || Registry::serve(&dir).unwrap()).await.unwrap();
+    let address = serve_registry(packages).await;
     create_namespace_if_missing(client, GLOBAL_CATALOGS).await;
     let secret = unique_name("registry-creds");
     create_pull_secret(client, GLOBAL_CATALOGS, &secret, "token-1").await;
-    create_catalog_source(client, &name, &registry.address, &secret).await;
-    let address = registry.address.clone();
-    REGISTRIES.lock().unwrap().push(registry);
+    create_catalog_source(client, GLOBAL_CATALOGS, &name, &address, &[&secret]).await;
     ServedCatalog { name, secret, address }
-}
-
-async fn create_catalog_source(client: &kube::Client, name: &str, address: &str, secret: &str) {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), GLOBAL_CATALOGS, &olm_resource("v1alpha1", "CatalogSource"));
-    let catalog = json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "CatalogSource",
-        "metadata": { "name": name },
-        "spec": { "sourceType": "grpc", "address": address, "secrets": [secret], "displayName": name } });
-    api.create(&PostParams::default(), &serde_json::from_value(catalog).unwrap()).await.unwrap();
-}
-
-/// An OperatorGroup as a user writes it: `targets` empty means all namespaces.
-async fn create_operator_group(client: &kube::Client, ns: &str, targets: &[&str]) {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1", "OperatorGroup"));
-    let spec = if targets.is_empty() { json!({}) } else { json!({ "targetNamespaces": targets }) };
-    let og = json!({ "apiVersion": "operators.coreos.com/v1", "kind": "OperatorGroup", "metadata": { "name": "og" }, "spec": spec });
-    api.create(&PostParams::default(), &serde_json::from_value(og).unwrap()).await.unwrap();
-}
-
-fn subscriptions(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "Subscription"))
-}
-
-fn csvs(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "ClusterServiceVersion"))
-}
-
-fn install_plans(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "InstallPlan"))
-}
-
-async fn subscribe(client: &kube::Client, ns: &str, package: &str, catalog: &str, approval: &str, start: Option<&str>) {
-    let mut spec = json!({ "name": package, "channel": "stable", "source": catalog,
-        "sourceNamespace": GLOBAL_CATALOGS, "installPlanApproval": approval });
-    if let Some(version) = start {
-        spec["startingCSV"] = json!(registry::csv_name(package, version));
-    }
-    let sub = json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription",
-        "metadata": { "name": package }, "spec": spec });
-    subscriptions(client, ns).create(&PostParams::default(), &serde_json::from_value(sub).unwrap()).await.unwrap();
-}
-
-/// Waits until OLM reports the CSV `Succeeded` (its Deployment is Available) and returns it.
-async fn succeeded(client: &kube::Client, ns: &str, csv: &str) -> DynamicObject {
-    let api = csvs(client, ns);
-    eventually(&format!("CSV {ns}/{csv} Succeeded"), INSTALL, || async {
-        let csv = api.get_opt(csv).await.unwrap()?;
-        (csv.data["status"]["phase"] == "Succeeded").then_some(csv)
-    })
-    .await
 }
 
 /// The operator's Pods that exist now, once there is at least one.
@@ -179,14 +120,14 @@ fn pod_decisions(webhook: &WebhookProcess, ns: &str) -> Vec<Value> {
 async fn an_own_namespace_operator_installed_through_a_subscription_and_its_operand_get_the_secret() {
     let (client, webhook) = setup().await;
     let prefix = unique_name("own");
-    let catalog = serve_catalog(&client, &packages(&prefix, 1, &["1.0.0"])).await;
+    let catalog = serve_catalog(&client, packages(&prefix, 1, &["1.0.0"])).await;
     let package = format!("{prefix}-0");
     let ns = unique_name("olm-own");
     create_namespace(&client, &ns).await;
     create_operator_group(&client, &ns, &[&ns]).await;
 
     let subscribed = Instant::now();
-    subscribe(&client, &ns, &package, &catalog.name, "Automatic", None).await;
+    subscribe(&client, &ns, &package, (GLOBAL_CATALOGS, &catalog.name), "Automatic", None).await;
     let pods = operator_pods(&client, &ns, &package).await;
     let admitted = subscribed.elapsed();
     assert_eq!(pull_secret_names(&pods[0]), [catalog.secret.as_str()]);
@@ -212,13 +153,13 @@ async fn an_own_namespace_operator_installed_through_a_subscription_and_its_oper
 async fn six_all_namespaces_operators_keep_their_secret_after_olm_collects_the_first_install_plan() {
     let (client, webhook) = setup().await;
     let prefix = unique_name("six");
-    let catalog = serve_catalog(&client, &packages(&prefix, 6, &["1.0.0"])).await;
+    let catalog = serve_catalog(&client, packages(&prefix, 6, &["1.0.0"])).await;
     let ns = unique_name("olm-all");
     create_namespace(&client, &ns).await;
-    create_operator_group(&client, &ns, &[]).await;
+    create_operator_group(&client, &ns, &[""]).await;
     for i in 0..6 {
         let package = format!("{prefix}-{i}");
-        subscribe(&client, &ns, &package, &catalog.name, "Automatic", None).await;
+        subscribe(&client, &ns, &package, (GLOBAL_CATALOGS, &catalog.name), "Automatic", None).await;
         succeeded(&client, &ns, &registry::csv_name(&package, "1.0.0")).await;
     }
     // OLM keeps at most five InstallPlans per namespace: the first operator's is gone.
@@ -250,13 +191,13 @@ async fn six_all_namespaces_operators_keep_their_secret_after_olm_collects_the_f
 async fn an_upgrade_approved_by_hand_keeps_the_secret_on_every_pod_and_the_service_account() {
     let (client, webhook) = setup().await;
     let prefix = unique_name("upgrade");
-    let catalog = serve_catalog(&client, &packages(&prefix, 1, &["1.0.0", "2.0.0"])).await;
+    let catalog = serve_catalog(&client, packages(&prefix, 1, &["1.0.0", "2.0.0"])).await;
     let package = format!("{prefix}-0");
     let (v1, v2) = (registry::csv_name(&package, "1.0.0"), registry::csv_name(&package, "2.0.0"));
     let ns = unique_name("olm-upgrade");
     create_namespace(&client, &ns).await;
     create_operator_group(&client, &ns, &[&ns]).await;
-    subscribe(&client, &ns, &package, &catalog.name, "Manual", Some("1.0.0")).await;
+    subscribe(&client, &ns, &package, (GLOBAL_CATALOGS, &catalog.name), "Manual", Some("1.0.0")).await;
 
     // Nothing before approval: a plan waits, no CSV, no copy.
     let first_plan = plan_awaiting_approval(&client, &ns, &package, &v1).await;
@@ -343,12 +284,12 @@ async fn approve(client: &kube::Client, ns: &str, plan: &str) {
 /// approval) into a namespace of its own, until OLM reports it Succeeded.
 async fn own_namespace_operator(client: &kube::Client, prefix: &str) -> (ServedCatalog, String, String) {
     let prefix = unique_name(prefix);
-    let catalog = serve_catalog(client, &packages(&prefix, 1, &["1.0.0"])).await;
+    let catalog = serve_catalog(client, packages(&prefix, 1, &["1.0.0"])).await;
     let package = format!("{prefix}-0");
     let ns = unique_name(&format!("olm-{prefix}"));
     create_namespace(client, &ns).await;
     create_operator_group(client, &ns, &[&ns]).await;
-    subscribe(client, &ns, &package, &catalog.name, "Automatic", None).await;
+    subscribe(client, &ns, &package, (GLOBAL_CATALOGS, &catalog.name), "Automatic", None).await;
     succeeded(client, &ns, &registry::csv_name(&package, "1.0.0")).await;
     (catalog, package, ns)
 }
@@ -379,7 +320,7 @@ async fn a_subscription_repointed_to_a_renamed_catalog_follows_it() {
     // oc-mirror publishes the same content under a new name; the admin repoints and removes the
     // old catalog. The same secret is listed.
     let renamed = unique_name("olm-catalog-mirror");
-    create_catalog_source(&client, &renamed, &catalog.address, &catalog.secret).await;
+    create_catalog_source(&client, GLOBAL_CATALOGS, &renamed, &catalog.address, &[&catalog.secret]).await;
     let patch = json!({ "spec": { "source": renamed } });
     subscriptions(&client, &ns).patch(&package, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     Api::<DynamicObject>::namespaced_with(client.clone(), GLOBAL_CATALOGS, &olm_resource("v1alpha1", "CatalogSource"))

@@ -18,7 +18,7 @@ use support::{ControlPlane, eventually};
 fn plugin(args: &[&str]) -> (i32, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-olm_pullsecret"))
         .arg("--kubeconfig")
-        .arg(ControlPlane::shared().kubeconfig())
+        .arg(ControlPlane::with_olm().kubeconfig())
         .args(args)
         .output()
         .unwrap();
@@ -34,8 +34,9 @@ fn explain(ns: &str, target: &str) -> (i32, String) {
 
 #[tokio::test]
 async fn explain_exits_by_what_is_missing_and_cleanup_takes_back_what_its_dry_run_lists() {
+    let cp = ControlPlane::with_olm();
     let webhook = WebhookProcess::shared().await;
-    let client = ControlPlane::shared().admin().await;
+    let client = cp.admin().await;
     let (catalog, op, _) = private_operator(&client, &[]).await;
     let ns = op.namespace.as_str();
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
@@ -61,12 +62,13 @@ async fn explain_exits_by_what_is_missing_and_cleanup_takes_back_what_its_dry_ru
     let (code, out) = explain(ns, "pod/never-created");
     assert_eq!(code, 2, "an error: {out}");
 
-    // A ServiceAccount named by the CSV gets the copy and our annotation, beside its own entry.
-    let sa: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": "widget-runner" },
-        "imagePullSecrets": [{ "name": "tenant-own" }] }))
-    .unwrap();
+    // A ServiceAccount named by the CSV (OLM created it) gets the copy and our annotation,
+    // beside its own entry once the tenant links one (an update that sets the list).
     let sas = Api::<ServiceAccount>::namespaced(client.clone(), ns);
-    sas.create(&PostParams::default(), &sa).await.unwrap();
+    service_account(&client, ns, "widget-runner").await;
+    let own = json!({ "imagePullSecrets": [{ "name": "tenant-own" }] });
+    let updated = sas.patch("widget-runner", &PatchParams::default(), &Patch::Merge(&own)).await.unwrap();
+    assert_eq!(service_account_pull_secrets(&updated), ["tenant-own", catalog.secret.as_str()]);
 
     // Uninstalled: the webhook is gone, what it handed out stays until cleanup.
     webhook::unregister(&client).await;

@@ -39,7 +39,7 @@ fn without_secret_verb(objects: &mut [Value], verb: &str) {
 #[tokio::test]
 async fn without_create_on_secrets_a_pod_that_needs_a_copy_is_denied_and_with_it_admitted() {
     let _one_at_a_time = RBAC.lock().await;
-    let cp = ControlPlane::shared();
+    let cp = ControlPlane::with_olm();
     let client = cp.admin().await;
     webhook::grant_chart_rbac_with(&client, |objects| without_secret_verb(objects, "create")).await;
     let process = tokio::task::spawn_blocking(move || {
@@ -86,7 +86,7 @@ async fn without_create_on_secrets_a_pod_that_needs_a_copy_is_denied_and_with_it
 #[tokio::test]
 async fn the_api_server_says_what_each_identity_may_do() {
     let _one_at_a_time = RBAC.lock().await;
-    let cp = ControlPlane::shared();
+    let cp = ControlPlane::with_olm();
     let client = cp.admin().await;
     webhook::grant_chart_rbac_with(&client, |_| {}).await;
     let tenant = support::unique_name("tenant");

@@ -19,7 +19,7 @@ const GRACE: &str = "3s";
 static WEBHOOK: tokio::sync::OnceCell<WebhookProcess> = tokio::sync::OnceCell::const_new();
 
 async fn setup() -> (kube::Client, &'static WebhookProcess) {
-    let cp = ControlPlane::shared();
+    let cp = ControlPlane::with_olm();
     let webhook = WEBHOOK
         .get_or_init(|| async {
             let admin = cp.admin().await;

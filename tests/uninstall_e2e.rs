@@ -21,7 +21,7 @@ use support::{ControlPlane, eventually};
 fn run_as(service_account: &str, args: &[String]) -> (i32, String) {
     let dir = webhook::process_dir("cleanup-hook");
     let kubeconfig = dir.join("kubeconfig");
-    ControlPlane::shared().write_impersonating_kubeconfig(NAMESPACE, service_account, &kubeconfig);
+    ControlPlane::with_olm().write_impersonating_kubeconfig(NAMESPACE, service_account, &kubeconfig);
     let output = Command::new(env!("CARGO_BIN_EXE_olm-pullsecret-injector"))
         .args(args)
         .env("KUBECONFIG", &kubeconfig)
@@ -33,17 +33,18 @@ fn run_as(service_account: &str, args: &[String]) -> (i32, String) {
 
 #[tokio::test]
 async fn the_post_delete_hook_takes_back_every_copy_and_entry_with_its_own_identity() {
+    let cp = ControlPlane::with_olm();
     let replica = WebhookProcess::shared().await;
-    let client = ControlPlane::shared().admin().await;
+    let client = cp.admin().await;
     let (catalog, op, tenants) = private_operator(&client, &["hook", "hook"]).await;
     operand_pods_with_copies(&client, &catalog, &tenants).await;
-    // A ServiceAccount named by the CSV gets the copy beside its own entry.
-    let sa: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": "widget-runner" },
-        "imagePullSecrets": [{ "name": "tenant-own" }] }))
-    .unwrap();
+    // A ServiceAccount named by the CSV (OLM created it) gets the copy beside its own entry,
+    // once the tenant links one (an update that sets the list).
     let sas = Api::<ServiceAccount>::namespaced(client.clone(), &op.namespace);
-    let created = sas.create(&PostParams::default(), &sa).await.unwrap();
-    assert_eq!(created.image_pull_secrets.unwrap().len(), 2, "tenant-own and the copy");
+    service_account(&client, &op.namespace, "widget-runner").await;
+    let own = json!({ "imagePullSecrets": [{ "name": "tenant-own" }] });
+    let updated = sas.patch("widget-runner", &PatchParams::default(), &Patch::Merge(&own)).await.unwrap();
+    assert_eq!(updated.image_pull_secrets.unwrap().len(), 2, "tenant-own and the copy");
     // A ServiceAccount in a platform namespace that carries our annotation (put there by hand):
     // the hook's policy refuses to change it, and cleanup must go on past it.
     let stray_name = support::unique_name("stray");
@@ -135,7 +136,7 @@ async fn the_hook_identity_reads_and_changes_nothing_else(client: &kube::Client,
     let secrets = Api::<Secret>::namespaced(client.clone(), tenant);
     let before = secrets.create(&PostParams::default(), &tenants_own).await.unwrap();
 
-    let hook = ControlPlane::shared().impersonating(NAMESPACE, identity).await;
+    let hook = ControlPlane::with_olm().impersonating(NAMESPACE, identity).await;
     let as_hook = Api::<Secret>::namespaced(hook.clone(), tenant);
     let refused_by_policy = |result: Result<Secret, kube::Error>, policy: &str| match result {
         Err(kube::Error::Api(e)) => e.code == 403 && e.message.contains(policy),

@@ -7,15 +7,18 @@ mod support;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::olm::*;
 use support::webhook::WebhookProcess;
 use support::{ControlPlane, create_namespace, unique_name};
 
+/// Real OLM installs the operators: the control plane runs it (asked for before the webhook
+/// asks for the shared control plane).
 async fn setup() -> (kube::Client, &'static WebhookProcess) {
+    let cp = ControlPlane::with_olm();
     let webhook = WebhookProcess::shared().await;
-    (ControlPlane::shared().admin().await, webhook)
+    (cp.admin().await, webhook)
 }
 
 fn assert_is_copy_of(copy: &Secret, source: &Secret) {
@@ -49,8 +52,7 @@ async fn operator_pod_in_its_own_namespace_gets_the_catalog_secret() {
     let (catalog, op, _) = private_operator(&client, &[]).await;
     let ns = op.namespace.clone();
 
-    let owner = owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", &op.csv, &op.csv_uid);
-    create_deployment(&client, &ns, "widget-operator", Some(owner), 1, json!({})).await;
+    // OLM's Deployment of the operator, owned by its CSV.
     let pod = &pods_of(&client, &ns, "widget-operator", 1).await[0];
     assert_eq!(pull_secret_names(pod), [catalog.secret.as_str()]);
 
@@ -94,8 +96,10 @@ async fn operand_of_a_custom_resource_in_a_target_namespace_gets_the_secret() {
 #[tokio::test]
 async fn unrelated_deployment_is_untouched_and_nothing_is_copied() {
     let (client, _webhook) = setup().await;
-    let (catalog, op, _) = private_operator(&client, &[]).await;
-    let ns = op.namespace.clone();
+    // In a namespace the operator reaches (its own holds the copies its Pods and
+    // ServiceAccounts got from OLM's install).
+    let (catalog, _, mut tenants) = private_operator(&client, &["tenant"]).await;
+    let ns = tenants.remove(0);
 
     create_deployment(&client, &ns, "unrelated", None, 1, json!({})).await;
     let pod = &pods_of(&client, &ns, "unrelated", 1).await[0];
@@ -106,10 +110,12 @@ async fn unrelated_deployment_is_untouched_and_nothing_is_copied() {
 #[tokio::test]
 async fn dry_run_returns_the_patch_and_creates_no_secret() {
     let (client, _webhook) = setup().await;
-    let (catalog, op, _) = private_operator(&client, &[]).await;
-    let ns = op.namespace.clone();
+    // In a namespace the operator reaches (its own holds the copies its Pods and
+    // ServiceAccounts got from OLM's install), for an operand.
+    let (catalog, _, mut tenants) = private_operator(&client, &["tenant"]).await;
+    let ns = tenants.remove(0);
 
-    let owner = owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", &op.csv, &op.csv_uid);
+    let owner = create_operand(&client, WIDGET, &ns, "prod").await;
     let pod = bare_pod(json!({ "name": "dry", "ownerReferences": [owner] }));
     let created = Api::<Pod>::namespaced(client.clone(), &ns)
         .create(&PostParams { dry_run: true, ..Default::default() }, &pod)
@@ -127,26 +133,27 @@ async fn service_accounts_owned_by_the_csv_or_named_by_its_install_strategy_get_
     let ns = op.namespace.clone();
     let sas = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
 
-    let owner = owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", &op.csv, &op.csv_uid);
-    let owned: ServiceAccount =
-        serde_json::from_value(json!({ "metadata": { "name": "widget-operator", "ownerReferences": [owner] } }))
-            .unwrap();
-    let named: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": "widget-runner" },
-        "imagePullSecrets": [{ "name": "tenant-own" }] }))
-    .unwrap();
+    // OLM creates both ServiceAccounts of the install strategy, owned by the CSV.
+    let owned = service_account(&client, &ns, "widget-operator").await;
+    let csv_owned = |sa: &ServiceAccount| sa.metadata.owner_references.iter().flatten().any(|o| o.uid == op.csv_uid);
+    assert!(csv_owned(&owned), "{owned:?}");
+    // The tenant links a pull secret of its own to the one the strategy names (an update that
+    // sets the list): the webhook keeps it first.
+    service_account(&client, &ns, "widget-runner").await;
+    let own = json!({ "imagePullSecrets": [{ "name": "tenant-own" }] });
+    sas.patch("widget-runner", &PatchParams::default(), &Patch::Merge(&own)).await.unwrap();
     let other: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": "someone-else" } })).unwrap();
-    for sa in [&owned, &named, &other] {
-        sas.create(&PostParams::default(), sa).await.unwrap();
-    }
-    let names = |sa: &ServiceAccount| -> Vec<String> {
-        sa.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect()
-    };
-    let owned = sas.get("widget-operator").await.unwrap();
-    assert_eq!(names(&owned), [catalog.secret.as_str()]);
+    sas.create(&PostParams::default(), &other).await.unwrap();
+    // Admitted by the webhook, or (created before the webhook's caches had the CSV) backfilled.
+    let owned = support::eventually("the operator's ServiceAccount to list the copy", INSTALL, || async {
+        let sa = sas.get("widget-operator").await.unwrap();
+        (service_account_pull_secrets(&sa) == [catalog.secret.as_str()]).then_some(sa)
+    })
+    .await;
     assert_eq!(owned.metadata.annotations.unwrap()["pullsecret-injector.io/injected"], catalog.secret.as_str());
     let named = sas.get("widget-runner").await.unwrap();
-    assert_eq!(names(&named), ["tenant-own", catalog.secret.as_str()]);
-    assert!(names(&sas.get("someone-else").await.unwrap()).is_empty());
+    assert_eq!(service_account_pull_secrets(&named), ["tenant-own", catalog.secret.as_str()]);
+    assert!(service_account_pull_secrets(&sas.get("someone-else").await.unwrap()).is_empty());
 }
 
 fn review(request: serde_json::Value) -> Vec<u8> {
@@ -162,9 +169,10 @@ async fn all_namespaces_operator_in_openshift_operators_reaches_every_tenant() {
     create_namespace(&client, ns).await;
     let op = install_operator_for(&client, &catalog, ns, &[""], GADGET).await;
 
-    // The operator's own pod, in openshift-operators (an openshift-* namespace that is handled).
-    create_deployment(&client, ns, "gadget-operator", Some(op.csv_owner()), 1, json!({})).await;
-    assert_eq!(pull_secret_names(&pods_of(&client, ns, "gadget-operator", 1).await[0]), [catalog.secret.as_str()]);
+    // The operator's own pod (OLM's Deployment), in openshift-operators (an openshift-*
+    // namespace that is handled).
+    let _ = &op;
+    assert_eq!(pull_secret_names(&pods_of(&client, ns, "widget-operator", 1).await[0]), [catalog.secret.as_str()]);
 
     for _ in 0..2 {
         let tenant = unique_name("anywhere");
@@ -210,9 +218,10 @@ async fn existing_pull_secrets_are_kept_in_order_and_the_patch_is_idempotent() {
     let (catalog, op, _) = private_operator(&client, &[]).await;
     let ns = op.namespace.clone();
 
+    // A further Deployment of the operator (OLM's own has no pull secrets).
     let pod_spec = json!({ "imagePullSecrets": [{ "name": "first" }, { "name": "second" }] });
-    create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 1, pod_spec).await;
-    let pod = pods_of(&client, &ns, "widget-operator", 1).await.remove(0);
+    create_deployment(&client, &ns, "widget-helper", Some(op.csv_owner()), 1, pod_spec).await;
+    let pod = pods_of(&client, &ns, "widget-helper", 1).await.remove(0);
     assert_eq!(pull_secret_names(&pod), ["first", "second", catalog.secret.as_str()]);
 
     // The stored Pod sent back through the webhook needs nothing more.
@@ -238,9 +247,9 @@ async fn only_existing_pull_secrets_of_the_catalog_are_injected() {
     let catalog = private_catalog(&client, &[&missing, &opaque]).await;
     let ns = unique_name("operator");
     create_namespace(&client, &ns).await;
-    let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
+    install_operator(&client, &catalog, &ns, &[&ns]).await;
 
-    create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 1, json!({})).await;
+    // OLM's Deployment of the operator.
     assert_eq!(pull_secret_names(&pods_of(&client, &ns, "widget-operator", 1).await[0]), [catalog.secret.as_str()]);
     let copies: Vec<String> = secrets_in(&client, &ns).await.into_keys().collect();
     assert_eq!(copies, [catalog.secret.as_str()]);
@@ -261,9 +270,9 @@ async fn a_tenant_secret_with_the_source_name_is_never_touched() {
     let ns = unique_name("operator");
     create_namespace(&client, &ns).await;
     let own = create_pull_secret(&client, &ns, catalog.secret.as_str(), "the-tenants-own").await;
-    let op = install_operator(&client, &catalog, &ns, &[&ns]).await;
+    install_operator(&client, &catalog, &ns, &[&ns]).await;
 
-    create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 1, json!({})).await;
+    // OLM's Deployment of the operator.
     let pod = &pods_of(&client, &ns, "widget-operator", 1).await[0];
     let hashed =
         format!("{}-{}", catalog.secret, &sha256_hex(&format!("{}/{}", catalog.namespace, catalog.secret))[..10]);
@@ -291,13 +300,20 @@ fn sha256_hex(text: &str) -> String {
 #[tokio::test]
 async fn forged_owner_references_and_labels_get_nothing() {
     let (client, _webhook) = setup().await;
-    let (_, op, _) = private_operator(&client, &[]).await;
-    let ns = op.namespace.clone();
+    // In a namespace the operator reaches, where nothing legitimate ran (its own namespace holds
+    // the copies its Pods and ServiceAccounts got from OLM's install); OLM copied the CSV there.
+    let (_, op, mut tenants) = private_operator(&client, &["tenant"]).await;
+    let ns = tenants.remove(0);
+    support::eventually("OLM to copy the CSV into the tenant", INSTALL, || async {
+        csvs(&client, &ns).get_opt(&op.csv).await.unwrap()
+    })
+    .await;
 
-    // The operator's ReplicaSet exists (no replicas, so nothing legitimate is injected yet).
-    create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 0, json!({})).await;
+    // An operand's ReplicaSet exists (no replicas, so nothing legitimate is injected yet).
+    let owner = create_operand(&client, WIDGET, &ns, "prod").await;
+    create_deployment(&client, &ns, "widget-prod", Some(owner), 0, json!({})).await;
     let sets = Api::<k8s_openapi::api::apps::v1::ReplicaSet>::namespaced(client.clone(), &ns);
-    let rs = support::eventually("the operator's ReplicaSet", std::time::Duration::from_secs(60), || async {
+    let rs = support::eventually("the operand's ReplicaSet", std::time::Duration::from_secs(60), || async {
         sets.list(&ListParams::default()).await.unwrap().items.into_iter().next()
     })
     .await;
@@ -330,9 +346,9 @@ async fn catalog_namespace_gets_original_names_and_catalog_pods_are_left_alone()
     // The one operator installed into the configured private catalog namespace, from its catalog.
     let ns = SELF_HOSTED_CATALOGS;
     let catalog = catalog_in(&client, ns, &[]).await;
-    let op = install_operator(&client, &catalog, ns, &[ns]).await;
+    install_operator(&client, &catalog, ns, &[ns]).await;
 
-    create_deployment(&client, ns, "widget-operator", Some(op.csv_owner()), 1, json!({})).await;
+    // OLM's Deployment of the operator.
     assert_eq!(pull_secret_names(&pods_of(&client, ns, "widget-operator", 1).await[0]), [catalog.secret.as_str()]);
     let managed: Vec<String> = secrets_in(&client, ns)
         .await
@@ -436,19 +452,16 @@ async fn a_pod_whose_copy_cannot_be_made_is_denied_retryably_and_a_service_accou
         other => panic!("expected a 503 denial, got {other}"),
     }
 
-    let sa: ServiceAccount = serde_json::from_value(
-        json!({ "metadata": { "name": "widget-operator", "ownerReferences": [op.csv_owner()] } }),
-    )
-    .unwrap();
-    let created =
-        Api::<ServiceAccount>::namespaced(client.clone(), &ns).create(&PostParams::default(), &sa).await.unwrap();
+    // OLM created the operator's ServiceAccount, owned by the CSV: admitted, without the copy.
+    let created = service_account(&client, &ns, "widget-operator").await;
+    assert!(created.metadata.owner_references.iter().flatten().any(|o| o.uid == op.csv_uid), "{created:?}");
     assert!(created.image_pull_secrets.is_none());
 }
 
 #[tokio::test]
 async fn sigterm_turns_readiness_off_keeps_serving_through_the_drain_then_exits() {
     let (_client, _shared) = setup().await;
-    let cp = ControlPlane::shared();
+    let cp = ControlPlane::with_olm();
     let webhook =
         tokio::task::spawn_blocking(move || support::webhook::start(cp, "draining-webhook", &["--drain-delay", "2s"]))
             .await
@@ -479,7 +492,7 @@ async fn explain(target: &str) -> serde_json::Value {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_olm-pullsecret-injector"))
         .args(["explain", target, "-o", "json"])
         .args(support::webhook::CATALOG_ARGS)
-        .env("KUBECONFIG", ControlPlane::shared().kubeconfig())
+        .env("KUBECONFIG", ControlPlane::with_olm().kubeconfig())
         .output()
         .await
         .unwrap();
@@ -532,8 +545,9 @@ async fn an_owner_the_webhook_may_not_read_drops_that_path_and_never_denies_the_
     let (client, webhook) = setup().await;
     let (catalog, op, mut tenants) = private_operator(&client, &["ungranted"]).await;
     let tenant = tenants.remove(0);
-    create_crd(&client, DOOHICKEY).await;
-    create_csv(&client, &op.namespace, "doohickey-operator.v1.0.0", DOOHICKEY, &[]).await;
+    // A second operator beside it, subscribed from the same catalog, owning Doohickeys (whose
+    // `get` the webhook is not granted).
+    subscribe_operator(&client, &catalog, &op.namespace, DOOHICKEY).await;
     let doohickey = create_operand(&client, DOOHICKEY, &tenant, "d").await;
     let widget = create_operand(&client, WIDGET, &tenant, "w").await;
 
@@ -609,7 +623,7 @@ async fn a_pod_admitted_after_its_copy_was_deleted_gets_a_copy_that_exists() {
 /// mirror), as it keeps running from there.
 #[tokio::test]
 async fn a_repointed_subscription_follows_olms_resolution() {
-    use kube::api::{DynamicObject, Patch, PatchParams};
+    use kube::api::DynamicObject;
     let (client, webhook) = setup().await;
     let (_, op, _) = private_operator(&client, &[]).await;
     let subs =
@@ -671,9 +685,20 @@ async fn a_private_catalog_serves_no_other_namespace() {
     let catalog = catalog_in(&client, SELF_HOSTED_CATALOGS, &[]).await;
     let ns = unique_name("cross");
     create_namespace(&client, &ns).await;
-    let op = install_operator_unseen(&client, &catalog, &ns, &[&ns], WIDGET).await;
+    // A namespace admin subscribes to it from elsewhere: OLM does not resolve the package there
+    // (no InstallPlan, no CSV), so the admin writes the CSV by hand (`edit` may create CSVs);
+    // OLM cannot install it (its ServiceAccounts are missing), and the admin creates its
+    // Deployment.
+    create_operator_group(&client, &ns, &[&ns]).await;
+    let package = package_of(WIDGET);
+    subscribe(&client, &ns, &package, (&catalog.namespace, &catalog.name), "Automatic", None).await;
+    let csv = "widget-operator.v1.0.0";
+    let uid = create_csv(&client, &ns, csv, WIDGET, &["widget-operator", "widget-runner"]).await;
+    let owner = owner_ref("operators.coreos.com/v1alpha1", "ClusterServiceVersion", csv, &uid);
     private_operator(&client, &[]).await;
-    create_deployment(&client, &ns, "widget-operator", Some(op.csv_owner()), 1, json!({})).await;
+    let subscription = subscriptions(&client, &ns).get(&package).await.unwrap();
+    assert!(subscription.data["status"]["installedCSV"].is_null(), "OLM resolved it: {:?}", subscription.data);
+    create_deployment(&client, &ns, "widget-operator", Some(owner), 1, json!({})).await;
     assert!(pull_secret_names(&pods_of(&client, &ns, "widget-operator", 1).await[0]).is_empty());
     assert!(copies_of(&client, &ns, &catalog).await.is_empty());
 }

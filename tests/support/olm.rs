@@ -1,19 +1,22 @@
-//! The test plays OLM: it creates what OLM would (CatalogSources, Subscriptions and
-//! OperatorGroups with their status, InstallPlans, CSVs, Deployments owned by CSVs) in OLM's
-//! order, so that every object the webhook trusts is written the way OLM writes it. The tests of
-//! OLM's lifecycle itself run real OLM (`tests/olm_e2e.rs`).
+//! Operators installed as a user installs them, with real OLM (olm-operator and
+//! catalog-operator, `ControlPlane::with_olm`) doing the rest: file-based catalogs served by
+//! `opm serve`, CatalogSources with `spec.address` and `spec.secrets`, OperatorGroups and
+//! Subscriptions. OLM writes the InstallPlans, CSVs (and their copies), Deployments and
+//! ServiceAccounts. The only OLM objects a test writes by hand are forgeries (`create_csv`).
+//! The benches, which run no OLM, imitate it in `benches/support/olm_imitation.rs`.
 
 use std::time::Duration;
 
 use base64::Engine;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use olm_pullsecret_injector::commands::dev::registry::{self, Bundle, Package, Registry};
 use serde_json::{Value, json};
 
-use super::{create_namespace, eventually, unique_name};
+use super::{ControlPlane, create_namespace, eventually, unique_name};
 
 pub const WIDGET_GROUP: &str = "e2e.pullsecret-injector.io";
 
@@ -76,29 +79,20 @@ pub async fn create_pull_secret(client: &kube::Client, ns: &str, name: &str, tok
     .await
 }
 
-pub async fn create_catalog(client: &kube::Client, ns: &str, name: &str, secrets: &[&str], annotations: Value) {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "CatalogSource"));
-    let catalog = dynamic(json!({
-        "apiVersion": "operators.coreos.com/v1alpha1", "kind": "CatalogSource",
-        "metadata": { "name": name, "annotations": annotations },
-        "spec": { "sourceType": "grpc", "image": "registry.example/index:1", "secrets": secrets }
-    }));
-    api.create(&PostParams::default(), &catalog).await.unwrap();
-}
-
-/// An OperatorGroup whose status OLM has filled with its target namespaces.
+/// An OperatorGroup as a user writes it (OLM fills its status): `targets` empty, or `[""]`,
+/// means all namespaces.
 pub async fn create_operator_group(client: &kube::Client, ns: &str, targets: &[&str]) {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1", "OperatorGroup"));
-    let spec = if targets == [""] { json!({}) } else { json!({ "targetNamespaces": targets }) };
+    let all = targets.is_empty() || targets == [""];
+    let spec = if all { json!({}) } else { json!({ "targetNamespaces": targets }) };
     let og = dynamic(
         json!({ "apiVersion": "operators.coreos.com/v1", "kind": "OperatorGroup", "metadata": { "name": "og" }, "spec": spec }),
     );
     api.create(&PostParams::default(), &og).await.unwrap();
-    let status = json!({ "status": { "namespaces": targets, "lastUpdated": "2026-01-01T00:00:00Z" } });
-    api.patch_status("og", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
 }
 
-/// A CSV owning the CRD of `kind`, whose install strategy names `service_accounts`. Returns its UID.
+/// A CSV written by hand (not installed by OLM: what an attacker with `create` on CSVs forges),
+/// owning the CRD of `kind`, whose install strategy names `service_accounts`. Returns its UID.
 pub async fn create_csv(client: &kube::Client, ns: &str, name: &str, kind: Kind, service_accounts: &[&str]) -> String {
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "ClusterServiceVersion"));
@@ -123,85 +117,99 @@ pub async fn create_csv(client: &kube::Client, ns: &str, name: &str, kind: Kind,
     api.create(&PostParams::default(), &csv).await.unwrap().metadata.uid.unwrap()
 }
 
-/// What OLM does for a Subscription to `csv` in `catalog_ns/catalog`, in OLM's order and with
-/// its fields (operator-lifecycle-manager v0.38.0; `tests/olm_e2e.rs` runs the real one): the
-/// user's Subscription; catalog-operator's InstallPlan (owned by the Subscription, generation 1)
-/// and `status.currentCSV` with the plan's reference; the plan executed (the CSV created); then
-/// `status.installedCSV`. Returns the CSV's UID.
-pub async fn subscribe_and_install(
-    client: &kube::Client,
-    ns: &str,
-    (catalog_ns, catalog): (&str, &str),
-    csv: &str,
-    create_csv: impl std::future::Future<Output = String>,
-) -> String {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "Subscription"));
-    let sub = dynamic(json!({
-        "apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription",
-        "metadata": { "name": "widget-operator" },
-        "spec": { "name": "widget-operator", "channel": "stable", "source": catalog, "sourceNamespace": catalog_ns }
-    }));
-    let sub = api.create(&PostParams::default(), &sub).await.unwrap();
-    let (plan, plan_uid) = create_install_plan(client, ns, (catalog_ns, catalog), csv, &sub).await;
-    let plan_ref =
-        json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "InstallPlan", "name": plan, "namespace": ns });
-    let status = json!({ "status": { "currentCSV": csv, "state": "UpgradePending", "installPlanRef": plan_ref,
-        "installplan": { "apiVersion": "operators.coreos.com/v1alpha1", "kind": "InstallPlan", "name": plan, "uuid": plan_uid },
-        "lastUpdated": "2026-01-01T00:00:00Z" } });
-    api.patch_status("widget-operator", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
-    let uid = create_csv.await;
-    let status = json!({ "status": { "installedCSV": csv, "state": "AtLatestKnown" } });
-    api.patch_status("widget-operator", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
-    uid
+/// How long OLM may take to install an operator while the other tests of the binary install
+/// theirs (resolution, InstallPlan, CRD, CSV, Deployment, Pods Ready).
+pub const INSTALL: Duration = Duration::from_secs(180);
+
+/// Every registry serves until the test binary exits: OLM resolves a namespace against every
+/// global catalog, and one whose registry is gone fails resolution in every namespace (as in a
+/// cluster), so no test may stop its registry while the others run.
+static REGISTRIES: std::sync::Mutex<Vec<Registry>> = std::sync::Mutex::new(Vec::new());
+
+/// Serves `packages` as a file-based catalog of its own with `opm serve` (until the binary
+/// exits); returns its address, a CatalogSource's `spec.address`.
+pub async fn serve_registry(packages: Vec<Package>) -> String {
+    let dir = ControlPlane::with_olm().dir().join("catalogs").join(unique_name("registry"));
+    registry::write_catalog(&dir, &packages).unwrap();
+    let registry = tokio::task::spawn_blocking(move || Registry::serve(&dir).unwrap()).await.unwrap();
+    let address = registry.address.clone();
+    REGISTRIES.lock().unwrap().push(registry);
+    address
 }
 
-/// The InstallPlan catalog-operator writes for `csv` from `catalog_ns/catalog`: owned by the
-/// namespace's Subscription, generation 1, with the status OLM writes once executed. Returns its
-/// name and UID.
-async fn create_install_plan(
-    client: &kube::Client,
-    ns: &str,
-    (catalog_ns, catalog): (&str, &str),
-    csv: &str,
-    subscription: &DynamicObject,
-) -> (String, String) {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "InstallPlan"));
-    let name = unique_name("install");
-    let owner = json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription",
-        "name": subscription.metadata.name, "uid": subscription.metadata.uid, "blockOwnerDeletion": false, "controller": false });
-    let plan = dynamic(json!({
-        "apiVersion": "operators.coreos.com/v1alpha1", "kind": "InstallPlan",
-        "metadata": { "name": name, "ownerReferences": [owner] },
-        "spec": { "approval": "Automatic", "approved": true, "clusterServiceVersionNames": [csv], "generation": 1 }
-    }));
-    let uid = api.create(&PostParams::default(), &plan).await.unwrap().metadata.uid.unwrap();
-    let status = json!({ "status": { "phase": "Complete", "catalogSources": [catalog], "plan": [{
-        "resolving": csv, "status": "Created",
-        "resource": { "group": "operators.coreos.com", "version": "v1alpha1", "kind": "ClusterServiceVersion",
-            "name": csv, "sourceName": catalog, "sourceNamespace": catalog_ns, "manifest": "{}" } }] } });
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
-    (name, uid)
+/// A CatalogSource served from `address` (an `opm serve`), listing `secrets`.
+pub async fn create_catalog_source(client: &kube::Client, ns: &str, name: &str, address: &str, secrets: &[&str]) {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "CatalogSource"));
+    let catalog = dynamic(json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "CatalogSource",
+        "metadata": { "name": name },
+        "spec": { "sourceType": "grpc", "address": address, "secrets": secrets, "displayName": name } }));
+    api.create(&PostParams::default(), &catalog).await.unwrap();
 }
 
+pub fn subscriptions(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "Subscription"))
+}
+
+pub fn csvs(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "ClusterServiceVersion"))
+}
+
+pub fn install_plans(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &olm_resource("v1alpha1", "InstallPlan"))
+}
+
+/// A Subscription as a user writes it, named like its package, to channel `stable` of
+/// `catalog_ns/catalog`, from `start` (a version) if given.
+pub async fn subscribe(
+    client: &kube::Client,
+    ns: &str,
+    package: &str,
+    (catalog_ns, catalog): (&str, &str),
+    approval: &str,
+    start: Option<&str>,
+) {
+    let mut spec = json!({ "name": package, "channel": "stable", "source": catalog,
+        "sourceNamespace": catalog_ns, "installPlanApproval": approval });
+    if let Some(version) = start {
+        spec["startingCSV"] = json!(registry::csv_name(package, version));
+    }
+    let sub = dynamic(json!({ "apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription",
+        "metadata": { "name": package }, "spec": spec }));
+    subscriptions(client, ns).create(&PostParams::default(), &sub).await.unwrap();
+}
+
+/// Waits until OLM reports the CSV `Succeeded` (its Deployment is Available) and returns it.
+pub async fn succeeded(client: &kube::Client, ns: &str, csv: &str) -> DynamicObject {
+    let api = csvs(client, ns);
+    eventually(&format!("CSV {ns}/{csv} Succeeded"), INSTALL, || async {
+        let csv = api.get_opt(csv).await.unwrap()?;
+        (csv.data["status"]["phase"] == "Succeeded").then_some(csv)
+    })
+    .await
+}
 /// The CRD of an operand kind (idempotent), and `get` on it for the webhook.
 pub async fn ensure_crd(client: &kube::Client, kind: Kind) {
     create_crd(client, kind).await;
     super::webhook::grant_operand_owner_read(client, WIDGET_GROUP, kind.plural).await;
 }
 
-/// The CRD of an operand kind (idempotent), established; the webhook gets no right on it.
-pub async fn create_crd(client: &kube::Client, kind: Kind) {
-    let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    let name = kind.crd_name();
-    let crd = json!({
+/// The CRD of an operand kind, as the test operators' bundles ship it.
+pub fn crd(kind: Kind) -> Value {
+    json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": { "name": name },
+        "metadata": { "name": kind.crd_name() },
         "spec": { "group": WIDGET_GROUP, "scope": "Namespaced",
             "names": { "plural": kind.plural, "singular": kind.kind.to_lowercase(), "kind": kind.kind },
             "versions": [{ "name": "v1", "served": true, "storage": true,
                 "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }] }
-    });
-    crds.patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(crd)).await.unwrap();
+    })
+}
+
+/// The CRD of an operand kind (idempotent), established; the webhook gets no right on it.
+pub async fn create_crd(client: &kube::Client, kind: Kind) {
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let name = kind.crd_name();
+    crds.patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(crd(kind))).await.unwrap();
     eventually("the CRD to be established", Duration::from_secs(30), || async {
         let crd = crds.get(&name).await.ok()?;
         let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
@@ -288,20 +296,83 @@ pub struct Catalog {
     pub source: Secret,
 }
 
+/// The package of the test operator whose operand is `kind` (`widget-operator` for Widgets);
+/// its Subscription is named alike.
+pub fn package_of(kind: Kind) -> String {
+    format!("{}-operator", kind.kind.to_lowercase())
+}
+
+/// The operator's Deployment and ServiceAccount, and the further ServiceAccount its install
+/// strategy names. Every kind's operator runs as `widget-operator` beside `widget-runner`, but
+/// the Doohickey operator, which a test installs beside a Widget operator in one namespace.
+fn accounts_of(kind: Kind) -> (&'static str, &'static str) {
+    if kind.kind == DOOHICKEY.kind {
+        ("doohickey-operator", "doohickey-runner")
+    } else {
+        ("widget-operator", "widget-runner")
+    }
+}
+
+/// The one version (1.0.0) of the operator of `kind`: its CSV owns the operand's CRD (shipped in
+/// the bundle), installs in every install mode, runs the Deployment `widget-operator` as the
+/// ServiceAccount `widget-operator` and names `widget-runner` too (see `accounts_of`).
+fn operator_bundle(kind: Kind) -> Bundle {
+    let package = package_of(kind);
+    let (operator, runner) = accounts_of(kind);
+    let install_modes: Vec<Value> = ["OwnNamespace", "SingleNamespace", "MultiNamespace", "AllNamespaces"]
+        .iter()
+        .map(|mode| json!({ "type": mode, "supported": true }))
+        .collect();
+    let rules = json!([{ "apiGroups": [WIDGET_GROUP], "resources": [kind.plural], "verbs": ["get", "list", "watch"] }]);
+    let csv = json!({
+        "apiVersion": "operators.coreos.com/v1alpha1", "kind": "ClusterServiceVersion",
+        "metadata": { "name": registry::csv_name(&package, "1.0.0") },
+        "spec": {
+            "displayName": "Widget operator", "version": "1.0.0", "installModes": install_modes,
+            "customresourcedefinitions": { "owned": [{ "name": kind.crd_name(), "kind": kind.kind, "version": "v1", "displayName": kind.kind }] },
+            "install": { "strategy": "deployment", "spec": {
+                "permissions": [{ "serviceAccountName": operator, "rules": rules },
+                                { "serviceAccountName": runner, "rules": rules }],
+                "deployments": [{ "name": operator, "spec": {
+                    "replicas": 1,
+                    "selector": { "matchLabels": { "app": operator } },
+                    "template": { "metadata": { "labels": { "app": operator } },
+                        "spec": { "serviceAccountName": operator,
+                            "containers": [{ "name": "op", "image": "registry.example/op:1" }] } } } }] } } }
+    });
+    Bundle { csv, objects: vec![crd(kind)] }
+}
+
+/// The package of each operand kind's operator, one version each.
+fn operator_packages() -> Vec<Package> {
+    [WIDGET, GADGET, DOOHICKEY]
+        .into_iter()
+        .map(|kind| Package { name: package_of(kind), channel: "stable".into(), bundles: vec![operator_bundle(kind)] })
+        .collect()
+}
+
+/// The registry every test catalog of this binary is served from (`operator_packages`): the
+/// catalogs differ in name, namespace and secrets, not in content.
+async fn operator_registry() -> &'static str {
+    static ADDRESS: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    ADDRESS.get_or_init(|| serve_registry(operator_packages())).await
+}
+
 /// A catalog of its own in the global catalog namespace, listing its pull secret and `secrets`.
 pub async fn private_catalog(client: &kube::Client, secrets: &[&str]) -> Catalog {
     catalog_in(client, GLOBAL_CATALOGS, secrets).await
 }
 
-/// A catalog in `namespace` (one of the e2e webhook's catalog namespaces), listing a fresh pull
-/// secret and `secrets`.
+/// A catalog in `namespace` (one of the e2e webhook's catalog namespaces), served by
+/// `opm serve` (`spec.address`), listing a fresh pull secret and `secrets`.
 pub async fn catalog_in(client: &kube::Client, namespace: &str, secrets: &[&str]) -> Catalog {
+    let address = operator_registry().await;
     super::create_namespace_if_missing(client, namespace).await;
     let (name, secret) = (unique_name("catalog"), unique_name("registry-creds"));
     let source = create_pull_secret(client, namespace, &secret, "token-1").await;
     let mut listed = vec![secret.as_str()];
     listed.extend_from_slice(secrets);
-    create_catalog(client, namespace, &name, &listed, json!({})).await;
+    create_catalog_source(client, namespace, &name, address, &listed).await;
     Catalog { namespace: namespace.to_string(), name, secret, source }
 }
 
@@ -333,6 +404,11 @@ pub async fn install_operator_for(
 /// webhook must not use. Installing a used operator afterwards (`private_operator`) proves that
 /// the webhook has seen this one: each kind's watch delivers objects in the order they were
 /// written.
+///
+/// Installed as a user does, OLM doing the rest: `get` on the operand kind for the webhook (the
+/// chart's `operandOwnerRules`), an OperatorGroup for `targets` (`[""]`: all namespaces) and a
+/// Subscription to the kind's package (`package_of`); returns once OLM created the CSV (its
+/// Deployment, Pods and ServiceAccounts follow: wait for them, or for `succeeded`).
 pub async fn install_operator_unseen(
     client: &kube::Client,
     catalog: &Catalog,
@@ -340,18 +416,30 @@ pub async fn install_operator_unseen(
     targets: &[&str],
     kind: Kind,
 ) -> Operator {
-    ensure_crd(client, kind).await;
+    super::webhook::grant_operand_owner_read(client, WIDGET_GROUP, kind.plural).await;
     create_operator_group(client, ns, targets).await;
-    let csv = "widget-operator.v1.0.0".to_string();
-    let csv_uid = subscribe_and_install(
-        client,
-        ns,
-        (&catalog.namespace, &catalog.name),
-        &csv,
-        create_csv(client, ns, &csv, kind, &["widget-operator", "widget-runner"]),
-    )
+    subscribe_operator(client, catalog, ns, kind).await
+}
+
+/// Subscribes `ns` (whose OperatorGroup exists) to the operator of `kind` from `catalog` and
+/// waits until OLM created its CSV.
+pub async fn subscribe_operator(client: &kube::Client, catalog: &Catalog, ns: &str, kind: Kind) -> Operator {
+    let package = package_of(kind);
+    subscribe(client, ns, &package, (&catalog.namespace, &catalog.name), "Automatic", None).await;
+    let csv = registry::csv_name(&package, "1.0.0");
+    let api = csvs(client, ns);
+    let created = eventually(&format!("OLM to create the CSV {ns}/{csv}"), INSTALL, || async {
+        let csv = api.get_opt(&csv).await.unwrap()?;
+        let copied = csv.metadata.labels.as_ref().is_some_and(|l| l.contains_key("olm.copiedFrom"));
+        (!copied).then_some(csv)
+    })
     .await;
-    Operator { namespace: ns.to_string(), catalog_namespace: catalog.namespace.clone(), csv, csv_uid }
+    Operator {
+        namespace: ns.to_string(),
+        catalog_namespace: catalog.namespace.clone(),
+        csv,
+        csv_uid: created.metadata.uid.unwrap(),
+    }
 }
 
 /// The webhook learns about OLM objects through watches; a dry-run Pod owned by the CSV comes
@@ -406,6 +494,17 @@ pub async fn private_operator_unseen(client: &kube::Client, tenants: &[&str]) ->
     targets.extend(tenants.iter().map(String::as_str));
     let operator = install_operator_unseen(client, &catalog, &ns, &targets, WIDGET).await;
     (catalog, operator, tenants)
+}
+
+/// The names listed in a ServiceAccount's `imagePullSecrets`.
+pub fn service_account_pull_secrets(sa: &ServiceAccount) -> Vec<String> {
+    sa.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect()
+}
+
+/// Waits until the ServiceAccount `name` (OLM creates the operator's) exists and returns it.
+pub async fn service_account(client: &kube::Client, ns: &str, name: &str) -> ServiceAccount {
+    let sas = Api::<ServiceAccount>::namespaced(client.clone(), ns);
+    eventually(&format!("the ServiceAccount {ns}/{name}"), INSTALL, || async { sas.get_opt(name).await.unwrap() }).await
 }
 
 /// A Pod with one container and the given metadata, created directly (not by a controller).
