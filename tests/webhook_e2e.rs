@@ -167,11 +167,10 @@ async fn all_namespaces_operator_in_openshift_operators_reaches_every_tenant() {
     let catalog = private_catalog(&client, &[]).await;
     let ns = "openshift-operators";
     create_namespace(&client, ns).await;
-    let op = install_operator_for(&client, &catalog, ns, &[""], GADGET).await;
+    install_operator_for(&client, &catalog, ns, &[""], GADGET).await;
 
     // The operator's own pod (OLM's Deployment), in openshift-operators (an openshift-*
     // namespace that is handled).
-    let _ = &op;
     assert_eq!(pull_secret_names(&pods_of(&client, ns, "widget-operator", 1).await[0]), [catalog.secret.as_str()]);
 
     for _ in 0..2 {
