@@ -359,8 +359,30 @@ async fn operator_registry() -> &'static str {
 }
 
 /// A catalog of its own in the global catalog namespace, listing its pull secret and `secrets`.
+///
+/// Global catalogs are made ahead, a batch at a time: OLM re-resolves every namespace when a
+/// global catalog becomes ready, so a catalog made for each test as it starts would queue every
+/// installed namespace behind the next test's Subscription, once per test (installs late in a
+/// binary then waited 40 s for resolution).
 pub async fn private_catalog(client: &kube::Client, secrets: &[&str]) -> Catalog {
-    catalog_in(client, GLOBAL_CATALOGS, secrets).await
+    const BATCH: usize = 12;
+    static MADE: tokio::sync::Mutex<Vec<Catalog>> = tokio::sync::Mutex::const_new(Vec::new());
+    let mut made = MADE.lock().await;
+    if made.is_empty() {
+        let batch = (0..BATCH).map(|_| catalog_in(client, GLOBAL_CATALOGS, &[]));
+        made.extend(futures::future::join_all(batch).await);
+    }
+    let catalog = made.pop().unwrap();
+    drop(made);
+    if !secrets.is_empty() {
+        let mut listed = vec![catalog.secret.as_str()];
+        listed.extend_from_slice(secrets);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &catalog.namespace, &olm_resource("v1alpha1", "CatalogSource"));
+        let patch = json!({ "spec": { "secrets": listed } });
+        api.patch(&catalog.name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+    catalog
 }
 
 /// A catalog in `namespace` (one of the e2e webhook's catalog namespaces), served by
@@ -425,6 +447,7 @@ pub async fn install_operator_unseen(
 /// waits until OLM created its CSV.
 pub async fn subscribe_operator(client: &kube::Client, catalog: &Catalog, ns: &str, kind: Kind) -> Operator {
     let package = package_of(kind);
+    let started = std::time::Instant::now();
     subscribe(client, ns, &package, (&catalog.namespace, &catalog.name), "Automatic", None).await;
     let csv = registry::csv_name(&package, "1.0.0");
     let api = csvs(client, ns);
@@ -434,6 +457,7 @@ pub async fn subscribe_operator(client: &kube::Client, catalog: &Catalog, ns: &s
         (!copied).then_some(csv)
     })
     .await;
+    eprintln!("OLM created the CSV {ns}/{csv} {:.1?} after the Subscription", started.elapsed());
     Operator {
         namespace: ns.to_string(),
         catalog_namespace: catalog.namespace.clone(),
