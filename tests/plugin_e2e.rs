@@ -65,7 +65,7 @@ async fn explain_exits_by_what_is_missing_and_cleanup_takes_back_what_its_dry_ru
     // A ServiceAccount named by the CSV (OLM created it) gets the copy and our annotation,
     // beside its own entry once the tenant links one (an update that sets the list).
     let sas = Api::<ServiceAccount>::namespaced(client.clone(), ns);
-    service_account(&client, ns, "widget-runner").await;
+    settled(&client, &op).await;
     let own = json!({ "imagePullSecrets": [{ "name": "tenant-own" }] });
     let updated = sas.patch("widget-runner", &PatchParams::default(), &Patch::Merge(&own)).await.unwrap();
     assert_eq!(service_account_pull_secrets(&updated), ["tenant-own", catalog.secret.as_str()]);

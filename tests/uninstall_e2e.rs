@@ -41,7 +41,7 @@ async fn the_post_delete_hook_takes_back_every_copy_and_entry_with_its_own_ident
     // A ServiceAccount named by the CSV (OLM created it) gets the copy beside its own entry,
     // once the tenant links one (an update that sets the list).
     let sas = Api::<ServiceAccount>::namespaced(client.clone(), &op.namespace);
-    service_account(&client, &op.namespace, "widget-runner").await;
+    settled(&client, &op).await;
     let own = json!({ "imagePullSecrets": [{ "name": "tenant-own" }] });
     let updated = sas.patch("widget-runner", &PatchParams::default(), &Patch::Merge(&own)).await.unwrap();
     assert_eq!(updated.image_pull_secrets.unwrap().len(), 2, "tenant-own and the copy");

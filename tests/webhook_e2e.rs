@@ -139,7 +139,7 @@ async fn service_accounts_owned_by_the_csv_or_named_by_its_install_strategy_get_
     assert!(csv_owned(&owned), "{owned:?}");
     // The tenant links a pull secret of its own to the one the strategy names (an update that
     // sets the list): the webhook keeps it first.
-    service_account(&client, &ns, "widget-runner").await;
+    settled(&client, &op).await;
     let own = json!({ "imagePullSecrets": [{ "name": "tenant-own" }] });
     sas.patch("widget-runner", &PatchParams::default(), &Patch::Merge(&own)).await.unwrap();
     let other: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": "someone-else" } })).unwrap();

@@ -520,6 +520,20 @@ pub async fn private_operator_unseen(client: &kube::Client, tenants: &[&str]) ->
     (catalog, operator, tenants)
 }
 
+/// Waits until OLM is done installing `operator`: its CSV `Succeeded` and every InstallPlan of
+/// its namespace `Complete`. Until then catalog-operator may run a plan's steps again, and its
+/// update of a ServiceAccount it made drops the `imagePullSecrets` someone else added: a test
+/// that adds an entry of its own to OLM's ServiceAccount waits for this first.
+pub async fn settled(client: &kube::Client, operator: &Operator) {
+    succeeded(client, &operator.namespace, &operator.csv).await;
+    let plans = install_plans(client, &operator.namespace);
+    eventually(&format!("the InstallPlans of {} to be Complete", operator.namespace), INSTALL, || async {
+        let list = plans.list(&ListParams::default()).await.unwrap().items;
+        list.iter().all(|p| p.data["status"]["phase"] == "Complete").then_some(())
+    })
+    .await;
+}
+
 /// The names listed in a ServiceAccount's `imagePullSecrets`.
 pub fn service_account_pull_secrets(sa: &ServiceAccount) -> Vec<String> {
     sa.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect()
