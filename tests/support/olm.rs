@@ -21,7 +21,8 @@ use super::{ControlPlane, create_namespace, eventually, unique_name};
 pub const WIDGET_GROUP: &str = "e2e.pullsecret-injector.io";
 
 /// An operand kind of the test operators. Each test that installs an operator reaching every
-/// namespace uses a kind of its own, so that concurrent tests do not share operands.
+/// namespace uses a kind of its own, so that concurrent tests do not share operands (and OLM
+/// refuses a CSV whose OperatorGroup intersects another's that provides the same API).
 #[derive(Clone, Copy)]
 pub struct Kind {
     pub kind: &'static str,
