@@ -9,9 +9,10 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::support::olm::{
-    Catalog, GLOBAL_CATALOGS, Kind, Operator, WIDGET, create_csv, create_pull_secret, ensure_crd, olm_resource,
+    Catalog, GLOBAL_CATALOGS, Kind, Operator, WIDGET, create_csv, ensure_crd, new_catalog, olm_resource,
+    operator_and_tenant_namespaces,
 };
-use crate::support::{create_namespace, create_namespace_if_missing, unique_name};
+use crate::support::unique_name;
 
 fn dynamic(value: Value) -> DynamicObject {
     serde_json::from_value(value).unwrap()
@@ -30,23 +31,17 @@ pub async fn create_catalog(client: &kube::Client, ns: &str, name: &str, secrets
 
 /// A catalog of its own in the global catalog namespace, listing its pull secret and `secrets`.
 pub async fn private_catalog(client: &kube::Client, secrets: &[&str]) -> Catalog {
-    create_namespace_if_missing(client, GLOBAL_CATALOGS).await;
-    let (name, secret) = (unique_name("catalog"), unique_name("registry-creds"));
-    let source = create_pull_secret(client, GLOBAL_CATALOGS, &secret, "token-1").await;
-    let mut listed = vec![secret.as_str()];
-    listed.extend_from_slice(secrets);
-    create_catalog(client, GLOBAL_CATALOGS, &name, &listed).await;
-    Catalog { namespace: GLOBAL_CATALOGS.to_string(), name, secret, source }
+    let (catalog, listed) = new_catalog(client, GLOBAL_CATALOGS, secrets).await;
+    let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
+    create_catalog(client, GLOBAL_CATALOGS, &catalog.name, &listed).await;
+    catalog
 }
 
-/// An OperatorGroup whose status OLM has filled with its target namespaces (`[""]`: all).
+/// An OperatorGroup as the user writes it, with the status OLM fills in: its target namespaces
+/// (`[""]`: all).
 pub async fn create_operator_group(client: &kube::Client, ns: &str, targets: &[&str]) {
+    crate::support::olm::create_operator_group(client, ns, targets).await;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &olm_resource("v1", "OperatorGroup"));
-    let spec = if targets == [""] { json!({}) } else { json!({ "targetNamespaces": targets }) };
-    let og = dynamic(
-        json!({ "apiVersion": "operators.coreos.com/v1", "kind": "OperatorGroup", "metadata": { "name": "og" }, "spec": spec }),
-    );
-    api.create(&PostParams::default(), &og).await.unwrap();
     let status = json!({ "status": { "namespaces": targets, "lastUpdated": "2026-01-01T00:00:00Z" } });
     api.patch_status("og", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
 }
@@ -138,12 +133,7 @@ pub async fn install_operator_unseen(
 /// namespace and one fresh namespace per entry of `tenants` (used as name prefixes).
 pub async fn private_operator_unseen(client: &kube::Client, tenants: &[&str]) -> (Catalog, Operator, Vec<String>) {
     let catalog = private_catalog(client, &[]).await;
-    let ns = unique_name("operator");
-    create_namespace(client, &ns).await;
-    let tenants: Vec<String> = tenants.iter().map(|prefix| unique_name(prefix)).collect();
-    for tenant in &tenants {
-        create_namespace(client, tenant).await;
-    }
+    let (ns, tenants) = operator_and_tenant_namespaces(client, tenants).await;
     let mut targets = vec![ns.as_str()];
     targets.extend(tenants.iter().map(String::as_str));
     let operator = install_operator_unseen(client, &catalog, &ns, &targets, WIDGET).await;

@@ -390,13 +390,20 @@ pub async fn private_catalog(client: &kube::Client, secrets: &[&str]) -> Catalog
 /// `opm serve` (`spec.address`), listing a fresh pull secret and `secrets`.
 pub async fn catalog_in(client: &kube::Client, namespace: &str, secrets: &[&str]) -> Catalog {
     let address = operator_registry().await;
+    let (catalog, listed) = new_catalog(client, namespace, secrets).await;
+    let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
+    create_catalog_source(client, namespace, &catalog.name, address, &listed).await;
+    catalog
+}
+
+/// A fresh catalog's name and pull secret (created) in `namespace`, and what its CatalogSource
+/// lists: that secret, then `secrets`. The caller writes the CatalogSource.
+pub async fn new_catalog(client: &kube::Client, namespace: &str, secrets: &[&str]) -> (Catalog, Vec<String>) {
     super::create_namespace_if_missing(client, namespace).await;
     let (name, secret) = (unique_name("catalog"), unique_name("registry-creds"));
     let source = create_pull_secret(client, namespace, &secret, "token-1").await;
-    let mut listed = vec![secret.as_str()];
-    listed.extend_from_slice(secrets);
-    create_catalog_source(client, namespace, &name, address, &listed).await;
-    Catalog { namespace: namespace.to_string(), name, secret, source }
+    let listed = std::iter::once(secret.clone()).chain(secrets.iter().map(|s| s.to_string())).collect();
+    (Catalog { namespace: namespace.to_string(), name, secret, source }, listed)
 }
 
 /// An operator installed from `catalog` into `ns`, reaching `targets`.
@@ -509,16 +516,22 @@ pub async fn private_operator(client: &kube::Client, tenants: &[&str]) -> (Catal
 /// As `private_operator`, without waiting for a webhook (none may be registered yet).
 pub async fn private_operator_unseen(client: &kube::Client, tenants: &[&str]) -> (Catalog, Operator, Vec<String>) {
     let catalog = private_catalog(client, &[]).await;
-    let ns = unique_name("operator");
-    create_namespace(client, &ns).await;
-    let tenants: Vec<String> = tenants.iter().map(|prefix| unique_name(prefix)).collect();
-    for tenant in &tenants {
-        create_namespace(client, tenant).await;
-    }
+    let (ns, tenants) = operator_and_tenant_namespaces(client, tenants).await;
     let mut targets = vec![ns.as_str()];
     targets.extend(tenants.iter().map(String::as_str));
     let operator = install_operator_unseen(client, &catalog, &ns, &targets, WIDGET).await;
     (catalog, operator, tenants)
+}
+
+/// A fresh namespace for an operator and one fresh namespace per entry of `tenant_prefixes`.
+pub async fn operator_and_tenant_namespaces(client: &kube::Client, tenant_prefixes: &[&str]) -> (String, Vec<String>) {
+    let ns = unique_name("operator");
+    create_namespace(client, &ns).await;
+    let tenants: Vec<String> = tenant_prefixes.iter().map(|prefix| unique_name(prefix)).collect();
+    for tenant in &tenants {
+        create_namespace(client, tenant).await;
+    }
+    (ns, tenants)
 }
 
 /// Waits until OLM is done installing `operator`: its CSV `Succeeded` and every InstallPlan of
