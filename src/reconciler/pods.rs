@@ -327,7 +327,11 @@ impl Reconciler {
             info!(namespace = %ns, pod = %name, "the webhook is not known to be called: this eviction tells, no other until its replacement is served");
         }
         metrics::reconcile_action(Action::PodHealed);
-        info!(namespace = %ns, pod = %name, controller = %format!("{}/{}", controller.kind, controller.name), %missing, "pod evicted so that its controller recreates it with its pull secrets");
+        // Why this eviction was allowed: the creation of the newest Pod the webhook served, when
+        // that came after this Pod's (none: the eviction was the canary above).
+        let served_since =
+            memory.called.newest_served.as_ref().filter(|_| may == MayEvict::Yes).map(|t| t.0.to_string());
+        info!(namespace = %ns, pod = %name, controller = %format!("{}/{}", controller.kind, controller.name), %missing, served_since = served_since.as_deref().unwrap_or(""), "pod evicted so that its controller recreates it with its pull secrets");
         Ok(Checked::Done)
     }
 }
