@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use olm_pullsecret_injector::state::links::{PullSecretLink, name_of};
 use serde_json::json;
 use support::olm::*;
 use support::webhook::WebhookProcess;
@@ -141,7 +142,7 @@ async fn service_accounts_owned_by_the_csv_or_named_by_its_install_strategy_get_
     // sets the list): the webhook keeps it first.
     settled(&client, &op).await;
     let own = json!({ "imagePullSecrets": [{ "name": "tenant-own" }] });
-    sas.patch("widget-runner", &PatchParams::default(), &Patch::Merge(&own)).await.unwrap();
+    let named = sas.patch("widget-runner", &PatchParams::default(), &Patch::Merge(&own)).await.unwrap();
     let other: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": "someone-else" } })).unwrap();
     sas.create(&PostParams::default(), &other).await.unwrap();
     // Admitted by the webhook, or (created before the webhook's caches had the CSV) backfilled.
@@ -151,7 +152,6 @@ async fn service_accounts_owned_by_the_csv_or_named_by_its_install_strategy_get_
     })
     .await;
     assert_eq!(owned.metadata.annotations.unwrap()["pullsecret-injector.io/injected"], catalog.secret.as_str());
-    let named = sas.get("widget-runner").await.unwrap();
     assert_eq!(service_account_pull_secrets(&named), ["tenant-own", catalog.secret.as_str()]);
     assert!(service_account_pull_secrets(&sas.get("someone-else").await.unwrap()).is_empty());
 }
@@ -203,9 +203,16 @@ async fn all_namespaces_operator_in_openshift_operators_reaches_every_tenant() {
         .create(&PostParams::default(), &namespace)
         .await
         .unwrap();
-    // The webhook sees namespaces through a watch: give it a moment to see this one.
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let owner = create_operand(&client, GADGET, &opted_out, "g").await;
+    // The webhook sees namespaces through a watch: dry runs (which copy nothing) tell when it
+    // has seen this one.
+    let probes = Api::<Pod>::namespaced(client.clone(), &opted_out);
+    support::eventually("the webhook to see the opted-out namespace", std::time::Duration::from_secs(30), || async {
+        let probe = bare_pod(json!({ "generateName": "probe-", "ownerReferences": [owner] }));
+        let dry_run = PostParams { dry_run: true, ..Default::default() };
+        pull_secret_names(&probes.create(&dry_run, &probe).await.unwrap()).is_empty().then_some(())
+    })
+    .await;
     create_deployment(&client, &opted_out, "gadget", Some(owner), 1, json!({})).await;
     assert!(pull_secret_names(&pods_of(&client, &opted_out, "gadget", 1).await[0]).is_empty());
     assert!(!secrets_in(&client, &opted_out).await.contains_key(catalog.secret.as_str()));
@@ -656,6 +663,14 @@ async fn a_repointed_subscription_follows_olms_resolution() {
         let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
         assert_eq!(pull_secret_names(&pod), expected, "pointed at {}/{}", catalog.namespace, catalog.name);
         assert_eq!(copies_of(&client, &op.namespace, catalog).await, copied, "copies of {}", catalog.secret);
+        // The reconciler writes down the mirror as the CSV's catalog (a catalog that does not
+        // serve this namespace never replaces it): what the next edit is remembered by.
+        let links = Api::<PullSecretLink>::all(client.clone());
+        support::eventually("the CSV's link to name the mirror", std::time::Duration::from_secs(30), || async {
+            let link = links.get_opt(&name_of(&op.namespace, &op.csv)).await.unwrap()?;
+            (link.spec.catalog_name == mirror.name).then_some(())
+        })
+        .await;
     }
 }
 
@@ -668,8 +683,12 @@ async fn an_operator_whose_install_plans_are_gone_keeps_its_link() {
     let (catalog, op, _) = private_operator(&client, &[]).await;
     let plans =
         Api::<DynamicObject>::namespaced_with(client.clone(), &op.namespace, &olm_resource("v1alpha1", "InstallPlan"));
+    settled(&client, &op).await;
     plans.delete_collection(&DeleteParams::default(), &Default::default()).await.unwrap();
-    assert!(plans.list(&Default::default()).await.unwrap().items.is_empty());
+    support::eventually("the InstallPlans to be gone", std::time::Duration::from_secs(30), || async {
+        plans.list(&Default::default()).await.unwrap().items.is_empty().then_some(())
+    })
+    .await;
     create_deployment(&client, &op.namespace, "after-gc", Some(op.csv_owner()), 1, json!({})).await;
     let pod = &pods_of(&client, &op.namespace, "after-gc", 1).await[0];
     assert_eq!(pull_secret_names(pod), [catalog.secret.as_str()]);

@@ -264,7 +264,7 @@ pub async fn create_deployment(
 pub async fn pods_of(client: &kube::Client, ns: &str, app: &str, count: usize) -> Vec<Pod> {
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
     let lp = ListParams::default().labels(&format!("app={app}"));
-    eventually(&format!("{count} pods of {ns}/{app}"), Duration::from_secs(90), || async {
+    eventually(&format!("{count} pods of {ns}/{app}"), INSTALL, || async {
         let list = pods.list(&lp).await.unwrap().items;
         (list.len() >= count).then_some(list)
     })
