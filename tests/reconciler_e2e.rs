@@ -273,35 +273,49 @@ async fn a_deleted_subscriptions_link_holds_until_its_csv_is_gone() {
     wait_removed(&client, &t.ns, t.catalog.secret.as_str()).await;
 }
 
+/// A ServiceAccount of an operand, created before its operator was installed: the webhook had no
+/// reason to touch it then, and only the reconciler can add the secret. The ServiceAccount the
+/// install strategy names, created early too, is OLM's to adopt: its InstallPlan step rewrites the
+/// list without the tenant's entry (OLM's own doing, not undone: the entry is not ours), and the
+/// webhook adds the copy back on that update.
 #[tokio::test]
 async fn a_service_account_created_before_its_operator_is_backfilled() {
     let (client, _) = setup().await;
     let catalog = private_catalog(&client, &[]).await;
-    let ns = unique_name("early");
-    create_namespace(&client, &ns).await;
-    // Named by the CSV's install strategy, but created before the operator was installed: the
-    // webhook had no reason to touch it then.
-    let sa: ServiceAccount = serde_json::from_value(json!({
+    let (ns, tenants) = operator_and_tenant_namespaces(&client, &["early"]).await;
+    let tenant = &tenants[0];
+    ensure_crd(&client, WIDGET).await;
+    let owner = create_operand(&client, WIDGET, tenant, "prod").await;
+    operand_service_account(&client, tenant, "app", &owner).await;
+    let runner: ServiceAccount = serde_json::from_value(json!({
         "metadata": { "name": "widget-runner" }, "imagePullSecrets": [{ "name": "tenant-own-entry" }]
     }))
     .unwrap();
-    let sas = Api::<ServiceAccount>::namespaced(client.clone(), &ns);
-    sas.create(&PostParams::default(), &sa).await.unwrap();
-    assert_eq!(sa_pull_secrets(&service_account(&client, &ns, "widget-runner").await), ["tenant-own-entry"]);
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns).create(&PostParams::default(), &runner).await.unwrap();
+    assert_eq!(sa_pull_secrets(&service_account(&client, tenant, "app").await), ["tenant-own-entry"]);
 
-    install_operator(&client, &catalog, &ns, &[&ns]).await;
-    eventually("the reconciler to backfill the service account", Duration::from_secs(20), || async {
-        let sa = service_account(&client, &ns, "widget-runner").await;
+    let op = install_operator(&client, &catalog, &ns, &[&ns, tenant]).await;
+    let sa = eventually("the reconciler to backfill the service account", Duration::from_secs(20), || async {
+        let sa = service_account(&client, tenant, "app").await;
         (sa_pull_secrets(&sa) == ["tenant-own-entry", catalog.secret.as_str()]).then_some(sa)
     })
     .await;
-    let sa = service_account(&client, &ns, "widget-runner").await;
     assert_eq!(injected(&sa).as_deref(), Some(catalog.secret.as_str()));
-    assert!(secret_opt(&client, &ns, catalog.secret.as_str()).await.is_some());
+    assert!(secret_opt(&client, tenant, catalog.secret.as_str()).await.is_some());
     eventually("a PullSecretSynced event on the service account", Duration::from_secs(10), || async {
-        (!events_for(&client, &ns, "widget-runner", "PullSecretSynced").await.is_empty()).then_some(())
+        (!events_for(&client, tenant, "app", "PullSecretSynced").await.is_empty()).then_some(())
     })
     .await;
+
+    settled(&client, &op).await;
+    let runner = eventually("OLM's adopted ServiceAccount to list the copy", Duration::from_secs(20), || async {
+        let sa = service_account(&client, &ns, "widget-runner").await;
+        (sa_pull_secrets(&sa) == [catalog.secret.as_str()]).then_some(sa)
+    })
+    .await;
+    let adopted = runner.metadata.owner_references.iter().flatten().any(|o| o.uid == op.csv_uid);
+    assert!(adopted, "OLM's step adopts the ServiceAccount: {runner:?}");
+    assert_eq!(injected(&runner).as_deref(), Some(catalog.secret.as_str()));
 }
 
 /// A namespace selector in the text grammar of Kubernetes (here `!=`) decides where the catalog's
