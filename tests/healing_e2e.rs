@@ -141,15 +141,16 @@ async fn pods_admitted_without_the_webhook_are_reported_then_healed_and_service_
     // The eviction is the canary that tells whether the webhook is called, unless the webhook
     // served a Pod created after this one: with real OLM the operator's own Pods may be recreated
     // at any time, and the reconciler then names the newer Pod's creation as its proof.
-    let logs = healer.logs();
-    let evicted = logs
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|line| {
+    // (Logged once the eviction returned: possibly after the replacement was admitted.)
+    let evicted = eventually("the eviction to be logged", Duration::from_secs(10), || async {
+        let logs = healer.logs();
+        logs.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()).find(|line| {
             line["message"].as_str().is_some_and(|m| m.starts_with("pod evicted so that its controller"))
                 && line["pod"] == name.as_str()
         })
-        .unwrap_or_else(|| panic!("no eviction logged: {logs}"));
+    })
+    .await;
+    let logs = healer.logs();
     match evicted["served_since"].as_str().unwrap_or_default() {
         "" => assert!(logs.contains("this eviction tells"), "{logs}"),
         proof => {
