@@ -85,11 +85,9 @@ async fn pods_admitted_without_the_webhook_are_reported_then_healed_and_service_
     })
     .await;
     // Counted once for this Pod (OLM may still replace its operator's Pod meanwhile: counted too).
-    let reported = reporter.logs();
-    let reported = reported.lines().filter(|l| l.contains("pod was admitted without the pull secrets it needs"));
-    let reported: Vec<&str> = reported.filter(|l| l.contains(&format!("\"namespace\":\"{tenant}\""))).collect();
+    let reported = reporter.logged("pod was admitted without the pull secrets it needs", tenant);
     assert_eq!(reported.len(), 1, "{reported:?}");
-    assert!(reported[0].contains(&format!("\"pod\":\"{name}\"")), "{reported:?}");
+    assert_eq!(reported[0]["pod"], name.as_str(), "{reported:?}");
     let metrics = webhook::http_get(&format!("127.0.0.1:{}", reporter.reconciler_admin_port), "/metrics").unwrap().1;
     let counted = metrics
         .lines()
@@ -143,11 +141,8 @@ async fn pods_admitted_without_the_webhook_are_reported_then_healed_and_service_
     // at any time, and the reconciler then names the newer Pod's creation as its proof.
     // (Logged once the eviction returned: possibly after the replacement was admitted.)
     let evicted = eventually("the eviction to be logged", Duration::from_secs(10), || async {
-        let logs = healer.logs();
-        logs.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()).find(|line| {
-            line["message"].as_str().is_some_and(|m| m.starts_with("pod evicted so that its controller"))
-                && line["pod"] == name.as_str()
-        })
+        let evictions = healer.logged("pod evicted so that its controller recreates it with its pull secrets", tenant);
+        evictions.into_iter().find(|line| line["pod"] == name.as_str())
     })
     .await;
     let logs = healer.logs();

@@ -25,11 +25,7 @@ fn count(process: &WebhookProcess, message: &str) -> usize {
 /// after the copy's write and its ledger record), then checks it did so once in each, and at most
 /// once in the operator's namespace: there an admission (OLM's) may refresh the copy first.
 async fn updated_once_each(process: &WebhookProcess, tenants: &[String], operator_namespace: &str) {
-    let updated_in = |ns: &str| {
-        let logs = process.logs();
-        let field = format!("\"namespace\":\"{ns}\"");
-        logs.lines().filter(|l| l.contains("copy updated from its source") && l.contains(&field)).count()
-    };
+    let updated_in = |ns: &str| process.logged("copy updated from its source", ns).len();
     eventually("the copies' update to be logged", Duration::from_secs(10), || async {
         tenants.iter().all(|t| updated_in(t) > 0).then_some(())
     })
@@ -157,10 +153,8 @@ async fn one_replica_reconciles_and_a_killed_holder_hands_over_within_the_lease_
         let left = ledger.list(&Default::default()).await.unwrap().items;
         let left = left.iter().filter(|entry| tenants.contains(&entry.spec.namespace)).count();
         // The operator namespace's copy may go too (its Pod replaced while no webhook is called).
-        let removed = restarted.logs();
-        let removed = removed.lines().filter(|l| l.contains("copy removed after the grace period"));
-        let in_tenants =
-            removed.filter(|l| tenants.iter().any(|t| l.contains(&format!("\"namespace\":\"{t}\"")))).count();
+        let in_tenants: usize =
+            tenants.iter().map(|t| restarted.logged("copy removed after the grace period", t).len()).sum();
         (left == 0 && in_tenants == tenants.len()).then_some(())
     })
     .await;

@@ -139,10 +139,15 @@ impl WebhookProcess {
 
     /// The decision log lines for one namespace (see `logs`).
     pub fn decisions(&self, namespace: &str) -> Vec<serde_json::Value> {
+        self.logged("admission decision", namespace)
+    }
+
+    /// The log lines with this message about one namespace, parsed.
+    pub fn logged(&self, message: &str, namespace: &str) -> Vec<serde_json::Value> {
         self.logs()
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["message"] == "admission decision" && v["namespace"] == namespace)
+            .filter(|v| v["message"] == message && v["namespace"] == namespace)
             .collect()
     }
 
